@@ -1,0 +1,1 @@
+"""Adapters: one module per backend, each translating its SDK's errors."""

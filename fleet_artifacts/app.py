@@ -1,0 +1,102 @@
+"""Application factory: ``create_app(settings)`` wires adapters, service and routes.
+
+Each backend client is created once per process in the lifespan and closed
+there. Tests may hand in ready stores (``stores=``) to exercise a fault path
+with an honest fake of a port.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+
+from litestar import Litestar
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from fleet_artifacts import __version__
+from fleet_artifacts.adapters.azure_blob import AzureBlobStore
+from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
+from fleet_artifacts.auth import TokenAuthority
+from fleet_artifacts.ports import BlobStore, PointerStore
+from fleet_artifacts.problems import EXCEPTION_HANDLERS
+from fleet_artifacts.routes import ArtifactController, health
+from fleet_artifacts.service import ArtifactService
+from fleet_artifacts.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """A backend could not be opened at start-up; the message says which and why."""
+
+
+@asynccontextmanager
+async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, PointerStore]]:
+    """Open the configured blob and pointer stores; close them on exit."""
+    async with AsyncExitStack() as stack:
+        blobs = AzureBlobStore.from_settings(settings)
+        stack.push_async_callback(blobs.close)
+        try:
+            await blobs.open()
+        except Exception as exc:
+            raise StartupError(f"cannot open Blob container {settings.blob_container!r}: {exc}") from exc
+        pointers = SqlitePointerStore(settings.data_dir / "pointers.sqlite3")
+        stack.push_async_callback(pointers.close)
+        yield blobs, pointers
+
+
+def create_app(
+    settings: Settings, *, stores: tuple[BlobStore, PointerStore] | None = None
+) -> Litestar:
+    """Build the Litestar app for ``settings``.
+
+    Example:
+        >>> app = create_app(load_settings(os.environ))  # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8080)  # doctest: +SKIP
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if stores is None:
+                blobs, pointers = await stack.enter_async_context(open_stores(settings))
+            else:
+                blobs, pointers = stores
+            app.state.auth = TokenAuthority(settings.tokens)
+            app.state.service = ArtifactService(
+                blobs,
+                pointers,
+                sas_ttl=timedelta(seconds=settings.sas_ttl_seconds),
+                max_upload_bytes=settings.max_upload_bytes,
+                max_envelope_bytes=settings.max_envelope_bytes,
+            )
+            yield
+
+    openapi = OpenAPIConfig(
+        title="fleet-artifacts",
+        version=__version__,
+        description="Artifact store for CI fleets: bytes in Azure Blob, pointers in a database.",
+        path="/docs",
+        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+        components=Components(
+            security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+        ),
+        security=[{"bearer": []}],
+    )
+    logging_config = LoggingConfig(
+        root={"level": settings.log_level, "handlers": ["queue_listener"]},
+        loggers={"azure": {"level": "WARNING"}},  # azure-core logs every request (and SAS URLs) at INFO
+        log_exceptions="never",  # the problem handlers log what deserves it
+    )
+    return Litestar(
+        route_handlers=[ArtifactController, health],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=openapi,
+        logging_config=logging_config,
+    )

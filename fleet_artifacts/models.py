@@ -1,0 +1,88 @@
+"""Wire and stored shapes, one msgspec Struct each.
+
+``Pointer`` is the stored document: it describes a blob and never carries the
+blob's bytes. ``ArtifactOut`` is what clients receive: the pointer plus a
+freshly signed, short-lived download URL.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import msgspec
+
+
+class ArtifactKind(enum.StrEnum):
+    """What a run produced; part of the blob key."""
+
+    LOG = "log"
+    COVERAGE = "coverage"
+    SCREENSHOT = "screenshot"
+    BUILD = "build"
+    OTHER = "other"
+    CODE = "code"
+    DOCUMENT = "document"
+    IMAGE = "image"
+    DATA = "data"
+
+
+class ArtifactStatus(enum.StrEnum):
+    """Life-cycle state of a pointer; only ACTIVE artifacts are served."""
+
+    ACTIVE = "ACTIVE"
+    DELETING = "DELETING"
+
+
+class Pointer(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=False):
+    """The stored pointer document (Cosmos item / SQLite row)."""
+
+    id: str
+    product_id: str
+    job_id: str
+    run_id: str | None = None
+    kind: ArtifactKind
+    file_name: str
+    blob_key: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    status: ArtifactStatus = ArtifactStatus.ACTIVE
+
+
+class ArtifactOut(Pointer, kw_only=True, rename="camel"):
+    """A pointer as served: with a download URL signed for this response."""
+
+    download_url: str
+    download_url_expires_at: datetime
+
+
+class ArtifactPage(msgspec.Struct, rename="camel"):
+    """One page of a job's artifacts, newest first."""
+
+    items: list[ArtifactOut]
+    continuation_token: str | None = None
+
+
+class UploadEnvelope(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """JSON upload of a small payload, base64 in ``content``.
+
+    Sent as ``application/vnd.fleet-artifact+json`` so a raw ``.json`` file
+    (``application/json``) is never mistaken for an envelope.
+    """
+
+    kind: ArtifactKind
+    file_name: str
+    content: str
+    content_type: str = "application/octet-stream"
+    run_id: str | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Health(msgspec.Struct):
+    """Liveness answer."""
+
+    status: str

@@ -1,0 +1,128 @@
+"""Ports: the two storage seams of the service.
+
+``BlobStore`` holds artifact bytes; ``PointerStore`` holds the small pointer
+documents that describe them. Adapters live in ``fleet_artifacts.adapters`` and
+raise only the project's errors (``fleet_artifacts.errors``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import datetime
+
+import msgspec
+
+from fleet_artifacts.models import ArtifactKind, ArtifactStatus, Pointer
+
+
+class BlobWritten(msgspec.Struct, frozen=True):
+    """What a completed blob write measured on the way through."""
+
+    size_bytes: int
+    sha256: str
+
+
+class BlobInfo(msgspec.Struct, frozen=True):
+    """Properties of a committed blob."""
+
+    size_bytes: int
+    content_type: str
+
+
+class BlobStore(abc.ABC):
+    """Artifact bytes, addressed by blob key."""
+
+    @abc.abstractmethod
+    async def write(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Stream ``chunks`` into a new blob at ``key`` and commit it.
+
+        The blob becomes visible only once every chunk was stored. If the
+        stream raises, or crosses ``max_bytes`` (PayloadTooLarge), nothing is
+        committed under ``key``.
+        """
+
+    @abc.abstractmethod
+    def read(self, key: str) -> AsyncIterator[bytes]:
+        """Stream a committed blob's bytes; NotFound if absent."""
+
+    @abc.abstractmethod
+    async def info(self, key: str) -> BlobInfo | None:
+        """Return a committed blob's properties, or None if absent."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Delete a blob; True if it existed. Deleting an absent blob is not an error."""
+
+    @abc.abstractmethod
+    async def sign_read_url(
+        self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str
+    ) -> str:
+        """Return a URL that lets anyone holding it read this one blob until ``expires_at``.
+
+        The URL makes the download answer with the given Content-Disposition
+        and Content-Type.
+        """
+
+
+class StoredPointer(msgspec.Struct, frozen=True):
+    """A pointer as read from the store, with the etag for compare-and-swap."""
+
+    pointer: Pointer
+    etag: str
+
+
+class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A page request over one job's pointers, newest first."""
+
+    job_id: str
+    product_id: str
+    kind: ArtifactKind | None = None
+    run_id: str | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    status: ArtifactStatus = ArtifactStatus.ACTIVE
+    limit: int = 100
+    continuation: str | None = None
+
+
+class PointerPage(msgspec.Struct, frozen=True):
+    """One page of pointers and the opaque token for the next, if any."""
+
+    items: list[Pointer]
+    continuation: str | None
+
+
+class PointerStore(abc.ABC):
+    """Pointer documents, partitioned by job id."""
+
+    @abc.abstractmethod
+    async def create(self, pointer: Pointer) -> str:
+        """Insert a new pointer and return its etag; Conflict if the id exists."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
+        """Point read within one job; None if absent."""
+
+    @abc.abstractmethod
+    async def find(self, artifact_id: str) -> StoredPointer | None:
+        """Look a pointer up by id alone (may cost a cross-partition query)."""
+
+    @abc.abstractmethod
+    async def replace(self, pointer: Pointer, *, etag: str) -> str:
+        """Overwrite a pointer if its etag still matches; return the new etag.
+
+        Raises PreconditionFailed if it changed meanwhile, NotFound if it is gone.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, job_id: str, artifact_id: str) -> bool:
+        """Delete a pointer; True if it existed."""
+
+    @abc.abstractmethod
+    async def list(self, query: ListQuery) -> PointerPage:
+        """Return one page of a job's pointers, newest first.
+
+        Raises InvalidInput if ``query.continuation`` was not issued by this store.
+        """

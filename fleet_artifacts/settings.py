@@ -1,0 +1,138 @@
+"""Typed settings, loaded explicitly from ``FLEET_ARTIFACTS_*`` variables.
+
+Nothing here runs at import time: ``load_settings(os.environ)`` is called by the
+CLI (or a test) and the result is passed to ``create_app(settings)``.
+
+Example:
+    >>> s = load_settings({"FLEET_ARTIFACTS_TOKENS": "t0ken:acme",
+    ...                    "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"})
+    >>> s.tokens["t0ken"], s.sas_ttl_seconds
+    ('acme', 900)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from fleet_artifacts.errors import InvalidInput
+from fleet_artifacts.validation import check_id
+
+PREFIX = "FLEET_ARTIFACTS_"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+BlobBackend = Literal["azure"]
+PointerBackend = Literal["sqlite"]
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or contradicts another."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service can be configured with (see ``.env.example``)."""
+
+    tokens: dict[str, str]
+    blob_backend: BlobBackend = "azure"
+    azure_storage_connection_string: str | None = None
+    azure_storage_account_url: str | None = None
+    blob_container: str = "fleet-artifacts"
+    pointer_backend: PointerBackend = "sqlite"
+    data_dir: Path = Path("fleet-artifacts-data")
+    max_upload_bytes: int = 10 * GiB
+    max_envelope_bytes: int = 8 * MiB
+    sas_ttl_seconds: int = 900
+    block_size_bytes: int = 8 * MiB
+    upload_concurrency: int = 4
+    azure_retry_total: int = 3
+    log_level: str = "INFO"
+
+
+_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "max_upload_bytes": (1, 190 * 1024 * GiB),
+    "max_envelope_bytes": (1, 64 * MiB),
+    "sas_ttl_seconds": (60, 7 * 24 * 3600),
+    "block_size_bytes": (64 * 1024, 4000 * MiB),
+    "upload_concurrency": (1, 64),
+    "azure_retry_total": (0, 10),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "blob_backend": ("azure",),
+    "pointer_backend": ("sqlite",),
+    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """Parse ``token:productId[,token:productId...]``."""
+    tokens: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        token, sep, product = item.partition(":")
+        if not sep or not token or not product:
+            raise SettingsError(f"{PREFIX}TOKENS: entry {item[:8]!r}... must be token:productId")
+        if len(token) < 16:
+            raise SettingsError(f"{PREFIX}TOKENS: tokens must be at least 16 characters")
+        if token in tokens:
+            raise SettingsError(f"{PREFIX}TOKENS: a token is listed twice")
+        try:
+            check_id(product, "productId")
+        except InvalidInput as exc:
+            raise SettingsError(f"{PREFIX}TOKENS: productId {product!r}: {exc}") from exc
+        tokens[token] = product
+    return tokens
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build ``Settings`` from an environment mapping; raise SettingsError if invalid."""
+    fields = set(Settings.__struct_fields__)
+    values: dict[str, object] = {}
+    for name, raw in environ.items():
+        if not name.startswith(PREFIX) or name.startswith(PREFIX + "TEST_"):
+            continue
+        field = name[len(PREFIX) :].lower()
+        if field not in fields:
+            raise SettingsError(f"unknown setting {name}; see .env.example for the list")
+        raw = raw.strip()
+        if raw == "":
+            continue
+        if field == "tokens":
+            values[field] = parse_tokens(raw)
+        elif field in _INT_BOUNDS:
+            low, high = _INT_BOUNDS[field]
+            try:
+                number = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+            if not low <= number <= high:
+                raise SettingsError(f"{name} must be between {low} and {high}")
+            values[field] = number
+        elif field in _CHOICES:
+            choice = raw.upper() if field == "log_level" else raw.lower()
+            if choice not in _CHOICES[field]:
+                raise SettingsError(f"{name} must be one of {', '.join(_CHOICES[field])}")
+            values[field] = choice
+        elif field == "data_dir":
+            values[field] = Path(raw)
+        else:
+            values[field] = raw
+    if not values.get("tokens"):
+        raise SettingsError(f"{PREFIX}TOKENS is required (token:productId pairs, comma-separated)")
+    if values.get("blob_backend", "azure") == "azure":
+        has_cs = "azure_storage_connection_string" in values
+        has_url = "azure_storage_account_url" in values
+        if has_cs == has_url:
+            raise SettingsError(
+                f"the azure blob backend needs exactly one of {PREFIX}AZURE_STORAGE_CONNECTION_STRING "
+                f"or {PREFIX}AZURE_STORAGE_ACCOUNT_URL"
+            )
+    settings = msgspec.convert(values, Settings)
+    if settings.max_upload_bytes > settings.block_size_bytes * 50_000:
+        raise SettingsError(
+            f"{PREFIX}MAX_UPLOAD_BYTES exceeds 50,000 blocks of {PREFIX}BLOCK_SIZE_BYTES "
+            "(Azure's block limit): raise the block size or lower the limit"
+        )
+    return settings
