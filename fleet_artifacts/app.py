@@ -1,15 +1,15 @@
 """Application factory: ``create_app(settings)`` wires adapters, service and routes.
 
 Each backend client is created once per process in the lifespan and closed
-there. Tests may hand in ready stores (``stores=``) to exercise a fault path
-with an honest fake of a port.
+there. Tests may pass their own ``open_stores`` (for example one that wraps a
+real adapter in an honest fault-injecting fake of the port).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 from litestar import Litestar
@@ -50,9 +50,10 @@ async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, Poin
         yield blobs, pointers
 
 
-def create_app(
-    settings: Settings, *, stores: tuple[BlobStore, PointerStore] | None = None
-) -> Litestar:
+StoresOpener = Callable[[Settings], AbstractAsyncContextManager[tuple[BlobStore, PointerStore]]]
+
+
+def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -> Litestar:
     """Build the Litestar app for ``settings``.
 
     Example:
@@ -62,11 +63,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            if stores is None:
-                blobs, pointers = await stack.enter_async_context(open_stores(settings))
-            else:
-                blobs, pointers = stores
+        async with open_stores(settings) as (blobs, pointers):
             app.state.auth = TokenAuthority(settings.tokens)
             app.state.service = ArtifactService(
                 blobs,
@@ -83,9 +80,7 @@ def create_app(
         description="Artifact store for CI fleets: bytes in Azure Blob, pointers in a database.",
         path="/docs",
         render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
-        components=Components(
-            security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
-        ),
+        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
         security=[{"bearer": []}],
     )
     logging_config = LoggingConfig(

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery, PathParameter, QueryParameter
 
 from fleet_artifacts.errors import InvalidInput
 from fleet_artifacts.models import ArtifactKind, ArtifactOut, ArtifactPage, Health
@@ -24,12 +24,14 @@ from fleet_artifacts.uploads import (
 from fleet_artifacts.validation import check_id, parse_tags
 
 AnyRequest = Request[Any, Any, Any]
-JobId = Annotated[str, Parameter(description="The job the artifacts belong to (partition key).")]
-ArtifactId = Annotated[str, Parameter(description="The artifact id returned on upload.")]
+JobId = Annotated[str, PathParameter(description="The job the artifacts belong to (partition key).")]
+ArtifactId = Annotated[str, PathParameter(description="The artifact id returned on upload.")]
 Tag = Annotated[
     list[str] | None,
-    Parameter(description="Tag as key:value; repeat for several (all must match)."),
+    QueryParameter(description="Tag as key:value; repeat for several (all must match)."),
 ]
+Service = NamedDependency[ArtifactService]
+ProductId = NamedDependency[str]
 
 UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type alone:
 
@@ -74,13 +76,13 @@ class ArtifactController(Controller):
     async def upload(
         self,
         request: AnyRequest,
-        service: ArtifactService,
-        product_id: str,
+        service: Service,
+        product_id: ProductId,
         job_id: JobId,
-        kind: str | None = None,
-        file_name: Annotated[str | None, Parameter(query="fileName")] = None,
-        run_id: Annotated[str | None, Parameter(query="runId")] = None,
-        content_type: Annotated[str | None, Parameter(query="contentType")] = None,
+        kind: FromQuery[str | None] = None,
+        file_name: Annotated[str | None, QueryParameter(name="fileName")] = None,
+        run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
+        content_type: Annotated[str | None, QueryParameter(name="contentType")] = None,
         tag: Tag = None,
     ) -> Response[ArtifactOut]:
         """Upload an artifact (multipart, raw body or JSON envelope)."""
@@ -88,9 +90,7 @@ class ArtifactController(Controller):
         media_type = request.headers.get("content-type", "application/octet-stream")
         essence = media_type.split(";", 1)[0].strip().lower()
         query_meta = (kind, file_name, run_id, content_type, tag)
-        if essence in (MULTIPART_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE) and any(
-            v is not None for v in query_meta
-        ):
+        if essence in (MULTIPART_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE) and any(v is not None for v in query_meta):
             raise InvalidInput(f"with {essence}, metadata goes in the body, not the query string")
         if essence == MULTIPART_MEDIA_TYPE:
             meta, chunks = await read_multipart(request.stream(), media_type)
@@ -119,14 +119,14 @@ class ArtifactController(Controller):
     @get("/jobs/{job_id:str}/artifacts", operation_id="listArtifacts")
     async def list_artifacts(
         self,
-        service: ArtifactService,
-        product_id: str,
+        service: Service,
+        product_id: ProductId,
         job_id: JobId,
-        kind: ArtifactKind | None = None,
-        run_id: Annotated[str | None, Parameter(query="runId")] = None,
+        kind: FromQuery[ArtifactKind | None] = None,
+        run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
         tag: Tag = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        continuation_token: Annotated[str | None, Parameter(query="continuationToken")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        continuation_token: Annotated[str | None, QueryParameter(name="continuationToken")] = None,
     ) -> ArtifactPage:
         """List a job's artifacts, newest first; pass continuationToken for the next page."""
         query = ListQuery(
@@ -142,16 +142,14 @@ class ArtifactController(Controller):
 
     @get("/jobs/{job_id:str}/artifacts/{artifact_id:str}", operation_id="getJobArtifact")
     async def get_in_job(
-        self, service: ArtifactService, product_id: str, job_id: JobId, artifact_id: ArtifactId
+        self, service: Service, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId
     ) -> ArtifactOut:
         """Fetch a pointer with a fresh download URL (a point read)."""
-        return await service.get(
-            product_id, check_id(job_id, "jobId"), check_id(artifact_id, "artifactId")
-        )
+        return await service.get(product_id, check_id(job_id, "jobId"), check_id(artifact_id, "artifactId"))
 
     @delete("/jobs/{job_id:str}/artifacts/{artifact_id:str}", operation_id="deleteJobArtifact")
     async def delete_in_job(
-        self, service: ArtifactService, product_id: str, job_id: JobId, artifact_id: ArtifactId
+        self, service: Service, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId
     ) -> None:
         """Delete an artifact's pointer and blob."""
         await service.delete(
@@ -160,15 +158,13 @@ class ArtifactController(Controller):
 
     @get("/artifacts/{artifact_id:str}", operation_id="getArtifact")
     async def get_by_id(
-        self, service: ArtifactService, product_id: str, artifact_id: ArtifactId
+        self, service: Service, product_id: ProductId, artifact_id: ArtifactId
     ) -> ArtifactOut:
         """Fetch a pointer by id alone (a cross-partition lookup on Cosmos)."""
         return await service.get_by_id(product_id, check_id(artifact_id, "artifactId"))
 
     @delete("/artifacts/{artifact_id:str}", operation_id="deleteArtifact")
-    async def delete_by_id(
-        self, service: ArtifactService, product_id: str, artifact_id: ArtifactId
-    ) -> None:
+    async def delete_by_id(self, service: Service, product_id: ProductId, artifact_id: ArtifactId) -> None:
         """Delete an artifact's pointer and blob, found by id alone."""
         await service.delete(product_id, check_id(artifact_id, "artifactId"))
 

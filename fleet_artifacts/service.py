@@ -66,9 +66,7 @@ def content_disposition(file_name: str, disposition: str = "attachment") -> str:
     The quoted ``filename`` is an ASCII fallback (quotes, backslashes, percent
     signs and non-ASCII become ``_``); ``filename*`` carries the exact name.
     """
-    fallback = "".join(
-        ch if " " <= ch <= "~" and ch not in '"\\%' else "_" for ch in file_name
-    )
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\%' else "_" for ch in file_name)
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 

@@ -29,8 +29,13 @@ _CONTENT_TYPE = re.compile(
 )
 
 
+# Control, format, surrogate (not encodable as UTF-8), private-use and unassigned
+# code points, and line/paragraph separators: none belongs in a name or header.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
 def _has_control(value: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value)
+    return any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value)
 
 
 def check_id(value: str, field: str) -> str:
@@ -53,18 +58,14 @@ def check_id(value: str, field: str) -> str:
 def check_file_name(value: str) -> str:
     """Return ``value`` if it is a plain file name (no directories, no traversal)."""
     if not value or len(value) > MAX_FILE_NAME_LENGTH:
-        raise InvalidInput(
-            f"fileName must be 1 to {MAX_FILE_NAME_LENGTH} characters", field="fileName"
-        )
+        raise InvalidInput(f"fileName must be 1 to {MAX_FILE_NAME_LENGTH} characters", field="fileName")
     if "/" in value or "\\" in value or ".." in value or _has_control(value):
         raise InvalidInput(
             "fileName may not contain path separators, '..' or control characters",
             field="fileName",
         )
     if value.strip() != value or not value.strip("."):
-        raise InvalidInput(
-            "fileName may not start or end with spaces or be only dots", field="fileName"
-        )
+        raise InvalidInput("fileName may not start or end with spaces or be only dots", field="fileName")
     return value
 
 

@@ -56,9 +56,7 @@ def server(settings: Settings) -> Iterator[ThreadedServer]:
 @pytest.fixture
 def client(server: ThreadedServer) -> Iterator[httpx.Client]:
     """An HTTP client authenticated as product A."""
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN_A}"}, timeout=60
-    ) as c:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN_A}"}, timeout=60) as c:
         yield c
 
 

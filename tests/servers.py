@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -85,9 +86,12 @@ class Azurite:
         self.proc = subprocess.Popen(
             [
                 azurite_binary(),
-                "--blobHost", "127.0.0.1",
-                "--blobPort", str(self.port),
-                "--location", str(self.data_dir),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.port),
+                "--location",
+                str(self.data_dir),
                 "--skipApiVersionCheck",
                 "--loose",
                 "--silent",
@@ -98,11 +102,20 @@ class Azurite:
         wait_for_port(self.port, proc=self.proc)
         return self
 
-    def stop(self) -> None:
+    def start_again(self) -> Azurite:
+        """Restart on the same port and data after ``stop`` (an outage that ends)."""
+        return self.start()
+
+    def stop(self, *, graceful: bool = False) -> None:
+        """Stop Azurite; ``graceful`` flushes its metadata (about 10 s) for a restart on the same data."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            if not graceful:
+                self.proc.kill()
+                self.proc.wait()
+                return
+            self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -197,9 +197,7 @@ class AzureBlobStore(BlobStore):
                 props = await blob.get_blob_properties()
         except NotFound:
             return None
-        return BlobInfo(
-            size_bytes=props.size, content_type=props.content_settings.content_type or ""
-        )
+        return BlobInfo(size_bytes=props.size, content_type=props.content_settings.content_type or "")
 
     async def delete(self, key: str) -> bool:
         """Delete a blob and its snapshots; False if it was not there."""

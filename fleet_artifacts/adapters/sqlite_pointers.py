@@ -173,10 +173,12 @@ class SqlitePointerStore(PointerStore):
     async def delete(self, job_id: str, artifact_id: str) -> bool:
         """Delete; False if it was not there."""
         return await self._run(
-            lambda: self._conn.execute(
-                "DELETE FROM pointers WHERE job_id = ? AND id = ?", (job_id, artifact_id)
-            ).rowcount
-            > 0
+            lambda: (
+                self._conn.execute(
+                    "DELETE FROM pointers WHERE job_id = ? AND id = ?", (job_id, artifact_id)
+                ).rowcount
+                > 0
+            )
         )
 
     async def list(self, query: ListQuery) -> PointerPage:

@@ -1,0 +1,106 @@
+"""BlobStore contract: every adapter must pass these (Azure on Azurite today; more join later)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from fleet_artifacts.adapters.azure_blob import AzureBlobStore
+from fleet_artifacts.adapters.delegation import utcnow
+from fleet_artifacts.errors import InvalidInput, NotFound, PayloadTooLarge
+from fleet_artifacts.ports import BlobStore
+
+
+@pytest.fixture(params=["azure"])
+async def blobs(request: pytest.FixtureRequest, azure_blobs: AzureBlobStore) -> BlobStore:
+    """Each BlobStore adapter in turn."""
+    adapters: dict[str, BlobStore] = {"azure": azure_blobs}
+    return adapters[request.param]
+
+
+async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def read_all(blobs: BlobStore, key: str) -> bytes:
+    return b"".join([chunk async for chunk in blobs.read(key)])
+
+
+def key() -> str:
+    return f"fleet/p/j/{secrets.token_hex(8)}-log"
+
+
+@pytest.mark.parametrize("size", [0, 1, 256 * 1024 - 1, 256 * 1024, 3 * 256 * 1024 + 17])
+async def test_write_then_read_is_byte_exact(blobs: BlobStore, size: int) -> None:
+    data = secrets.token_bytes(size)
+    k = key()
+    written = await blobs.write(k, chunks_of(data, 10_000), content_type="text/plain", max_bytes=10**9)
+    assert written.size_bytes == size
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert await read_all(blobs, k) == data
+    info = await blobs.info(k)
+    assert info is not None and info.size_bytes == size and info.content_type == "text/plain"
+
+
+async def test_crossing_the_limit_commits_nothing(blobs: BlobStore) -> None:
+    k = key()
+    with pytest.raises(PayloadTooLarge):
+        await blobs.write(k, chunks_of(b"x" * 1_000_001, 4096), content_type="a/b", max_bytes=1_000_000)
+    assert await blobs.info(k) is None
+
+
+async def test_a_failing_stream_commits_nothing(blobs: BlobStore) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"a" * 600_000  # enough for blocks to be staged before the failure
+        raise InvalidInput("client went away")
+
+    k = key()
+    with pytest.raises(InvalidInput):
+        await blobs.write(k, broken(), content_type="a/b", max_bytes=10**9)
+    assert await blobs.info(k) is None
+
+
+async def test_delete_reports_whether_the_blob_existed(blobs: BlobStore) -> None:
+    k = key()
+    await blobs.write(k, chunks_of(b"bye", 3), content_type="a/b", max_bytes=10)
+    assert await blobs.delete(k) is True
+    assert await blobs.info(k) is None
+    assert await blobs.delete(k) is False
+    with pytest.raises(NotFound):
+        await read_all(blobs, k)
+
+
+async def test_signed_url_reads_only_its_blob_until_expiry(blobs: BlobStore) -> None:
+    k, other = key(), key()
+    for name in (k, other):
+        await blobs.write(name, chunks_of(name.encode(), 100), content_type="text/plain", max_bytes=1000)
+    disposition = "attachment; filename=\"a.txt\"; filename*=UTF-8''a.txt"
+    url = await blobs.sign_read_url(
+        k,
+        expires_at=utcnow() + timedelta(minutes=5),
+        content_disposition=disposition,
+        content_type="text/x-log",
+    )
+    async with httpx.AsyncClient() as http:
+        ok = await http.get(url)
+        assert ok.status_code == 200 and ok.content == k.encode()
+        assert ok.headers["content-disposition"] == disposition
+        assert ok.headers["content-type"] == "text/x-log"
+        assert (await http.get(url.replace(k, other))).status_code == 403
+        assert (
+            await http.put(url, content=b"overwrite", headers={"x-ms-blob-type": "BlockBlob"})
+        ).status_code == 403
+        expired = await blobs.sign_read_url(
+            k,
+            expires_at=utcnow() - timedelta(seconds=5),
+            content_disposition=disposition,
+            content_type="text/plain",
+        )
+        assert (await http.get(expired)).status_code == 403
+    assert await read_all(blobs, k) == k.encode()

@@ -1,0 +1,115 @@
+"""End to end: the real `fleet-artifacts serve` process, talked to over HTTP like a worker would."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TOKEN_A
+from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, REPO, Azurite, free_port, wait_for_port
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_ARTIFACTS_")}
+    env["PYTHONPATH"] = str(REPO)  # the package, even where it is not installed
+    return env
+
+
+def serve_env(connection_string: str, data_dir: Path) -> dict[str, str]:
+    env = clean_env()
+    env.update(
+        {
+            "FLEET_ARTIFACTS_TOKENS": f"{TOKEN_A}:prod-a",
+            "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": connection_string,
+            "FLEET_ARTIFACTS_BLOB_CONTAINER": "e2e" + secrets.token_hex(4),
+            "FLEET_ARTIFACTS_DATA_DIR": str(data_dir),
+            "FLEET_ARTIFACTS_AZURE_RETRY_TOTAL": "0",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def service(azurite: Azurite, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleet_artifacts", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=serve_env(azurite.connection_string, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        log = out.decode(errors="replace")
+        # uvicorn finishes the lifespan, then re-raises SIGTERM as its exit status.
+        assert proc.returncode in (0, -15), log
+        assert "Application shutdown complete." in log, log
+
+
+def test_worker_and_dashboard_flow(service: str) -> None:
+    data = secrets.token_bytes(3 * 1024 * 1024 + 5)
+    with httpx.Client(base_url=service, headers={"Authorization": f"Bearer {TOKEN_A}"}, timeout=60) as c:
+        r = c.post(
+            "/fleet/jobs/nightly-42/artifacts",
+            data={"kind": "build", "runId": "attempt-1"},
+            files={"file": ("dist.tar.gz", data, "application/gzip")},
+        )
+        assert r.status_code == 201, r.text
+        artifact = r.json()
+        assert artifact["sha256"] == hashlib.sha256(data).hexdigest()
+
+        page = c.get("/fleet/jobs/nightly-42/artifacts", params={"runId": "attempt-1"}).json()
+        assert [item["id"] for item in page["items"]] == [artifact["id"]]
+
+        fresh = c.get(f"/fleet/artifacts/{artifact['id']}").json()
+        download = httpx.get(fresh["downloadUrl"], timeout=60)
+        assert download.status_code == 200 and download.content == data
+        assert "filename*=UTF-8''dist.tar.gz" in download.headers["content-disposition"]
+
+        assert c.delete(f"/fleet/artifacts/{artifact['id']}").status_code == 204
+        assert c.get(f"/fleet/artifacts/{artifact['id']}").status_code == 404
+        assert httpx.get(f"{service}/health").json() == {"status": "ok"}
+
+
+def test_unreachable_blob_storage_is_a_clear_startup_error(tmp_path: Path) -> None:
+    closed = free_port()
+    cs = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{closed}/{AZURITE_ACCOUNT};"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(free_port())],
+        env=serve_env(cs, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "cannot open Blob container" in proc.stdout + proc.stderr
+
+
+def test_missing_configuration_is_a_clear_error(tmp_path: Path) -> None:
+    env = clean_env()
+    env["FLEET_ARTIFACTS_TOKENZ"] = "typo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "unknown setting FLEET_ARTIFACTS_TOKENZ" in proc.stderr

@@ -1,0 +1,133 @@
+"""PointerStore contract: every adapter must pass these (SQLite today; Cosmos joins later)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
+from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from fleet_artifacts.models import ArtifactKind, ArtifactStatus, Pointer
+from fleet_artifacts.ports import ListQuery, PointerStore
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite"])
+async def pointers(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PointerStore]:
+    """Each PointerStore adapter in turn, empty."""
+    store = SqlitePointerStore(tmp_path / "p.sqlite3")
+    yield store
+    await store.close()
+
+
+def make(job: str, n: int = 0, *, product: str = "prod-a", **changes: object) -> Pointer:
+    artifact_id = secrets.token_hex(8)
+    pointer = Pointer(
+        id=artifact_id,
+        product_id=product,
+        job_id=job,
+        kind=ArtifactKind.LOG,
+        file_name="a.log",
+        blob_key=f"fleet/{product}/{job}/{artifact_id}-log",
+        content_type="text/plain",
+        size_bytes=1,
+        sha256="0" * 64,
+        created_at=T0 + timedelta(microseconds=n),
+    )
+    return msgspec.structs.replace(pointer, **changes)
+
+
+async def test_create_get_find_roundtrip(pointers: PointerStore) -> None:
+    p = make("job-1", tags={"os": "linux"}, run_id="r1")
+    etag = await pointers.create(p)
+    got = await pointers.get("job-1", p.id)
+    assert got is not None and got.pointer == p and got.etag == etag
+    found = await pointers.find(p.id)
+    assert found is not None and found.pointer == p
+    assert await pointers.get("job-2", p.id) is None  # partition-scoped
+    assert await pointers.find("missing") is None
+
+
+async def test_duplicate_create_conflicts(pointers: PointerStore) -> None:
+    p = make("job-1")
+    await pointers.create(p)
+    with pytest.raises(Conflict):
+        await pointers.create(p)
+
+
+async def test_replace_is_compare_and_swap(pointers: PointerStore) -> None:
+    p = make("job-1")
+    etag = await pointers.create(p)
+    new_etag = await pointers.replace(msgspec.structs.replace(p, status=ArtifactStatus.DELETING), etag=etag)
+    assert new_etag != etag
+    with pytest.raises(PreconditionFailed):
+        await pointers.replace(p, etag=etag)  # stale
+    got = await pointers.get("job-1", p.id)
+    assert got is not None and got.pointer.status is ArtifactStatus.DELETING
+    await pointers.delete("job-1", p.id)
+    with pytest.raises(NotFound):
+        await pointers.replace(p, etag=new_etag)
+
+
+async def test_delete(pointers: PointerStore) -> None:
+    p = make("job-1")
+    await pointers.create(p)
+    assert await pointers.delete("job-2", p.id) is False
+    assert await pointers.delete("job-1", p.id) is True
+    assert await pointers.delete("job-1", p.id) is False
+    assert await pointers.get("job-1", p.id) is None
+
+
+async def test_list_newest_first_exactly_once_and_isolated(pointers: PointerStore) -> None:
+    created = [make("job-1", n % 40) for n in range(250)]  # many equal timestamps: ties by id
+    for p in created:
+        await pointers.create(p)
+    await pointers.create(make("job-2", 5))
+    await pointers.create(make("job-1", 5, product="prod-b"))
+    seen: list[Pointer] = []
+    token = None
+    while True:
+        page = await pointers.list(
+            ListQuery(job_id="job-1", product_id="prod-a", limit=17, continuation=token)
+        )
+        assert len(page.items) <= 17
+        seen += page.items
+        token = page.continuation
+        if token is None:
+            break
+    assert sorted(p.id for p in seen) == sorted(p.id for p in created)
+    assert len({p.id for p in seen}) == len(seen)
+    keys = [(p.created_at, p.id) for p in seen]
+    assert keys == sorted(keys, reverse=True)
+
+
+async def test_list_filters_and_hides_non_active(pointers: PointerStore) -> None:
+    a = make("j", 1, kind=ArtifactKind.LOG, run_id="r1", tags={"os": "linux", "arch": "x64"})
+    b = make("j", 2, kind=ArtifactKind.COVERAGE, run_id="r1", tags={"os": "windows"})
+    c = make("j", 3, kind=ArtifactKind.LOG, run_id="r2", status=ArtifactStatus.DELETING)
+    for p in (a, b, c):
+        await pointers.create(p)
+
+    async def ids(**kw: object) -> list[str]:
+        page = await pointers.list(msgspec.convert({"job_id": "j", "product_id": "prod-a", **kw}, ListQuery))
+        return [p.id for p in page.items]
+
+    assert await ids() == [b.id, a.id]
+    assert await ids(kind="log") == [a.id]
+    assert await ids(run_id="r1") == [b.id, a.id]
+    assert await ids(run_id="r2") == []
+    assert await ids(tags={"os": "linux"}) == [a.id]
+    assert await ids(tags={"os": "linux", "arch": "arm"}) == []
+    assert await ids(status="DELETING") == [c.id]
+
+
+async def test_foreign_continuation_token_is_invalid_input(pointers: PointerStore) -> None:
+    for token in ("garbage!", "e30", "WzEsMl0"):
+        with pytest.raises(InvalidInput):
+            await pointers.list(ListQuery(job_id="j", product_id="p", continuation=token))

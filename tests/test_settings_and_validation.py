@@ -1,0 +1,128 @@
+"""Settings loading and input rules (pure functions, no servers)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fleet_artifacts.auth import TokenAuthority
+from fleet_artifacts.errors import InvalidInput, Unauthenticated
+from fleet_artifacts.models import ArtifactKind
+from fleet_artifacts.service import blob_key, content_disposition
+from fleet_artifacts.settings import SettingsError, load_settings
+from fleet_artifacts.validation import check_content_type, check_file_name, check_id, check_tags, parse_tags
+
+BASE = {
+    "FLEET_ARTIFACTS_TOKENS": "tok-aaaaaaaaaaaaaaaa:acme, tok-bbbbbbbbbbbbbbbb:globex",
+    "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+}
+
+
+def test_defaults_and_overrides() -> None:
+    s = load_settings(BASE)
+    assert s.tokens == {"tok-aaaaaaaaaaaaaaaa": "acme", "tok-bbbbbbbbbbbbbbbb": "globex"}
+    assert (s.sas_ttl_seconds, s.blob_container, s.blob_backend, s.pointer_backend) == (
+        900,
+        "fleet-artifacts",
+        "azure",
+        "sqlite",
+    )
+    s = load_settings(
+        {
+            **BASE,
+            "FLEET_ARTIFACTS_SAS_TTL_SECONDS": "300",
+            "FLEET_ARTIFACTS_LOG_LEVEL": "debug",
+            "PATH": "/usr/bin",
+            "FLEET_ARTIFACTS_TEST_COSMOS_ENDPOINT": "ignored",
+        }
+    )
+    assert s.sas_ttl_seconds == 300 and s.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"FLEET_ARTIFACTS_TOKENS": ""}, "TOKENS is required"),
+        ({"FLEET_ARTIFACTS_TOKENS": "short:acme"}, "at least 16"),
+        ({"FLEET_ARTIFACTS_TOKENS": "tok-aaaaaaaaaaaaaaaa"}, "token:productId"),
+        ({"FLEET_ARTIFACTS_TOKENS": "tok-aaaaaaaaaaaaaaaa:../x"}, "productId"),
+        ({"FLEET_ARTIFACTS_SAS_TTL_SECONDS": "ten"}, "whole number"),
+        ({"FLEET_ARTIFACTS_SAS_TTL_SECONDS": "10"}, "between"),
+        ({"FLEET_ARTIFACTS_BLOB_BACKEND": "s3"}, "one of"),
+        ({"FLEET_ARTIFACTS_AZURE_STORAGE_ACCOUNT_URL": "https://a.blob.core.windows.net"}, "exactly one"),
+        ({"FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": ""}, "exactly one"),
+        ({"FLEET_ARTIFACTS_SAS_TTL": "60"}, "unknown setting"),
+        (
+            {"FLEET_ARTIFACTS_BLOCK_SIZE_BYTES": "65536", "FLEET_ARTIFACTS_MAX_UPLOAD_BYTES": str(2**40)},
+            "50,000",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(changes: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings({**BASE, **changes})
+
+
+def test_token_authority() -> None:
+    auth = TokenAuthority({"tok-aaaaaaaaaaaaaaaa": "acme"})
+    assert auth.product_for("Bearer tok-aaaaaaaaaaaaaaaa") == "acme"
+    assert auth.product_for("bearer  tok-aaaaaaaaaaaaaaaa ") == "acme"
+    for header in (
+        None,
+        "",
+        "Bearer",
+        "Bearer tok-aaaaaaaaaaaaaaab",
+        "Basic dG9rOng=",
+        "tok-aaaaaaaaaaaaaaaa",
+    ):
+        with pytest.raises(Unauthenticated):
+            auth.product_for(header)
+
+
+@given(st.text(max_size=200))
+def test_accepted_ids_can_never_escape_their_key_segment(value: str) -> None:
+    try:
+        check_id(value, "jobId")
+    except InvalidInput:
+        return
+    assert "/" not in value and "\\" not in value and ".." not in value
+    assert value.isprintable() and 0 < len(value) <= 128
+    key = blob_key("acme", value, "0" * 32, ArtifactKind.LOG)
+    assert key.split("/") == ["fleet", "acme", value, "0" * 32 + "-log"]
+
+
+@given(st.text(max_size=300))
+def test_accepted_file_names_are_plain_names(value: str) -> None:
+    try:
+        check_file_name(value)
+    except InvalidInput:
+        return
+    assert "/" not in value and "\\" not in value and ".." not in value
+    assert all(ch.isprintable() or ch == " " for ch in value)
+    disposition = content_disposition(value)
+    assert disposition.isascii() and "\r" not in disposition and "\n" not in disposition
+    fallback = disposition.split('filename="', 1)[1].split('"; filename*=', 1)[0]
+    assert '"' not in fallback and "\\" not in fallback
+
+
+def test_tag_rules() -> None:
+    assert parse_tags(["os:linux", "url:https://x/y"]) == {"os": "linux", "url": "https://x/y"}
+    with pytest.raises(InvalidInput, match="twice"):
+        parse_tags(["os:a", "os:b"])
+    with pytest.raises(InvalidInput, match="at most 10"):
+        check_tags({f"k{i}": "v" for i in range(11)})
+    with pytest.raises(InvalidInput):
+        check_tags({"k": "v" * 257})
+    with pytest.raises(InvalidInput):
+        check_tags({"bad key": "v"})
+    with pytest.raises(InvalidInput):
+        check_tags({"k": "line\nbreak"})
+
+
+def test_content_type_rules() -> None:
+    assert check_content_type("text/plain; charset=utf-8") == "text/plain; charset=utf-8"
+    assert check_content_type('multipart/mixed; boundary="a b"') == 'multipart/mixed; boundary="a b"'
+    for bad in ("text", "text/", "/plain", "text/plain\r\nX-Evil: 1", "a/b; c"):
+        with pytest.raises(InvalidInput):
+            check_content_type(bad)
