@@ -17,16 +17,20 @@ from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ControllerRouterHandler
 
 from fleet_artifacts import __version__
 from fleet_artifacts.adapters.azure_blob import AzureBlobStore
+from fleet_artifacts.adapters.local_blob import LocalBlobStore
 from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
 from fleet_artifacts.auth import TokenAuthority
+from fleet_artifacts.blob_routes import signed_blob
 from fleet_artifacts.ports import BlobStore, PointerStore
 from fleet_artifacts.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes import ArtifactController, health
 from fleet_artifacts.service import ArtifactService
-from fleet_artifacts.settings import Settings
+from fleet_artifacts.settings import Settings, SettingsError
+from fleet_artifacts.signing import UrlSigner, load_or_create_key
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +43,18 @@ class StartupError(RuntimeError):
 async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, PointerStore]]:
     """Open the configured blob and pointer stores; close them on exit."""
     async with AsyncExitStack() as stack:
-        blobs = AzureBlobStore.from_settings(settings)
-        stack.push_async_callback(blobs.close)
-        try:
-            await blobs.open()
-        except Exception as exc:
-            raise StartupError(f"cannot open Blob container {settings.blob_container!r}: {exc}") from exc
+        blobs: BlobStore
+        if settings.blob_backend == "local":
+            signer = UrlSigner(load_or_create_key(settings.signing_key, settings.data_dir))
+            blobs = LocalBlobStore(settings.data_dir / "blobs", signer)
+        else:
+            azure = AzureBlobStore.from_settings(settings)
+            stack.push_async_callback(azure.close)
+            try:
+                await azure.open()
+            except Exception as exc:
+                raise StartupError(f"cannot open Blob container {settings.blob_container!r}: {exc}") from exc
+            blobs = azure
         pointers = SqlitePointerStore(settings.data_dir / "pointers.sqlite3")
         stack.push_async_callback(pointers.close)
         yield blobs, pointers
@@ -60,11 +70,16 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         >>> app = create_app(load_settings(os.environ))  # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8080)  # doctest: +SKIP
     """
+    if not settings.tokens:
+        raise SettingsError("no bearer tokens configured (FLEET_ARTIFACTS_TOKENS)")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_stores(settings) as (blobs, pointers):
             app.state.auth = TokenAuthority(settings.tokens)
+            app.state.public_base_url = settings.public_base_url
+            if isinstance(blobs, LocalBlobStore):
+                app.state.local_blobs = blobs
             app.state.service = ArtifactService(
                 blobs,
                 pointers,
@@ -88,8 +103,11 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         loggers={"azure": {"level": "WARNING"}},  # azure-core logs every request (and SAS URLs) at INFO
         log_exceptions="never",  # the problem handlers log what deserves it
     )
+    handlers: list[ControllerRouterHandler] = [ArtifactController, health]
+    if settings.blob_backend == "local":
+        handlers.append(signed_blob)
     return Litestar(
-        route_handlers=[ArtifactController, health],
+        route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,

@@ -7,7 +7,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fleet_artifacts.settings import SettingsError, load_settings
+import msgspec
+
+from fleet_artifacts import __version__
+from fleet_artifacts.settings import Settings, SettingsError, load_settings
+from fleet_artifacts.signing import load_or_create_secret
+
+TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
+DEFAULT_PRODUCT = "default"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,15 +35,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fleet-artifacts: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        import uvicorn
+        return serve(settings, args.host, args.port)
+    return 0
 
-        from fleet_artifacts.app import create_app
 
-        app = create_app(settings)
-        print(
-            f"fleet-artifacts {settings.blob_backend} blobs + {settings.pointer_backend} pointers "
-            f"(data dir {settings.data_dir.resolve()}) on http://{args.host}:{args.port}",
-            flush=True,
-        )
-        uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+def serve(settings: Settings, host: str, port: int) -> int:
+    """Print where things are, then run the app under uvicorn until interrupted."""
+    import uvicorn
+
+    from fleet_artifacts.app import create_app
+
+    data_dir = settings.data_dir.resolve()
+    token_note = f"{len(settings.tokens)} configured in FLEET_ARTIFACTS_TOKENS"
+    if not settings.tokens:
+        # Zero-config start: one token for product "default", generated once and kept.
+        token_file = data_dir / TOKEN_FILE
+        token = load_or_create_secret(token_file, prefix="fa_")
+        settings = msgspec.structs.replace(settings, tokens={token: DEFAULT_PRODUCT})
+        token_note = f"{token}  (product {DEFAULT_PRODUCT!r}; kept in {token_file})"
+    if settings.blob_backend == "local":
+        blobs = f"local directory {data_dir / 'blobs'}"
+    else:
+        where = settings.azure_storage_account_url or "connection string"
+        blobs = f"Azure Blob container {settings.blob_container!r} ({where})"
+    print(
+        f"fleet-artifacts {__version__} listening on http://{host}:{port}\n"
+        f"  blobs:        {blobs}\n"
+        f"  pointers:     SQLite {data_dir / 'pointers.sqlite3'}\n"
+        f"  bearer token: {token_note}\n"
+        f"  API docs:     http://{host}:{port}/docs",
+        flush=True,
+    )
+    # A failing lifespan (say, Blob Storage unreachable) is logged by uvicorn, which then exits 3.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
     return 0

@@ -11,8 +11,10 @@ Azure SDK exception.
     ├── NotFound              404  absent, or owned by another product
     ├── Conflict              409  a create raced an existing item
     ├── PreconditionFailed    412  an etag compare-and-swap lost
+    ├── SignatureRejected     403  a signed blob URL is forged, altered or expired
     ├── PayloadTooLarge       413  the upload crossed the size limit
     ├── UnsupportedMediaType  415  the upload's content type has no reading
+    ├── RangeNotSatisfiable   416  a Range header selects no byte
     └── Unavailable           503  a backend (Blob, pointers) cannot be reached
 """
 
@@ -61,6 +63,18 @@ class PayloadTooLarge(ArtifactError):
 
 class UnsupportedMediaType(ArtifactError):
     """The request body's content type is not one the route reads."""
+
+
+class SignatureRejected(ArtifactError):
+    """A signed URL was not signed by us, was altered, lacks a permission, or expired."""
+
+
+class RangeNotSatisfiable(ArtifactError):
+    """The Range header selects no byte of the representation."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the requested range is outside the {size} bytes of the artifact")
+        self.size = size
 
 
 class Unavailable(ArtifactError):

@@ -28,6 +28,7 @@ class BlobInfo(msgspec.Struct, frozen=True):
 
     size_bytes: int
     content_type: str
+    sha256: str | None = None
 
 
 class BlobStore(abc.ABC):
@@ -45,8 +46,8 @@ class BlobStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def read(self, key: str) -> AsyncIterator[bytes]:
-        """Stream a committed blob's bytes; NotFound if absent."""
+    def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream a committed blob's bytes (from ``offset``, ``length`` of them); NotFound if absent."""
 
     @abc.abstractmethod
     async def info(self, key: str) -> BlobInfo | None:

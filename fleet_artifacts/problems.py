@@ -24,11 +24,13 @@ TYPE_BASE = "https://fleet-artifacts.dev/problems/"
 PROBLEM_TABLE: dict[type[errors.ArtifactError], tuple[int, str]] = {
     errors.InvalidInput: (400, "invalid-input"),
     errors.Unauthenticated: (401, "unauthenticated"),
+    errors.SignatureRejected: (403, "signature-rejected"),
     errors.NotFound: (404, "not-found"),
     errors.Conflict: (409, "conflict"),
     errors.PreconditionFailed: (412, "precondition-failed"),
     errors.PayloadTooLarge: (413, "payload-too-large"),
     errors.UnsupportedMediaType: (415, "unsupported-media-type"),
+    errors.RangeNotSatisfiable: (416, "range-not-satisfiable"),
     errors.Unavailable: (503, "backend-unavailable"),
 }
 
@@ -68,6 +70,8 @@ def artifact_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     if isinstance(exc, errors.Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
         log.warning("backend unavailable: %s (cause: %r)", exc.detail, exc.__cause__)
+    if isinstance(exc, errors.RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, errors.InvalidInput) and exc.field:
         extra["field"] = exc.field
     if isinstance(exc, errors.PayloadTooLarge):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery, PathParameter, QueryParameter
+from litestar.response import Redirect
 
+from fleet_artifacts.downloads import stream_blob
 from fleet_artifacts.errors import InvalidInput
-from fleet_artifacts.models import ArtifactKind, ArtifactOut, ArtifactPage, Health
+from fleet_artifacts.models import ArtifactKind, ArtifactOut, ArtifactPage, Health, Pointer
 from fleet_artifacts.ports import ListQuery
-from fleet_artifacts.service import ArtifactService, UploadMeta
+from fleet_artifacts.service import ArtifactService, UploadMeta, content_disposition
 from fleet_artifacts.uploads import (
     ENVELOPE_MEDIA_TYPE,
     MULTIPART_MEDIA_TYPE,
@@ -32,6 +34,16 @@ Tag = Annotated[
 ]
 Service = NamedDependency[ArtifactService]
 ProductId = NamedDependency[str]
+BaseUrl = NamedDependency[str]
+Disposition = Literal["attachment", "inline"]
+DispositionParam = Annotated[
+    Disposition,
+    QueryParameter(description="Content-Disposition of the download: attachment saves, inline views."),
+]
+CONTENT_DESCRIPTION = """Streams the artifact's bytes with Content-Type, Content-Length,
+Content-Disposition and `ETag` (the sha256). `If-None-Match` answers 304; a single `Range`
+answers 206 with Content-Range (416 if unsatisfiable). `?redirect=true` answers 302 to a fresh
+signed URL instead."""
 
 UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type alone:
 
@@ -50,6 +62,12 @@ def provide_service(state: State) -> ArtifactService:
     return service
 
 
+def provide_base_url(request: AnyRequest, state: State) -> str:
+    """Where this service is reached: PUBLIC_BASE_URL, else the request's own origin."""
+    configured: str | None = state.public_base_url
+    return configured or str(request.base_url).rstrip("/")
+
+
 def authenticate(request: AnyRequest, state: State) -> str:
     """Resolve the caller's product from the bearer token (401 otherwise)."""
     product: str = state.auth.product_for(request.headers.get("authorization"))
@@ -64,6 +82,7 @@ class ArtifactController(Controller):
     dependencies = {
         "service": Provide(provide_service, sync_to_thread=False),
         "product_id": Provide(authenticate, sync_to_thread=False),
+        "base_url": Provide(provide_base_url, sync_to_thread=False),
     }
 
     @post(
@@ -78,6 +97,7 @@ class ArtifactController(Controller):
         request: AnyRequest,
         service: Service,
         product_id: ProductId,
+        base_url: BaseUrl,
         job_id: JobId,
         kind: FromQuery[str | None] = None,
         file_name: Annotated[str | None, QueryParameter(name="fileName")] = None,
@@ -94,14 +114,14 @@ class ArtifactController(Controller):
             raise InvalidInput(f"with {essence}, metadata goes in the body, not the query string")
         if essence == MULTIPART_MEDIA_TYPE:
             meta, chunks = await read_multipart(request.stream(), media_type)
-            out = await service.upload(product_id, job_id, meta, chunks)
+            out = await service.upload(product_id, job_id, meta, chunks, base_url=base_url)
         elif essence == ENVELOPE_MEDIA_TYPE:
             meta, content = await read_envelope(
                 request.stream(),
                 max_envelope_bytes=service.max_envelope_bytes,
                 max_upload_bytes=service.max_upload_bytes,
             )
-            out = await service.upload(product_id, job_id, meta, _once(content))
+            out = await service.upload(product_id, job_id, meta, _once(content), base_url=base_url)
         else:
             if (length := request.headers.get("content-length")) and length.isdigit():
                 service.check_size(int(length))
@@ -112,7 +132,7 @@ class ArtifactController(Controller):
                 run_id=run_id,
                 tags=parse_tags(tag or []),
             )
-            out = await service.upload(product_id, job_id, meta, request.stream())
+            out = await service.upload(product_id, job_id, meta, request.stream(), base_url=base_url)
         location = f"/fleet/jobs/{job_id}/artifacts/{out.id}"
         return Response(out, status_code=201, headers={"Location": location})
 
@@ -121,6 +141,7 @@ class ArtifactController(Controller):
         self,
         service: Service,
         product_id: ProductId,
+        base_url: BaseUrl,
         job_id: JobId,
         kind: FromQuery[ArtifactKind | None] = None,
         run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
@@ -138,35 +159,111 @@ class ArtifactController(Controller):
             limit=limit,
             continuation=continuation_token,
         )
-        return await service.list(query)
+        return await service.list(query, base_url=base_url)
 
     @get("/jobs/{job_id:str}/artifacts/{artifact_id:str}", operation_id="getJobArtifact")
     async def get_in_job(
-        self, service: Service, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId
+        self,
+        service: Service,
+        product_id: ProductId,
+        base_url: BaseUrl,
+        job_id: JobId,
+        artifact_id: ArtifactId,
+        disposition: DispositionParam = "attachment",
     ) -> ArtifactOut:
         """Fetch a pointer with a fresh download URL (a point read)."""
-        return await service.get(product_id, check_id(job_id, "jobId"), check_id(artifact_id, "artifactId"))
+        pointer = await service.pointer(product_id, _aid(artifact_id), check_id(job_id, "jobId"))
+        return await service.present(pointer, disposition=disposition, base_url=base_url)
+
+    @get("/artifacts/{artifact_id:str}", operation_id="getArtifact")
+    async def get_by_id(
+        self,
+        service: Service,
+        product_id: ProductId,
+        base_url: BaseUrl,
+        artifact_id: ArtifactId,
+        disposition: DispositionParam = "attachment",
+    ) -> ArtifactOut:
+        """Fetch a pointer by id alone (a cross-partition lookup on Cosmos)."""
+        pointer = await service.pointer(product_id, _aid(artifact_id))
+        return await service.present(pointer, disposition=disposition, base_url=base_url)
+
+    @get(
+        "/jobs/{job_id:str}/artifacts/{artifact_id:str}/content",
+        operation_id="downloadJobArtifact",
+        description=CONTENT_DESCRIPTION,
+    )
+    async def content_in_job(
+        self,
+        request: AnyRequest,
+        service: Service,
+        product_id: ProductId,
+        base_url: BaseUrl,
+        job_id: JobId,
+        artifact_id: ArtifactId,
+        disposition: DispositionParam = "attachment",
+        redirect: FromQuery[bool] = False,
+    ) -> Response[Any]:
+        """Download the bytes through the service (Range, ETag), or redirect to a signed URL."""
+        pointer = await service.pointer(product_id, _aid(artifact_id), check_id(job_id, "jobId"))
+        return await _content(request, service, pointer, disposition, redirect, base_url)
+
+    @get(
+        "/artifacts/{artifact_id:str}/content",
+        operation_id="downloadArtifact",
+        description=CONTENT_DESCRIPTION,
+    )
+    async def content_by_id(
+        self,
+        request: AnyRequest,
+        service: Service,
+        product_id: ProductId,
+        base_url: BaseUrl,
+        artifact_id: ArtifactId,
+        disposition: DispositionParam = "attachment",
+        redirect: FromQuery[bool] = False,
+    ) -> Response[Any]:
+        """Download the bytes, the artifact looked up by id alone."""
+        pointer = await service.pointer(product_id, _aid(artifact_id))
+        return await _content(request, service, pointer, disposition, redirect, base_url)
 
     @delete("/jobs/{job_id:str}/artifacts/{artifact_id:str}", operation_id="deleteJobArtifact")
     async def delete_in_job(
         self, service: Service, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId
     ) -> None:
         """Delete an artifact's pointer and blob."""
-        await service.delete(
-            product_id, check_id(artifact_id, "artifactId"), job_id=check_id(job_id, "jobId")
-        )
-
-    @get("/artifacts/{artifact_id:str}", operation_id="getArtifact")
-    async def get_by_id(
-        self, service: Service, product_id: ProductId, artifact_id: ArtifactId
-    ) -> ArtifactOut:
-        """Fetch a pointer by id alone (a cross-partition lookup on Cosmos)."""
-        return await service.get_by_id(product_id, check_id(artifact_id, "artifactId"))
+        await service.delete(product_id, _aid(artifact_id), job_id=check_id(job_id, "jobId"))
 
     @delete("/artifacts/{artifact_id:str}", operation_id="deleteArtifact")
     async def delete_by_id(self, service: Service, product_id: ProductId, artifact_id: ArtifactId) -> None:
         """Delete an artifact's pointer and blob, found by id alone."""
-        await service.delete(product_id, check_id(artifact_id, "artifactId"))
+        await service.delete(product_id, _aid(artifact_id))
+
+
+def _aid(artifact_id: str) -> str:
+    return check_id(artifact_id, "artifactId")
+
+
+async def _content(
+    request: AnyRequest,
+    service: ArtifactService,
+    pointer: Pointer,
+    disposition: Disposition,
+    redirect: bool,
+    base_url: str,
+) -> Response[Any]:
+    if redirect:
+        url, _ = await service.signed_url(pointer, disposition=disposition, base_url=base_url)
+        return Redirect(url, status_code=302, headers={"Cache-Control": "no-store"})
+    return await stream_blob(
+        service.blobs,
+        pointer.blob_key,
+        size=pointer.size_bytes,
+        content_type=pointer.content_type,
+        content_disposition=content_disposition(pointer.file_name, disposition),
+        etag=f'"{pointer.sha256}"',
+        headers=dict(request.headers),
+    )
 
 
 async def _once(content: bytes) -> AsyncIterator[bytes]:

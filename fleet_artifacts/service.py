@@ -99,7 +99,13 @@ class ArtifactService:
             raise PayloadTooLarge(self.max_upload_bytes)
 
     async def upload(
-        self, product_id: str, job_id: str, meta: UploadMeta, chunks: AsyncIterable[bytes]
+        self,
+        product_id: str,
+        job_id: str,
+        meta: UploadMeta,
+        chunks: AsyncIterable[bytes],
+        *,
+        base_url: str = "",
     ) -> ArtifactOut:
         """Store the bytes, then the pointer; return the pointer with a download URL."""
         check_id(job_id, "jobId")
@@ -131,10 +137,16 @@ class ArtifactService:
             except Exception:
                 log.exception("orphan blob %s could not be removed after a failed pointer write", key)
             raise
-        return await self.present(pointer)
+        return await self.present(pointer, base_url=base_url)
 
-    async def present(self, pointer: Pointer, disposition: str = "attachment") -> ArtifactOut:
-        """Attach a freshly signed, short-lived download URL to a pointer."""
+    async def signed_url(
+        self, pointer: Pointer, *, disposition: str = "attachment", base_url: str = ""
+    ) -> tuple[str, datetime]:
+        """Sign a fresh read URL for a pointer's blob; return it with its expiry.
+
+        A store that serves its own URLs (the local backend) returns a root-relative
+        one, made absolute here against ``base_url``.
+        """
         expires_at = self._clock() + self.sas_ttl
         url = await self.blobs.sign_read_url(
             pointer.blob_key,
@@ -142,6 +154,15 @@ class ArtifactService:
             content_disposition=content_disposition(pointer.file_name, disposition),
             content_type=pointer.content_type,
         )
+        if url.startswith("/"):
+            url = base_url.rstrip("/") + url
+        return url, expires_at
+
+    async def present(
+        self, pointer: Pointer, *, disposition: str = "attachment", base_url: str = ""
+    ) -> ArtifactOut:
+        """Attach a freshly signed, short-lived download URL to a pointer."""
+        url, expires_at = await self.signed_url(pointer, disposition=disposition, base_url=base_url)
         log.info("signed read URL for %s until %s", pointer.blob_key, expires_at.isoformat())
         return ArtifactOut(
             **msgspec.structs.asdict(pointer),
@@ -149,41 +170,35 @@ class ArtifactService:
             download_url_expires_at=expires_at,
         )
 
-    async def _visible(self, stored: StoredPointer | None, product_id: str) -> StoredPointer:
+    async def _lookup(self, product_id: str, artifact_id: str, job_id: str | None) -> StoredPointer:
+        # With a job id: a point read. Without: a lookup by id alone (cross-partition on Cosmos).
+        found = (
+            await self.pointers.get(job_id, artifact_id)
+            if job_id is not None
+            else await self.pointers.find(artifact_id)
+        )
         # Another product's artifact answers exactly like a missing one.
-        if stored is None or stored.pointer.product_id != product_id:
+        if found is None or found.pointer.product_id != product_id:
             raise NotFound("artifact not found")
-        return stored
+        return found
 
-    async def get(self, product_id: str, job_id: str, artifact_id: str) -> ArtifactOut:
-        """Point read within a job."""
-        stored = await self._visible(await self.pointers.get(job_id, artifact_id), product_id)
+    async def pointer(self, product_id: str, artifact_id: str, job_id: str | None = None) -> Pointer:
+        """Return an active pointer of the caller's product."""
+        stored = await self._lookup(product_id, artifact_id, job_id)
         if stored.pointer.status is not ArtifactStatus.ACTIVE:
             raise NotFound("artifact not found")
-        return await self.present(stored.pointer)
+        return stored.pointer
 
-    async def get_by_id(self, product_id: str, artifact_id: str) -> ArtifactOut:
-        """Lookup by id alone."""
-        stored = await self._visible(await self.pointers.find(artifact_id), product_id)
-        if stored.pointer.status is not ArtifactStatus.ACTIVE:
-            raise NotFound("artifact not found")
-        return await self.present(stored.pointer)
-
-    async def list(self, query: ListQuery) -> ArtifactPage:
+    async def list(self, query: ListQuery, *, base_url: str = "") -> ArtifactPage:
         """One page of a job's active artifacts, each with a download URL."""
         page = await self.pointers.list(query)
-        items = [await self.present(pointer) for pointer in page.items]
+        items = [await self.present(pointer, base_url=base_url) for pointer in page.items]
         return ArtifactPage(items=items, continuation_token=page.continuation)
 
     async def delete(self, product_id: str, artifact_id: str, job_id: str | None = None) -> None:
         """Remove pointer and blob; NotFound if absent (so a repeat answers 404)."""
         for _ in range(3):  # a lost etag race is retried: the other writer may be a DELETE too
-            found = (
-                await self.pointers.get(job_id, artifact_id)
-                if job_id is not None
-                else await self.pointers.find(artifact_id)
-            )
-            stored = await self._visible(found, product_id)
+            stored = await self._lookup(product_id, artifact_id, job_id)
             pointer = stored.pointer
             if pointer.status is not ArtifactStatus.DELETING:
                 try:

@@ -25,8 +25,8 @@ PREFIX = "FLEET_ARTIFACTS_"
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
-BlobBackend = Literal["azure"]
-PointerBackend = Literal["sqlite"]
+BlobBackend = Literal["local", "azure"]
+PointerBackend = Literal["sqlite", "cosmos"]
 
 
 class SettingsError(ValueError):
@@ -36,13 +36,20 @@ class SettingsError(ValueError):
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the service can be configured with (see ``.env.example``)."""
 
-    tokens: dict[str, str]
-    blob_backend: BlobBackend = "azure"
+    tokens: dict[str, str] = msgspec.field(default_factory=dict)
+    blob_backend: BlobBackend = "local"
     azure_storage_connection_string: str | None = None
     azure_storage_account_url: str | None = None
     blob_container: str = "fleet-artifacts"
     pointer_backend: PointerBackend = "sqlite"
+    cosmos_endpoint: str | None = None
+    cosmos_key: str | None = None
+    cosmos_database: str = "fleet-artifacts"
+    cosmos_container: str = "pointers"
+    cosmos_init_on_start: bool = False
     data_dir: Path = Path("fleet-artifacts-data")
+    signing_key: str | None = None
+    public_base_url: str | None = None
     max_upload_bytes: int = 10 * GiB
     max_envelope_bytes: int = 8 * MiB
     sas_ttl_seconds: int = 900
@@ -61,8 +68,8 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "azure_retry_total": (0, 10),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "blob_backend": ("azure",),
-    "pointer_backend": ("sqlite",),
+    "blob_backend": ("local", "azure"),
+    "pointer_backend": ("sqlite", "cosmos"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 
@@ -115,20 +122,31 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             if choice not in _CHOICES[field]:
                 raise SettingsError(f"{name} must be one of {', '.join(_CHOICES[field])}")
             values[field] = choice
+        elif field == "cosmos_init_on_start":
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise SettingsError(f"{name} must be true or false")
+            values[field] = raw.lower() in ("true", "1", "yes")
         elif field == "data_dir":
             values[field] = Path(raw)
+        elif field == "signing_key" and len(raw) < 32:
+            raise SettingsError(f"{name} must be at least 32 characters")
+        elif field == "public_base_url" and not raw.startswith(("http://", "https://")):
+            raise SettingsError(f"{name} must be an http:// or https:// URL")
         else:
-            values[field] = raw
-    if not values.get("tokens"):
-        raise SettingsError(f"{PREFIX}TOKENS is required (token:productId pairs, comma-separated)")
-    if values.get("blob_backend", "azure") == "azure":
-        has_cs = "azure_storage_connection_string" in values
-        has_url = "azure_storage_account_url" in values
-        if has_cs == has_url:
-            raise SettingsError(
-                f"the azure blob backend needs exactly one of {PREFIX}AZURE_STORAGE_CONNECTION_STRING "
-                f"or {PREFIX}AZURE_STORAGE_ACCOUNT_URL"
-            )
+            values[field] = raw.rstrip("/") if field == "public_base_url" else raw
+    has_cs = "azure_storage_connection_string" in values
+    has_url = "azure_storage_account_url" in values
+    # No backend named: Azure if an Azure account is configured, else the embedded default.
+    values.setdefault("blob_backend", "azure" if has_cs or has_url else "local")
+    if values["blob_backend"] == "local" and (has_cs or has_url):
+        raise SettingsError(f"{PREFIX}BLOB_BACKEND=local contradicts the Azure storage settings given")
+    if values["blob_backend"] == "azure" and has_cs == has_url:
+        raise SettingsError(
+            f"the azure blob backend needs exactly one of {PREFIX}AZURE_STORAGE_CONNECTION_STRING "
+            f"or {PREFIX}AZURE_STORAGE_ACCOUNT_URL"
+        )
+    if values.get("pointer_backend") == "cosmos" and "cosmos_endpoint" not in values:
+        raise SettingsError(f"{PREFIX}POINTER_BACKEND=cosmos needs {PREFIX}COSMOS_ENDPOINT")
     settings = msgspec.convert(values, Settings)
     if settings.max_upload_bytes > settings.block_size_bytes * 50_000:
         raise SettingsError(

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from litestar import Litestar
 
 from fleet_artifacts.adapters.azure_blob import AzureBlobStore
+from fleet_artifacts.adapters.local_blob import LocalBlobStore
 from fleet_artifacts.app import create_app
+from fleet_artifacts.blob_routes import signed_blob
+from fleet_artifacts.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.settings import Settings, load_settings
+from fleet_artifacts.signing import UrlSigner
 from tests.servers import Azurite, ThreadedServer
 
 TOKEN_A = "token-product-a-" + "0" * 16
@@ -26,22 +32,29 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     server.stop()
 
 
-def make_settings(azurite: Azurite, data_dir: Path, **overrides: str) -> Settings:
-    """Settings for an app on this Azurite, with products 'prod-a' and 'prod-b'."""
+def make_settings(azurite: Azurite | None, data_dir: Path, **overrides: str) -> Settings:
+    """Settings with products 'prod-a' and 'prod-b': Blob on this Azurite, or local blobs if None."""
     env = {
         "FLEET_ARTIFACTS_TOKENS": f"{TOKEN_A}:prod-a,{TOKEN_B}:prod-b",
-        "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
-        "FLEET_ARTIFACTS_BLOB_CONTAINER": "c" + secrets.token_hex(6),
         "FLEET_ARTIFACTS_DATA_DIR": str(data_dir),
-        "FLEET_ARTIFACTS_AZURE_RETRY_TOTAL": "1",
     }
+    if azurite is not None:
+        env |= {
+            "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
+            "FLEET_ARTIFACTS_BLOB_CONTAINER": "c" + secrets.token_hex(6),
+            "FLEET_ARTIFACTS_AZURE_RETRY_TOTAL": "1",
+        }
     env.update({f"FLEET_ARTIFACTS_{k.upper()}": v for k, v in overrides.items()})
     return load_settings(env)
 
 
-@pytest.fixture(scope="module")
-def settings(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings with a small upload limit so 413 is cheap to provoke."""
+BLOB_BACKENDS = ["azure", "local"]
+
+
+@pytest.fixture(scope="module", params=BLOB_BACKENDS)
+def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for each blob backend, with a small upload limit so 413 is cheap to provoke."""
+    azurite: Azurite | None = request.getfixturevalue("azurite") if request.param == "azure" else None
     return make_settings(azurite, tmp_path_factory.mktemp("data"), max_upload_bytes=str(80 * 1024 * 1024))
 
 
@@ -73,3 +86,21 @@ async def azure_blobs(azurite: Azurite, tmp_path: Path) -> AsyncIterator[AzureBl
     await store.open()
     yield store
     await store.close()
+
+
+@pytest.fixture
+def local_blobs(tmp_path: Path) -> LocalBlobStore:
+    """A LocalBlobStore in a fresh directory."""
+    return LocalBlobStore(tmp_path / "blobs", UrlSigner(secrets.token_bytes(32)))
+
+
+def blob_server(store: LocalBlobStore) -> ThreadedServer:
+    """Serve a local store's signed /blobs/ URLs over real HTTP (as the app does)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.local_blobs = store
+        yield
+
+    app = Litestar(route_handlers=[signed_blob], lifespan=[lifespan], exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    return ThreadedServer(app).start()

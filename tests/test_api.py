@@ -66,6 +66,10 @@ def stored_doc(settings: Settings, artifact_id: str) -> dict[str, object]:
 
 
 async def blob_bytes(settings: Settings, key: str) -> bytes | None:
+    """The committed bytes under ``key``, read behind the service's back."""
+    if settings.blob_backend == "local":
+        path = settings.data_dir / "blobs" / key
+        return path.read_bytes() if path.is_file() else None
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob.aio import BlobServiceClient
 
@@ -79,6 +83,14 @@ async def blob_bytes(settings: Settings, key: str) -> bytes | None:
 
 
 async def blob_names(settings: Settings, prefix: str) -> list[str]:
+    """Every committed blob (or, locally, any file at all) whose key starts with ``prefix``."""
+    if settings.blob_backend == "local":
+        root = settings.data_dir / "blobs"
+        return sorted(
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and str(p.relative_to(root)).startswith(prefix)
+        )
     from azure.storage.blob.aio import BlobServiceClient
 
     assert settings.azure_storage_connection_string

@@ -113,3 +113,66 @@ def test_missing_configuration_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unknown setting FLEET_ARTIFACTS_TOKENZ" in proc.stderr
+
+
+def start_zero_config(cwd: Path) -> tuple[subprocess.Popen[bytes], str, str, list[str]]:
+    """`fleet-artifacts serve` with no configuration at all, in ``cwd``; returns its banner."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
+        env=clean_env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    banner = [proc.stdout.readline().decode().rstrip() for _ in range(5)]
+    token = next(line.split()[2] for line in banner if "bearer token:" in line)
+    wait_for_port(port, proc=proc)
+    return proc, f"http://127.0.0.1:{port}", token, banner
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.communicate(timeout=20)
+
+
+def test_zero_config_serve_starts_and_accepts_an_upload_with_the_printed_token(tmp_path: Path) -> None:
+    proc, url, token, banner = start_zero_config(tmp_path)
+    data_dir = tmp_path / "fleet-artifacts-data"
+    try:
+        assert f"listening on {url}" in banner[0]
+        assert f"local directory {data_dir / 'blobs'}" in banner[1]
+        assert f"SQLite {data_dir / 'pointers.sqlite3'}" in banner[2]
+        auth = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(
+            f"{url}/fleet/jobs/first-job/artifacts",
+            params={"kind": "log", "fileName": "hello.txt"},
+            content=b"hello, fleet",
+            headers={**auth, "Content-Type": "text/plain"},
+        )
+        assert r.status_code == 201, r.text
+        created = r.json()
+        assert created["productId"] == "default"
+        assert created["downloadUrl"].startswith(f"{url}/blobs/fleet/default/first-job/")
+        assert httpx.get(created["downloadUrl"]).content == b"hello, fleet"
+        assert (data_dir / "blobs" / created["blobKey"]).read_bytes() == b"hello, fleet"
+        assert httpx.post(f"{url}/fleet/jobs/j/artifacts", content=b"x").status_code == 401
+    finally:
+        stop(proc)
+    # A restart keeps the token, the signing key and the data.
+    proc, url, token_again, _ = start_zero_config(tmp_path)
+    try:
+        assert token_again == token
+        listed = httpx.get(
+            f"{url}/fleet/jobs/first-job/artifacts", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert [item["id"] for item in listed.json()["items"]] == [created["id"]]
+        proxied = httpx.get(
+            f"{url}/fleet/artifacts/{created['id']}/content", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert proxied.content == b"hello, fleet"
+    finally:
+        stop(proc)
+    assert oct((data_dir / "token").stat().st_mode & 0o777) == "0o600"
+    assert oct((data_dir / "signing.key").stat().st_mode & 0o777) == "0o600"

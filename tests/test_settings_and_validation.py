@@ -6,12 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fleet_artifacts.app import create_app
 from fleet_artifacts.auth import TokenAuthority
 from fleet_artifacts.errors import InvalidInput, Unauthenticated
 from fleet_artifacts.models import ArtifactKind
 from fleet_artifacts.service import blob_key, content_disposition
-from fleet_artifacts.settings import SettingsError, load_settings
+from fleet_artifacts.settings import Settings, SettingsError, load_settings
 from fleet_artifacts.validation import check_content_type, check_file_name, check_id, check_tags, parse_tags
+from tests.servers import REPO
 
 BASE = {
     "FLEET_ARTIFACTS_TOKENS": "tok-aaaaaaaaaaaaaaaa:acme, tok-bbbbbbbbbbbbbbbb:globex",
@@ -43,7 +45,9 @@ def test_defaults_and_overrides() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"FLEET_ARTIFACTS_TOKENS": ""}, "TOKENS is required"),
+        ({"FLEET_ARTIFACTS_BLOB_BACKEND": "local"}, "contradicts"),
+        ({"FLEET_ARTIFACTS_SIGNING_KEY": "short"}, "at least 32"),
+        ({"FLEET_ARTIFACTS_PUBLIC_BASE_URL": "ftp://x"}, "http"),
         ({"FLEET_ARTIFACTS_TOKENS": "short:acme"}, "at least 16"),
         ({"FLEET_ARTIFACTS_TOKENS": "tok-aaaaaaaaaaaaaaaa"}, "token:productId"),
         ({"FLEET_ARTIFACTS_TOKENS": "tok-aaaaaaaaaaaaaaaa:../x"}, "productId"),
@@ -51,7 +55,12 @@ def test_defaults_and_overrides() -> None:
         ({"FLEET_ARTIFACTS_SAS_TTL_SECONDS": "10"}, "between"),
         ({"FLEET_ARTIFACTS_BLOB_BACKEND": "s3"}, "one of"),
         ({"FLEET_ARTIFACTS_AZURE_STORAGE_ACCOUNT_URL": "https://a.blob.core.windows.net"}, "exactly one"),
-        ({"FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": ""}, "exactly one"),
+        (
+            {"FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": "", "FLEET_ARTIFACTS_BLOB_BACKEND": "azure"},
+            "exactly one",
+        ),
+        ({"FLEET_ARTIFACTS_POINTER_BACKEND": "cosmos"}, "COSMOS_ENDPOINT"),
+        ({"FLEET_ARTIFACTS_COSMOS_INIT_ON_START": "maybe"}, "true or false"),
         ({"FLEET_ARTIFACTS_SAS_TTL": "60"}, "unknown setting"),
         (
             {"FLEET_ARTIFACTS_BLOCK_SIZE_BYTES": "65536", "FLEET_ARTIFACTS_MAX_UPLOAD_BYTES": str(2**40)},
@@ -62,6 +71,24 @@ def test_defaults_and_overrides() -> None:
 def test_bad_settings_are_refused_with_a_reason(changes: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings({**BASE, **changes})
+
+
+def test_env_example_lists_every_setting_and_loads() -> None:
+    lines = (REPO / ".env.example").read_text().splitlines()
+    env = dict(line.lstrip("# ").split("=", 1) for line in lines if line.lstrip("# ").startswith("FLEET_"))
+    listed = {name.removeprefix("FLEET_ARTIFACTS_").lower() for name in env}
+    assert listed == set(Settings.__struct_fields__)
+    active = {k: v for k, v in env.items() if not any(line.startswith("# " + k) for line in lines)}
+    s = load_settings(active)
+    assert (s.blob_backend, s.pointer_backend) == ("local", "sqlite")
+
+
+def test_no_azure_setting_means_the_embedded_default() -> None:
+    s = load_settings({"FLEET_ARTIFACTS_PUBLIC_BASE_URL": "https://artifacts.example.com/"})
+    assert (s.blob_backend, s.pointer_backend, s.tokens) == ("local", "sqlite", {})
+    assert s.public_base_url == "https://artifacts.example.com"
+    with pytest.raises(SettingsError, match="no bearer tokens"):
+        create_app(s)  # only `serve` generates a token; a library caller must give one
 
 
 def test_token_authority() -> None:

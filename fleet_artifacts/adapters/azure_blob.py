@@ -40,6 +40,7 @@ from fleet_artifacts.ports import BlobInfo, BlobStore, BlobWritten
 from fleet_artifacts.settings import Settings
 
 MAX_BLOCKS = 50_000
+DOWNLOAD_CHUNK = 4 * 1024 * 1024
 SAS_BACKDATE = timedelta(minutes=15)  # tolerate clock skew between us and the reader
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
 
@@ -95,7 +96,13 @@ class AzureBlobStore(BlobStore):
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureBlobStore:
         """Build the store from a connection string or an account URL + Entra ID."""
-        options: dict[str, Any] = {"retry_total": settings.azure_retry_total}
+        options: dict[str, Any] = {
+            "retry_total": settings.azure_retry_total,
+            # Downloads stream in 4 MiB GETs; the SDK's default first GET of 32 MiB would be
+            # held whole in memory for every concurrent download.
+            "max_single_get_size": DOWNLOAD_CHUNK,
+            "max_chunk_get_size": DOWNLOAD_CHUNK,
+        }
         if settings.azure_storage_connection_string:
             service = BlobServiceClient.from_connection_string(
                 settings.azure_storage_connection_string, **options
@@ -181,11 +188,17 @@ class AzureBlobStore(BlobStore):
             await asyncio.gather(*in_flight, return_exceptions=True)
         return BlobWritten(size_bytes=size, sha256=digest.hexdigest())
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
-        """Stream a committed blob chunk by chunk."""
+    async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream a committed blob (or a range of it) chunk by chunk."""
         blob = self._container.get_blob_client(key)
         with translate(f"read {key}"):
-            downloader = await blob.download_blob()
+            if length == 0:
+                return
+            # No Range header unless a range is wanted: Azure answers 416 to "bytes=0-" on an empty blob.
+            ranged = offset > 0 or length is not None
+            downloader = await (
+                blob.download_blob(offset=offset, length=length) if ranged else blob.download_blob()
+            )
             async for chunk in downloader.chunks():
                 yield chunk
 
@@ -197,7 +210,11 @@ class AzureBlobStore(BlobStore):
                 props = await blob.get_blob_properties()
         except NotFound:
             return None
-        return BlobInfo(size_bytes=props.size, content_type=props.content_settings.content_type or "")
+        return BlobInfo(
+            size_bytes=props.size,
+            content_type=props.content_settings.content_type or "",
+            sha256=(props.metadata or {}).get("sha256"),
+        )
 
     async def delete(self, key: str) -> bool:
         """Delete a blob and its snapshots; False if it was not there."""

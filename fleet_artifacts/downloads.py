@@ -1,0 +1,123 @@
+"""Streaming downloads with Range, ETag and conditional requests (RFC 9110).
+
+Used by the content proxy (``.../content``) on every backend and by the local
+backend's signed ``/blobs/`` route. Bytes flow from the blob store to the
+socket chunk by chunk; nothing is buffered whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Response
+from litestar.response import Stream
+
+from fleet_artifacts.errors import RangeNotSatisfiable
+from fleet_artifacts.ports import BlobStore
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Return the inclusive (first, last) byte of a single range, or None for the whole body.
+
+    Malformed headers and multi-range requests are ignored (whole body), as RFC
+    9110 allows; a well-formed range that selects nothing raises RangeNotSatisfiable.
+
+    >>> parse_range("bytes=0-9", 100), parse_range("bytes=-10", 100), parse_range("bytes=90-", 100)
+    ((0, 9), (90, 99), (90, 99))
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = (part.strip() for part in spec.strip().partition("-"))
+    if not dash or (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()):
+        return None
+    if not first_s:  # suffix range: the last N bytes
+        if not last_s:
+            return None
+        suffix = int(last_s)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        return max(0, size - suffix), size - 1
+    first = int(first_s)
+    if last_s and int(last_s) < first:
+        return None  # invalid syntax per RFC 9110: ignore the header
+    if first >= size:
+        raise RangeNotSatisfiable(size)
+    last = min(int(last_s), size - 1) if last_s else size - 1
+    return first, last
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Weak comparison of an If-None-Match list against our strong ETag."""
+    if not header:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+async def stream_blob(
+    blobs: BlobStore,
+    key: str,
+    *,
+    size: int,
+    content_type: str,
+    content_disposition: str,
+    etag: str | None,
+    headers: dict[str, str],
+) -> Response[Any]:
+    """Answer a GET for one blob: 304, 206 with Content-Range, or 200, streamed."""
+    common = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=0"}
+    if etag:
+        common["ETag"] = etag
+        if etag_matches(headers.get("if-none-match"), etag):
+            return Response(b"", status_code=304, headers=common)
+    range_header = headers.get("range")
+    if_range = headers.get("if-range")
+    if if_range is not None and (etag is None or if_range.strip() != etag):
+        range_header = None  # the client's copy is stale: send it all
+    selected = parse_range(range_header, size)
+    common["Content-Disposition"] = content_disposition
+    # Explicit header: Litestar would append "; charset=utf-8" to a text/* media type,
+    # and an artifact's stored type must reach the client unchanged.
+    common["Content-Type"] = content_type
+    if selected is None:
+        return Stream(
+            await _primed(blobs.read(key)),
+            status_code=200,
+            media_type=content_type,
+            headers={**common, "Content-Length": str(size)},
+        )
+    first, last = selected
+    return Stream(
+        await _primed(blobs.read(key, offset=first, length=last - first + 1)),
+        status_code=206,
+        media_type=content_type,
+        headers={
+            **common,
+            "Content-Length": str(last - first + 1),
+            "Content-Range": f"bytes {first}-{last}/{size}",
+        },
+    )
+
+
+async def _primed(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Read the first chunk now, so a missing blob or an outage is still an error status.
+
+    Once headers are out, a failure can only cut the body short (the client sees
+    fewer bytes than Content-Length).
+    """
+    try:
+        first = await anext(body)
+    except StopAsyncIteration:
+        first = b""
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in body:
+            yield chunk
+
+    return rest()
