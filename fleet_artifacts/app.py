@@ -21,10 +21,12 @@ from litestar.types import ControllerRouterHandler
 
 from fleet_artifacts import __version__
 from fleet_artifacts.adapters.azure_blob import AzureBlobStore
+from fleet_artifacts.adapters.cosmos_pointers import CosmosPointerStore
 from fleet_artifacts.adapters.local_blob import LocalBlobStore
 from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
 from fleet_artifacts.auth import TokenAuthority
 from fleet_artifacts.blob_routes import signed_blob
+from fleet_artifacts.errors import ArtifactError
 from fleet_artifacts.ports import BlobStore, PointerStore
 from fleet_artifacts.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes import ArtifactController, health
@@ -55,8 +57,19 @@ async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, Poin
             except Exception as exc:
                 raise StartupError(f"cannot open Blob container {settings.blob_container!r}: {exc}") from exc
             blobs = azure
-        pointers = SqlitePointerStore(settings.data_dir / "pointers.sqlite3")
-        stack.push_async_callback(pointers.close)
+        pointers: PointerStore
+        if settings.pointer_backend == "cosmos":
+            cosmos = CosmosPointerStore.from_settings(settings)
+            stack.push_async_callback(cosmos.close)
+            try:
+                await cosmos.open()
+            except ArtifactError as exc:
+                raise StartupError(f"cannot open the Cosmos DB pointer store: {exc.detail}") from exc
+            pointers = cosmos
+        else:
+            sqlite = SqlitePointerStore(settings.data_dir / "pointers.sqlite3")
+            stack.push_async_callback(sqlite.close)
+            pointers = sqlite
         yield blobs, pointers
 
 

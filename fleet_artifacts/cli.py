@@ -1,4 +1,4 @@
-"""Command line: ``fleet-artifacts serve [--host H] [--port P]``."""
+"""Command line: ``fleet-artifacts serve [--host H] [--port P]`` and ``fleet-artifacts cosmos-init``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP service (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+    commands.add_parser(
+        "cosmos-init",
+        help="create the Cosmos DB database and container if missing (idempotent)",
+        description="Create the configured Cosmos DB database and container (partition key /jobId, "
+        "per-item TTL on, the indexing policy the queries need) if they are missing.",
+    )
     return parser
 
 
@@ -36,6 +42,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings, args.host, args.port)
+    return init_cosmos(settings)
+
+
+def init_cosmos(settings: Settings) -> int:
+    """Run cosmos-init and print what it created or found."""
+    import asyncio
+
+    from fleet_artifacts.cosmos_init import cosmos_init
+    from fleet_artifacts.errors import ArtifactError
+
+    if not settings.cosmos_endpoint:
+        print("fleet-artifacts: cosmos-init needs FLEET_ARTIFACTS_COSMOS_ENDPOINT", file=sys.stderr)
+        return 2
+    try:
+        print(asyncio.run(cosmos_init(settings)))
+    except (ArtifactError, SettingsError) as exc:
+        print(f"fleet-artifacts: cosmos-init failed: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -58,10 +82,17 @@ def serve(settings: Settings, host: str, port: int) -> int:
     else:
         where = settings.azure_storage_account_url or "connection string"
         blobs = f"Azure Blob container {settings.blob_container!r} ({where})"
+    if settings.pointer_backend == "cosmos":
+        pointers = (
+            f"Cosmos DB {settings.cosmos_endpoint} "
+            f"(database {settings.cosmos_database!r}, container {settings.cosmos_container!r})"
+        )
+    else:
+        pointers = f"SQLite {data_dir / 'pointers.sqlite3'}"
     print(
         f"fleet-artifacts {__version__} listening on http://{host}:{port}\n"
         f"  blobs:        {blobs}\n"
-        f"  pointers:     SQLite {data_dir / 'pointers.sqlite3'}\n"
+        f"  pointers:     {pointers}\n"
         f"  bearer token: {token_note}\n"
         f"  API docs:     http://{host}:{port}/docs",
         flush=True,

@@ -18,6 +18,7 @@ from fleet_artifacts.blob_routes import signed_blob
 from fleet_artifacts.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.settings import Settings, load_settings
 from fleet_artifacts.signing import UrlSigner
+from tests.cosmos_gateway import EMULATOR_KEY, CosmosGateway
 from tests.servers import Azurite, ThreadedServer
 
 TOKEN_A = "token-product-a-" + "0" * 16
@@ -32,12 +33,33 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     server.stop()
 
 
-def make_settings(azurite: Azurite | None, data_dir: Path, **overrides: str) -> Settings:
-    """Settings with products 'prod-a' and 'prod-b': Blob on this Azurite, or local blobs if None."""
+@pytest.fixture(scope="session")
+def cosmos_gateway() -> Iterator[CosmosGateway]:
+    """The Cosmos test gateway (real azure-cosmos SDK over HTTP) for the whole session."""
+    with CosmosGateway(key=EMULATOR_KEY) as gateway:
+        yield gateway
+
+
+def make_settings(
+    azurite: Azurite | None, data_dir: Path, *, cosmos: CosmosGateway | None = None, **overrides: str
+) -> Settings:
+    """Settings with products 'prod-a' and 'prod-b'.
+
+    Blob on this Azurite (local blobs if None); pointers in a fresh database of
+    this Cosmos gateway (SQLite if None).
+    """
     env = {
         "FLEET_ARTIFACTS_TOKENS": f"{TOKEN_A}:prod-a,{TOKEN_B}:prod-b",
         "FLEET_ARTIFACTS_DATA_DIR": str(data_dir),
     }
+    if cosmos is not None:
+        env |= {
+            "FLEET_ARTIFACTS_POINTER_BACKEND": "cosmos",
+            "FLEET_ARTIFACTS_COSMOS_ENDPOINT": cosmos.url,
+            "FLEET_ARTIFACTS_COSMOS_KEY": EMULATOR_KEY,
+            "FLEET_ARTIFACTS_COSMOS_DATABASE": "db-" + secrets.token_hex(6),
+            "FLEET_ARTIFACTS_COSMOS_INIT_ON_START": "true",
+        }
     if azurite is not None:
         env |= {
             "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
@@ -51,11 +73,18 @@ def make_settings(azurite: Azurite | None, data_dir: Path, **overrides: str) -> 
 BLOB_BACKENDS = ["azure", "local"]
 
 
-@pytest.fixture(scope="module", params=BLOB_BACKENDS)
+@pytest.fixture(scope="module", params=["azure-sqlite", "local-sqlite", "azure-cosmos"])
 def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings for each blob backend, with a small upload limit so 413 is cheap to provoke."""
-    azurite: Azurite | None = request.getfixturevalue("azurite") if request.param == "azure" else None
-    return make_settings(azurite, tmp_path_factory.mktemp("data"), max_upload_bytes=str(80 * 1024 * 1024))
+    """Settings for each blob backend on SQLite, and once with Cosmos pointers.
+
+    The upload limit is small so that 413 is cheap to provoke.
+    """
+    blobs, pointers = request.param.split("-")
+    azurite: Azurite | None = request.getfixturevalue("azurite") if blobs == "azure" else None
+    cosmos = request.getfixturevalue("cosmos_gateway") if pointers == "cosmos" else None
+    return make_settings(
+        azurite, tmp_path_factory.mktemp("data"), cosmos=cosmos, max_upload_bytes=str(80 * 1024 * 1024)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,24 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
 
 
 def stored_doc(settings: Settings, artifact_id: str) -> dict[str, object]:
+    """The pointer document as the pointer store holds it (Cosmos system fields dropped)."""
+    if settings.pointer_backend == "cosmos":
+        from azure.cosmos import CosmosClient
+
+        assert settings.cosmos_endpoint and settings.cosmos_key
+        with CosmosClient(settings.cosmos_endpoint, settings.cosmos_key) as cosmos:
+            container = cosmos.get_database_client(settings.cosmos_database).get_container_client(
+                settings.cosmos_container
+            )
+            found = list(
+                container.query_items(
+                    "SELECT * FROM c WHERE c.id = @id",
+                    parameters=[{"name": "@id", "value": artifact_id}],
+                    enable_cross_partition_query=True,
+                )
+            )
+        assert len(found) == 1
+        return {k: v for k, v in found[0].items() if not k.startswith("_")}
     import sqlite3
 
     with sqlite3.connect(settings.data_dir / "pointers.sqlite3") as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -10,20 +11,59 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from fleet_artifacts.adapters.cosmos_pointers import CosmosPointerStore
 from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
 from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from fleet_artifacts.models import ArtifactKind, ArtifactStatus, Pointer
 from fleet_artifacts.ports import ListQuery, PointerStore
+from tests.conftest import make_settings
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite"])
+EMULATOR = (
+    os.environ.get("FLEET_ARTIFACTS_TEST_COSMOS_ENDPOINT"),
+    os.environ.get("FLEET_ARTIFACTS_TEST_COSMOS_KEY"),
+)
+
+
+@pytest.fixture(params=["sqlite", "cosmos-gateway", "cosmos-emulator"])
 async def pointers(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PointerStore]:
-    """Each PointerStore adapter in turn, empty."""
-    store = SqlitePointerStore(tmp_path / "p.sqlite3")
-    yield store
-    await store.close()
+    """Each PointerStore adapter in turn, empty.
+
+    Cosmos runs on the test gateway always, and on a real emulator or account when
+    FLEET_ARTIFACTS_TEST_COSMOS_ENDPOINT and ..._KEY are set (a database of its own, dropped after).
+    """
+    if request.param == "sqlite":
+        sqlite = SqlitePointerStore(tmp_path / "p.sqlite3")
+        yield sqlite
+        await sqlite.close()
+        return
+    if request.param == "cosmos-gateway":
+        settings = make_settings(None, tmp_path, cosmos=request.getfixturevalue("cosmos_gateway"))
+    else:
+        endpoint, key = EMULATOR
+        if not (endpoint and key):
+            pytest.skip("set FLEET_ARTIFACTS_TEST_COSMOS_ENDPOINT and _KEY to run against a real Cosmos")
+        settings = msgspec.structs.replace(
+            make_settings(None, tmp_path),
+            pointer_backend="cosmos",
+            cosmos_endpoint=endpoint,
+            cosmos_key=key,
+            cosmos_database="contract-" + secrets.token_hex(6),
+            cosmos_init_on_start=True,
+        )
+    store = CosmosPointerStore.from_settings(settings)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+        if request.param == "cosmos-emulator":
+            from azure.cosmos.aio import CosmosClient
+
+            async with CosmosClient(settings.cosmos_endpoint or "", settings.cosmos_key or "") as client:
+                await client.delete_database(settings.cosmos_database)
 
 
 def make(job: str, n: int = 0, *, product: str = "prod-a", **changes: object) -> Pointer:

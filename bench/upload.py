@@ -1,0 +1,122 @@
+"""Upload throughput and server memory, measured against one Azurite in one run.
+
+Prints MiB/s for the raw azure-storage-blob SDK (`upload_blob(max_concurrency=4)`,
+the ceiling) and for a proxied upload through `fleet-artifacts serve`, the ratio of
+each to the raw SDK, and the server's peak RSS while it receives a 64 MiB and a
+1 GiB upload. Direct-to-blob uploads join this table when that route exists.
+
+    .venv/bin/python bench/upload.py [--mib 256] [--large-mib 1024] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from azure.storage.blob.aio import BlobServiceClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.download import PeakSampler, rss_mib
+from tests.servers import Azurite, free_port, wait_for_port
+
+TOKEN = "bench-token-0123456789abcdef"
+MiB = 1024 * 1024
+BLOCK = secrets.token_bytes(MiB)
+
+
+def payload(size: int) -> Iterator[bytes]:
+    for _ in range(size // MiB):
+        yield BLOCK
+
+
+async def raw_sdk(connection_string: str, size: int) -> float:
+    async with BlobServiceClient.from_connection_string(connection_string) as svc:
+        container = svc.get_container_client("bench-raw")
+        if not await container.exists():
+            await container.create_container()
+        data = b"".join(payload(size))
+        started = time.perf_counter()
+        await container.upload_blob(f"raw-{secrets.token_hex(4)}", data, max_concurrency=4, overwrite=True)
+        return size / MiB / (time.perf_counter() - started)
+
+
+def proxied(client: httpx.Client, size: int) -> float:
+    started = time.perf_counter()
+    r = client.post(
+        "/fleet/jobs/bench/artifacts",
+        params={"kind": "build", "fileName": "b.bin"},
+        content=payload(size),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    r.raise_for_status()
+    assert r.json()["sizeBytes"] == size
+    return size / MiB / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=256, help="size of the throughput uploads")
+    parser.add_argument("--large-mib", type=int, default=1024, help="size of the large RSS upload")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        azurite = Azurite(Path(tmp) / "azurite").start()
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_ARTIFACTS_")}
+        env |= {
+            "FLEET_ARTIFACTS_TOKENS": f"{TOKEN}:bench",
+            "FLEET_ARTIFACTS_LOG_LEVEL": "WARNING",
+            "FLEET_ARTIFACTS_DATA_DIR": f"{tmp}/data",
+            "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, proc=proc)
+            size = args.mib * MiB
+            raw, prox = [], []
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", timeout=900, headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as client:
+                for _ in range(args.rounds):  # interleaved, so drift in machine load hits both alike
+                    raw.append(asyncio.run(raw_sdk(azurite.connection_string, size)))
+                    prox.append(proxied(client, size))
+                raw_s, prox_s = statistics.median(raw), statistics.median(prox)
+                print(f"upload of {args.mib} MiB, median of {args.rounds} rounds, same Azurite:")
+                print(f"  raw SDK upload_blob(max_concurrency=4) {raw_s:8.1f} MiB/s   1.00x")
+                print(f"  proxied through the service            {prox_s:8.1f} MiB/s   {prox_s / raw_s:.2f}x")
+                peaks = []
+                for mib in (64, args.large_mib):
+                    before = rss_mib(proc.pid)
+                    with PeakSampler(proc.pid) as sampler:
+                        proxied(client, mib * MiB)
+                    peaks.append((mib, before, sampler.peak))
+                print("server RSS while receiving a proxied upload:")
+                for mib, before, peak in peaks:
+                    print(f"  {mib:5d} MiB: before {before:6.1f} MiB, peak {peak:6.1f} MiB")
+                (_, _, p64), (_, _, plarge) = peaks
+                print(
+                    f"  RSS({args.large_mib} MiB) - RSS(64 MiB) = {plarge - p64:.1f} MiB (target <= 64 MiB)"
+                )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            azurite.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""Azure Cosmos DB (NoSQL API) adapter for pointer documents (azure-cosmos, async client).
+
+One container, partitioned by ``/jobId`` (see ``fleet_artifacts.cosmos_init``).
+An item is exactly the ``Pointer`` as msgspec encodes it (camelCase), except
+that timestamps are written fixed-width (``2026-11-22T04:05:03.000000Z``): Cosmos
+compares strings, and msgspec drops the fraction when it is zero, which would
+sort ``...:03Z`` after ``...:03.5Z``. Nothing else is stored: no payload, no
+extra fields; Cosmos adds ``_rid``, ``_etag``, ``_ts``, ``_self`` and
+``_attachments``, which decoding strips.
+
+Every hot path stays in one partition: ``get`` is a point read and ``list`` a
+single-partition query. Only ``find`` (an id without its job) fans out.
+
+One ``CosmosClient`` per process, opened and closed by the app lifespan. SDK
+errors become the project's errors in ``translate`` and nowhere else; the
+SDK's own retry policy (429 throttling, connection errors) runs first.
+
+Example:
+    >>> store = CosmosPointerStore.from_settings(settings)  # doctest: +SKIP
+    >>> await store.open()  # doctest: +SKIP
+    >>> page = await store.list(ListQuery(job_id="job-42", product_id="acme", limit=50))  # doctest: +SKIP
+    >>> await store.close()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import math
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import msgspec
+from azure.core import MatchConditions
+from azure.core.async_paging import AsyncPageIterator
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.cosmos.aio import CosmosClient
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+from azure.identity.aio import DefaultAzureCredential
+
+from fleet_artifacts.cosmos_init import container_problem, ensure_database_and_container
+from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from fleet_artifacts.models import Pointer
+from fleet_artifacts.ports import ListQuery, PointerPage, PointerStore, StoredPointer
+from fleet_artifacts.settings import PREFIX, Settings, SettingsError
+
+SYSTEM_FIELDS = frozenset({"_rid", "_etag", "_ts", "_self", "_attachments"})
+_TOKEN_FIELD = "continuationToken"  # noqa: S105 - a field name, not a secret
+_NOT_OURS = "continuationToken is not one this service issued for this query"
+# Pointer fields holding datetimes, as (attribute, camelCase document key).
+_TIMESTAMPS = tuple(
+    (field.name, field.encode_name)
+    for field in msgspec.structs.fields(Pointer)
+    if field.type in (datetime, datetime | None)
+)
+_json = msgspec.json.Encoder()
+
+
+def _retry_after(exc: CosmosHttpResponseError) -> int:
+    # Cosmos tells how long to back off in milliseconds; Retry-After wants whole seconds.
+    raw: Any = (exc.headers or {}).get("x-ms-retry-after-ms")
+    try:
+        return max(1, math.ceil(float(raw) / 1000))
+    except (TypeError, ValueError):
+        return 5
+
+
+def _cause(exc: Exception) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def translate(what: str, *, show_cause: bool = False, continuation_given: bool = False) -> Iterator[None]:
+    """Turn an Azure SDK failure during ``what`` into the project's error.
+
+    The SDK has already retried what it retries (429 up to ``retry_total``
+    times, honouring ``x-ms-retry-after-ms``; connection errors) before an
+    exception reaches this point.
+
+    Args:
+        what: The operation, first in the message (``read pointer job-1/abc``).
+        show_cause: Append the SDK's own first line for network failures. Only
+            for operator-facing messages (start-up): client-facing details must
+            not carry the Cosmos host name.
+        continuation_given: A continuation token was sent, so a 400 means
+            Cosmos rejected it (it answers 400 to a token it did not issue).
+    """
+    try:
+        yield
+    except CosmosResourceNotFoundError as exc:
+        raise NotFound(f"{what}: not found") from exc
+    except CosmosResourceExistsError as exc:
+        raise Conflict(f"{what}: already exists") from exc
+    except CosmosAccessConditionFailedError as exc:
+        raise PreconditionFailed(f"{what}: changed since it was read") from exc
+    except CosmosHttpResponseError as exc:
+        status = exc.status_code
+        if status == 429:
+            raise Unavailable(
+                f"{what}: Cosmos DB is throttling requests (429)", retry_after=_retry_after(exc)
+            ) from exc
+        if status in (401, 403):
+            raise Unavailable(
+                f"{what}: authentication failed ({status}): Cosmos DB refused the service's credentials"
+            ) from exc
+        if status == 400 and continuation_given:
+            raise InvalidInput(_NOT_OURS, field=_TOKEN_FIELD) from exc
+        if not status or status == 408 or status >= 500:
+            raise Unavailable(f"{what}: Cosmos DB answered {status or 'nothing'}") from exc
+        raise  # 400 and the like: a bug in this adapter, better a loud 500 than a wrong answer
+    except ClientAuthenticationError as exc:  # azure.identity found no usable credential
+        detail = f": {_cause(exc)}" if show_cause else ""
+        raise Unavailable(f"{what}: no Entra ID token for Cosmos DB could be obtained{detail}") from exc
+    except AzureError as exc:  # DNS, connection refused, timeouts (after the SDK's retries)
+        detail = f": {_cause(exc)}" if show_cause else ""
+        raise Unavailable(f"{what}: Cosmos DB is unreachable ({type(exc).__name__}){detail}") from exc
+
+
+def _timestamp(value: datetime) -> str:
+    """Fixed-width UTC, so that string order is time order."""
+    if value.tzinfo is None:
+        raise ValueError("pointer timestamps must be timezone-aware")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def to_document(pointer: Pointer) -> dict[str, Any]:
+    """Encode a pointer as its Cosmos item (camelCase, fixed-width timestamps)."""
+    doc: dict[str, Any] = msgspec.to_builtins(pointer)
+    for attribute, key in _TIMESTAMPS:
+        value = getattr(pointer, attribute)
+        if value is not None:
+            doc[key] = _timestamp(value)
+    return doc
+
+
+def from_document(doc: Mapping[str, Any]) -> StoredPointer:
+    """Decode a Cosmos item into the pointer and its etag, dropping system fields."""
+    fields = {key: value for key, value in doc.items() if key not in SYSTEM_FIELDS}
+    return StoredPointer(msgspec.convert(fields, Pointer), str(doc["_etag"]))
+
+
+class _Continuation(msgspec.Struct, array_like=True, frozen=True):
+    """The client-facing token: the SDK's token, bound to the query it resumes."""
+
+    query: str  # fingerprint of the SQL text and parameters
+    cosmos: str  # the SDK's continuation token, verbatim
+
+
+def _fingerprint(sql: str, parameters: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(_json.encode([sql, parameters])).hexdigest()[:16]
+
+
+def _wrap(fingerprint: str, cosmos_token: str) -> str:
+    raw = _json.encode(_Continuation(fingerprint, cosmos_token))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unwrap(token: str, fingerprint: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        decoded = msgspec.json.decode(raw, type=_Continuation)
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidInput(_NOT_OURS, field=_TOKEN_FIELD) from None
+    # The inner token travels as an HTTP header: refuse anything that could not be one.
+    printable = decoded.cosmos.isascii() and decoded.cosmos.isprintable() and decoded.cosmos
+    if decoded.query != fingerprint or not printable:
+        raise InvalidInput(_NOT_OURS, field=_TOKEN_FIELD)
+    return decoded.cosmos
+
+
+def _list_query(query: ListQuery) -> tuple[str, list[dict[str, Any]]]:
+    """Build the listing SQL; every user value is a parameter, never SQL text."""
+    # jobId is also the partition key: filtering on it again is defence in depth.
+    clauses = ["c.jobId = @jobId", "c.productId = @productId", "c.status = @status"]
+    params: dict[str, Any] = {
+        "@jobId": query.job_id,
+        "@productId": query.product_id,
+        "@status": query.status.value,
+    }
+    if query.kind is not None:
+        clauses.append("c.kind = @kind")
+        params["@kind"] = query.kind.value
+    if query.run_id is not None:
+        clauses.append("c.runId = @runId")
+        params["@runId"] = query.run_id
+    # Sorted, so the same filter always gives the same SQL (and continuation fingerprint).
+    for n, (key, value) in enumerate(sorted(query.tags.items())):
+        clauses.append(f"c.tags[@tagKey{n}] = @tagValue{n}")
+        params[f"@tagKey{n}"] = key
+        params[f"@tagValue{n}"] = value
+    sql = f"SELECT * FROM c WHERE {' AND '.join(clauses)} ORDER BY c.createdAt DESC, c.id DESC"  # noqa: S608 - literal clauses
+    return sql, [{"name": name, "value": value} for name, value in params.items()]
+
+
+class CosmosPointerStore(PointerStore):
+    """``PointerStore`` on one Cosmos DB container partitioned by ``/jobId``.
+
+    The store owns the client (and the credential, if given) and closes them in
+    ``close``. Cosmos keeps ids unique per partition only; pointer ids are
+    random, so a clash across jobs is not expected, and ``find`` returns the
+    first match if one ever happens.
+    """
+
+    def __init__(
+        self,
+        client: CosmosClient,
+        *,
+        endpoint: str,
+        database: str,
+        container: str,
+        credential: AsyncTokenCredential | None = None,
+        init_on_start: bool = False,
+    ) -> None:
+        """Wrap a client for ``database``/``container``; ``open`` connects.
+
+        Args:
+            client: An (unopened) ``azure.cosmos.aio.CosmosClient``.
+            endpoint: The account URL, named in start-up errors.
+            database: Database id.
+            container: Container id.
+            credential: The Entra ID credential the client uses, to close with it.
+            init_on_start: ``open`` creates the database and container if missing
+                instead of only checking that they exist.
+        """
+        self._client = client
+        self._endpoint = endpoint
+        self._database = database
+        self._container_id = container
+        self._container = client.get_database_client(database).get_container_client(container)
+        self._credential = credential
+        self._init_on_start = init_on_start
+        self._connected = False
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CosmosPointerStore:
+        """Build the store from ``cosmos_endpoint`` and ``cosmos_key`` (or Entra ID if no key).
+
+        The SDK's retry policy is kept; ``azure_retry_total`` sets its retry
+        count (for throttling and connection errors alike). Note that the SDK
+        reads 0 as "default" (9 throttling retries), not "no retries".
+
+        Raises:
+            SettingsError: No Cosmos endpoint is configured.
+        """
+        if not settings.cosmos_endpoint:
+            raise SettingsError(f"the cosmos pointer backend needs {PREFIX}COSMOS_ENDPOINT")
+        options: dict[str, Any] = {"retry_total": settings.azure_retry_total}
+        credential: AsyncTokenCredential | None = None
+        if settings.cosmos_key:
+            client = CosmosClient(settings.cosmos_endpoint, settings.cosmos_key, **options)
+        else:
+            credential = DefaultAzureCredential()
+            client = CosmosClient(settings.cosmos_endpoint, credential, **options)
+        return cls(
+            client,
+            endpoint=settings.cosmos_endpoint,
+            database=settings.cosmos_database,
+            container=settings.cosmos_container,
+            credential=credential,
+            init_on_start=settings.cosmos_init_on_start,
+        )
+
+    @property
+    def _where(self) -> str:
+        return f"Cosmos DB at {self._endpoint}"
+
+    async def _connect(self) -> None:
+        if self._connected:
+            return
+        with translate(self._where, show_cause=True):
+            # What ``async with client`` does: reads the account, so a wrong key or
+            # an unreachable endpoint fails here rather than on the first request.
+            await self._client.__aenter__()
+        self._connected = True
+
+    async def open(self) -> None:
+        """Connect, then check the container (or create it, if ``init_on_start``).
+
+        Raises:
+            Unavailable: The endpoint is unreachable, the credentials are
+                refused, the container does not exist (run
+                ``fleet-artifacts cosmos-init``), or it is partitioned or indexed
+                differently. The message names the endpoint and the cause.
+        """
+        if self._init_on_start:
+            await self.initialise()
+            return
+        await self._connect()
+        name = f"{self._database}/{self._container_id}"
+        try:
+            with translate(self._where, show_cause=True):
+                props = await self._container.read()
+        except NotFound as exc:
+            raise Unavailable(
+                f"{self._where}: container {name} does not exist: run `fleet-artifacts cosmos-init` "
+                f"(or set {PREFIX}COSMOS_INIT_ON_START=true)"
+            ) from exc.__cause__
+        problem = container_problem(props, self._database, self._container_id)
+        if problem is not None:
+            raise Unavailable(f"{self._where}: {problem}")
+
+    async def initialise(self) -> dict[str, Any]:
+        """Connect and create the database and container if missing (see ``cosmos_init``).
+
+        Returns:
+            What was created and what existed already.
+        """
+        await self._connect()
+        with translate(self._where, show_cause=True):
+            return await ensure_database_and_container(self._client, self._database, self._container_id)
+
+    async def close(self) -> None:
+        """Close the client and the credential it uses; safe to call twice or without ``open``."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._client.close()
+        finally:
+            if self._credential is not None:
+                await self._credential.close()
+
+    async def create(self, pointer: Pointer) -> str:
+        """Insert with ``create_item``; Conflict if the id exists in the pointer's job."""
+        with translate(f"create pointer {pointer.job_id}/{pointer.id}"):
+            created = await self._container.create_item(to_document(pointer))
+        return str(created["_etag"])
+
+    async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
+        """Point read (id + partition key, about 1 RU); None if absent."""
+        try:
+            with translate(f"read pointer {job_id}/{artifact_id}"):
+                doc = await self._container.read_item(artifact_id, partition_key=job_id)
+        except NotFound:
+            return None
+        return from_document(doc)
+
+    async def find(self, artifact_id: str) -> StoredPointer | None:
+        """Look a pointer up by id alone: a cross-partition query.
+
+        Cost: the query is sent to every physical partition of the container
+        (a few RUs each, using the id index), so it grows with the container's
+        size, unlike ``get`` (one partition, about 1 RU). Use ``get`` whenever
+        the job id is known; keep ``find`` off hot paths.
+        """
+        parameters: list[dict[str, Any]] = [{"name": "@id", "value": artifact_id}]
+        results = self._container.query_items("SELECT * FROM c WHERE c.id = @id", parameters=parameters)
+        with translate(f"find pointer {artifact_id}"):
+            async for doc in results:
+                return from_document(doc)
+        return None
+
+    async def replace(self, pointer: Pointer, *, etag: str) -> str:
+        """Compare-and-swap with ``if-match``; PreconditionFailed if stale, NotFound if gone."""
+        with translate(f"replace pointer {pointer.job_id}/{pointer.id}"):
+            replaced = await self._container.replace_item(
+                pointer.id, to_document(pointer), etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        return str(replaced["_etag"])
+
+    async def delete(self, job_id: str, artifact_id: str) -> bool:
+        """Delete by id + partition key; False if it was not there."""
+        try:
+            with translate(f"delete pointer {job_id}/{artifact_id}"):
+                await self._container.delete_item(artifact_id, partition_key=job_id)
+        except NotFound:
+            return False
+        return True
+
+    async def list(self, query: ListQuery) -> PointerPage:
+        """One page of a job's pointers, newest first, ties broken by id (descending).
+
+        A single-partition query served by the composite index
+        ``[/createdAt DESC, /id DESC]``. Pages resume from the SDK's
+        continuation token, wrapped (urlsafe base64) together with a
+        fingerprint of the query, so a token is opaque to clients and one
+        issued for another query, or not by us, is InvalidInput.
+
+        Cosmos may answer a page with no items but a continuation token; such
+        pages are skipped here (the SDK does too), so a client never receives an
+        empty page with a token. The last page can still carry a token that
+        leads to an empty page: Cosmos cannot tell "no more" without looking.
+        """
+        sql, parameters = _list_query(query)
+        fingerprint = _fingerprint(sql, parameters)
+        resume = _unwrap(query.continuation, fingerprint) if query.continuation else None
+        results = self._container.query_items(
+            sql, parameters=parameters, partition_key=query.job_id, max_item_count=query.limit
+        )
+        pages = cast(AsyncPageIterator[dict[str, Any]], results.by_page(resume))
+        items: list[Pointer] = []
+        with translate(f"list pointers of job {query.job_id}", continuation_given=resume is not None):
+            async for page in pages:
+                items = [from_document(doc).pointer async for doc in page]
+                if items:
+                    break
+        token = pages.continuation_token
+        return PointerPage(items, _wrap(fingerprint, token) if token else None)
