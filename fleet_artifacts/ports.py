@@ -67,6 +67,19 @@ class BlobStore(abc.ABC):
         and Content-Type.
         """
 
+    @abc.abstractmethod
+    async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
+        """Return a URL that lets its holder create and write this one blob until ``expires_at``.
+
+        It accepts what a client sends to Azure Blob Storage for a block blob (Put Blob,
+        Put Block, Put Block List), so ``BlobClient.from_blob_url(url).upload_blob(...)``
+        works. It grants no read, and nothing on any other blob.
+        """
+
+    @abc.abstractmethod
+    async def discard_uncommitted(self, key: str) -> None:
+        """Drop blocks staged for ``key`` but never committed (an abandoned direct upload)."""
+
 
 class StoredPointer(msgspec.Struct, frozen=True):
     """A pointer as read from the store, with the etag for compare-and-swap."""

@@ -226,20 +226,38 @@ class AzureBlobStore(BlobStore):
             return False
         return True
 
+    async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
+        """Sign a create+write SAS for this one blob (``sr=b``, ``sp=cw``): no read, no other blob."""
+        return await self._sign(key, BlobSasPermissions(create=True, write=True), expires_at, {})
+
+    async def discard_uncommitted(self, key: str) -> None:
+        """Commit an empty block list (which drops staged blocks), then delete that empty blob."""
+        if await self.info(key) is not None:
+            return  # committed: its staged leftovers go with its next commit or its deletion
+        blob = self._container.get_blob_client(key)
+        with translate(f"discard staged blocks of {key}"):
+            await blob.commit_block_list([])
+            await blob.delete_blob()
+
     async def sign_read_url(
         self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str
     ) -> str:
         """Sign a read-only SAS for this one blob (``sr=b``, ``sp=r``)."""
+        overrides = {"content_disposition": content_disposition, "content_type": content_type}
+        return await self._sign(key, BlobSasPermissions(read=True), expires_at, overrides)
+
+    async def _sign(
+        self, key: str, permission: BlobSasPermissions, expires_at: datetime, overrides: dict[str, str]
+    ) -> str:
         blob = self._container.get_blob_client(key)
         common: dict[str, Any] = {
             "account_name": self._service.account_name,
             "container_name": self._container.container_name,
             "blob_name": key,
-            "permission": BlobSasPermissions(read=True),
+            "permission": permission,
             "expiry": expires_at,
             "start": utcnow() - SAS_BACKDATE,
-            "content_disposition": content_disposition,
-            "content_type": content_type,
+            **overrides,
         }
         if blob.scheme == "https":
             common["protocol"] = "https"

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
@@ -45,6 +46,24 @@ class LocalBlobStore(BlobStore):
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
         self.signer = signer
+        # Blocks of direct uploads wait here (outside the blob root) until committed.
+        self.staging_root = self.root.parent / "staging"
+
+    def staging_dir(self, key: str) -> Path:
+        """Where the uncommitted blocks of ``key`` are kept (one directory per blob)."""
+        self.path_of(key)
+        return self.staging_root / hashlib.sha256(key.encode()).hexdigest()
+
+    async def discard_uncommitted(self, key: str) -> None:
+        """Remove the blocks staged for ``key``."""
+        await asyncio.to_thread(shutil.rmtree, self.staging_dir(key), ignore_errors=True)
+
+    async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
+        """Return a root-relative URL of the service's ``/blobs/`` route, signed create+write."""
+        self.path_of(key)
+        return (
+            f"{BLOB_ROUTE}{quote(key)}?{self.signer.sign(key, 'cw', expires_at=int(expires_at.timestamp()))}"
+        )
 
     def path_of(self, key: str) -> Path:
         """Resolve a key to its file, refusing anything that would leave the root."""
