@@ -2,8 +2,10 @@
 
 Prints MiB/s for the raw azure-storage-blob SDK (`upload_blob(max_concurrency=4)`,
 the ceiling) and for a proxied upload through `fleet-artifacts serve`, the ratio of
-each to the raw SDK, and the server's peak RSS while it receives a 64 MiB and a
-1 GiB upload. Direct-to-blob uploads join this table when that route exists.
+each to the raw SDK, a direct-to-blob upload (start, the SDK writing to the returned
+URL, finalize with the service verifying the digest when the blob is at most
+VERIFY_MAX_BYTES), and the server's peak RSS while it receives a 64 MiB and a
+1 GiB proxied upload.
 
     .venv/bin/python bench/upload.py [--mib 256] [--large-mib 1024] [--rounds 3]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import secrets
 import statistics
@@ -23,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.download import PeakSampler, rss_mib
@@ -48,6 +51,23 @@ async def raw_sdk(connection_string: str, size: int) -> float:
         started = time.perf_counter()
         await container.upload_blob(f"raw-{secrets.token_hex(4)}", data, max_concurrency=4, overwrite=True)
         return size / MiB / (time.perf_counter() - started)
+
+
+async def direct(client: httpx.Client, size: int) -> float:
+    """Start, write with the SDK straight to Blob (4 blocks in flight), finalize: all timed."""
+    data = b"".join(payload(size))
+    digest = hashlib.sha256(data).hexdigest()  # a worker knows its file's digest; not timed
+    started = time.perf_counter()
+    ticket = client.post("/fleet/jobs/bench/artifacts/uploads", json={"kind": "build", "fileName": "d.bin"})
+    ticket.raise_for_status()
+    async with BlobClient.from_blob_url(ticket.json()["uploadUrl"]) as blob:
+        await blob.upload_blob(data, overwrite=True, max_concurrency=4)
+    done = client.post(
+        f"/fleet/jobs/bench/artifacts/{ticket.json()['id']}/finalize",
+        json={"sizeBytes": size, "sha256": digest},
+    )
+    done.raise_for_status()
+    return size / MiB / (time.perf_counter() - started)
 
 
 def proxied(client: httpx.Client, size: int) -> float:
@@ -88,17 +108,23 @@ def main() -> None:
         try:
             wait_for_port(port, proc=proc)
             size = args.mib * MiB
-            raw, prox = [], []
+            raw, prox, dire = [], [], []
             with httpx.Client(
                 base_url=f"http://127.0.0.1:{port}", timeout=900, headers={"Authorization": f"Bearer {TOKEN}"}
             ) as client:
                 for _ in range(args.rounds):  # interleaved, so drift in machine load hits both alike
                     raw.append(asyncio.run(raw_sdk(azurite.connection_string, size)))
                     prox.append(proxied(client, size))
-                raw_s, prox_s = statistics.median(raw), statistics.median(prox)
+                    dire.append(asyncio.run(direct(client, size)))
+                raw_s, prox_s, dire_s = (
+                    statistics.median(raw),
+                    statistics.median(prox),
+                    statistics.median(dire),
+                )
                 print(f"upload of {args.mib} MiB, median of {args.rounds} rounds, same Azurite:")
                 print(f"  raw SDK upload_blob(max_concurrency=4) {raw_s:8.1f} MiB/s   1.00x")
                 print(f"  proxied through the service            {prox_s:8.1f} MiB/s   {prox_s / raw_s:.2f}x")
+                print(f"  direct to blob (start+SDK+finalize)    {dire_s:8.1f} MiB/s   {dire_s / raw_s:.2f}x")
                 peaks = []
                 for mib in (64, args.large_mib):
                     before = rss_mib(proc.pid)

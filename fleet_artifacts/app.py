@@ -26,6 +26,7 @@ from fleet_artifacts.adapters.local_blob import LocalBlobStore
 from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
 from fleet_artifacts.auth import TokenAuthority
 from fleet_artifacts.blob_routes import signed_blob
+from fleet_artifacts.blob_upload_routes import signed_blob_put
 from fleet_artifacts.errors import ArtifactError
 from fleet_artifacts.ports import BlobStore, PointerStore
 from fleet_artifacts.problems import EXCEPTION_HANDLERS
@@ -99,6 +100,9 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
                 sas_ttl=timedelta(seconds=settings.sas_ttl_seconds),
                 max_upload_bytes=settings.max_upload_bytes,
                 max_envelope_bytes=settings.max_envelope_bytes,
+                upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
+                verify_max_bytes=settings.verify_max_bytes,
+                idempotency_retention=timedelta(seconds=settings.idempotency_retention_seconds),
             )
             yield
 
@@ -118,7 +122,7 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
     )
     handlers: list[ControllerRouterHandler] = [ArtifactController, health]
     if settings.blob_backend == "local":
-        handlers.append(signed_blob)
+        handlers.extend([signed_blob, signed_blob_put])
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],

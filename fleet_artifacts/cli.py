@@ -29,6 +29,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Create the configured Cosmos DB database and container (partition key /jobId, "
         "per-item TTL on, the indexing policy the queries need) if they are missing.",
     )
+    gc = commands.add_parser("gc", help="remove what clients left behind")
+    gc.add_argument(
+        "--stale-uploads",
+        action="store_true",
+        required=True,
+        help="remove direct uploads not finalized by their deadline (blob, staged blocks, pointer)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     return parser
 
 
@@ -42,7 +50,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings, args.host, args.port)
+    if args.command == "gc":
+        return collect(settings, dry_run=args.dry_run)
     return init_cosmos(settings)
+
+
+def collect(settings: Settings, *, dry_run: bool) -> int:
+    """Run the stale-upload sweep once against the configured stores."""
+    import asyncio
+
+    from fleet_artifacts.adapters.delegation import utcnow
+    from fleet_artifacts.app import StartupError, open_stores
+    from fleet_artifacts.gc import sweep_stale_uploads
+
+    async def run() -> list[str]:
+        async with open_stores(settings) as (blobs, pointers):
+            return await sweep_stale_uploads(blobs, pointers, now=utcnow(), dry_run=dry_run)
+
+    try:
+        removed = asyncio.run(run())
+    except StartupError as exc:
+        print(f"fleet-artifacts: gc failed: {exc}", file=sys.stderr)
+        return 1
+    verb = "would remove" if dry_run else "removed"
+    for key in removed:
+        print(f"{verb} {key}")
+    print(f"{verb} {len(removed)} stale upload(s)")
+    return 0
 
 
 def init_cosmos(settings: Settings) -> int:

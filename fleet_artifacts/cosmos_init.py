@@ -53,6 +53,7 @@ INDEXING_POLICY: dict[str, Any] = {
         {"path": "/kind/?"},
         {"path": "/runId/?"},
         {"path": "/createdAt/?"},
+        {"path": "/expiresAt/?"},  # sweepers: stale uploads (and, later, expired artifacts)
         {"path": "/id/?"},
         {"path": "/tags/*"},
     ],

@@ -15,6 +15,7 @@ Azure SDK exception.
     ├── PayloadTooLarge       413  the upload crossed the size limit
     ├── UnsupportedMediaType  415  the upload's content type has no reading
     ├── RangeNotSatisfiable   416  a Range header selects no byte
+    ├── Unprocessable         422  well-formed, but contradicts what was stored
     └── Unavailable           503  a backend (Blob, pointers) cannot be reached
 """
 
@@ -75,6 +76,10 @@ class RangeNotSatisfiable(ArtifactError):
     def __init__(self, size: int) -> None:
         super().__init__(f"the requested range is outside the {size} bytes of the artifact")
         self.size = size
+
+
+class Unprocessable(ArtifactError):
+    """The request is well-formed but contradicts the stored state (e.g. a digest mismatch)."""
 
 
 class Unavailable(ArtifactError):

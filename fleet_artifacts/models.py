@@ -28,8 +28,13 @@ class ArtifactKind(enum.StrEnum):
 
 
 class ArtifactStatus(enum.StrEnum):
-    """Life-cycle state of a pointer; only ACTIVE artifacts are served."""
+    """Life-cycle state of a pointer; only ACTIVE artifacts are served.
 
+    UPLOADING: a direct upload was started and not finalized; ``expiresAt`` is its deadline.
+    DELETING: a delete began (blob removal may be pending); finished by a repeated DELETE.
+    """
+
+    UPLOADING = "UPLOADING"
     ACTIVE = "ACTIVE"
     DELETING = "DELETING"
 
@@ -51,6 +56,9 @@ class Pointer(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=False)
     expires_at: datetime | None = None
     tags: dict[str, str] = msgspec.field(default_factory=dict)
     status: ArtifactStatus = ArtifactStatus.ACTIVE
+    # False when the sha256 is the client's claim (a large direct upload finalized without
+    # verification); True when the service hashed the bytes itself.
+    sha256_verified: bool = True
 
 
 class ArtifactOut(Pointer, kw_only=True, rename="camel"):
@@ -80,6 +88,32 @@ class UploadEnvelope(msgspec.Struct, kw_only=True, rename="camel", forbid_unknow
     content_type: str = "application/octet-stream"
     run_id: str | None = None
     tags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class DirectUploadRequest(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Start a direct-to-blob upload: the client then writes the bytes with the returned URL."""
+
+    kind: ArtifactKind
+    file_name: str
+    content_type: str = "application/octet-stream"
+    run_id: str | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    size_bytes: int | None = None
+
+
+class UploadTicket(Pointer, kw_only=True, rename="camel"):
+    """An UPLOADING pointer with the URL that may write its blob, once, until it expires."""
+
+    upload_url: str
+    upload_url_expires_at: datetime
+
+
+class FinalizeRequest(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """What the client claims it uploaded; checked against the committed blob."""
+
+    size_bytes: int
+    sha256: str
+    verify: bool = False
 
 
 class Health(msgspec.Struct):

@@ -101,6 +101,27 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     continuation: str | None = None
 
 
+class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Which artifact a create with an Idempotency-Key made, kept for the retention window.
+
+    ``artifact_id`` is None while the first request holding the key is still at work.
+    """
+
+    id: str
+    job_id: str
+    fingerprint: str
+    artifact_id: str | None = None
+    claimed_at: datetime
+    expires_at: datetime
+
+
+class StoredRecord(msgspec.Struct, frozen=True):
+    """An idempotency record with the etag for compare-and-swap."""
+
+    record: IdempotencyRecord
+    etag: str
+
+
 class PointerPage(msgspec.Struct, frozen=True):
     """One page of pointers and the opaque token for the next, if any."""
 
@@ -133,6 +154,30 @@ class PointerStore(abc.ABC):
     @abc.abstractmethod
     async def delete(self, job_id: str, artifact_id: str) -> bool:
         """Delete a pointer; True if it existed."""
+
+    @abc.abstractmethod
+    async def get_record(self, job_id: str, record_id: str) -> StoredRecord | None:
+        """Read an idempotency record (a point read in the job's partition); None if absent."""
+
+    @abc.abstractmethod
+    async def put_record(self, record: IdempotencyRecord, *, etag: str | None) -> str:
+        """Create a record (``etag`` None; Conflict if it exists) or replace it if ``etag`` matches.
+
+        Returns the new etag; PreconditionFailed if the record changed, NotFound if it is gone.
+        """
+
+    @abc.abstractmethod
+    async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
+        """Delete a record if it is unchanged since ``etag`` was read; otherwise do nothing."""
+
+    @abc.abstractmethod
+    async def expired(
+        self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` whose ``expiresAt`` is earlier than ``before``, across all jobs.
+
+        For sweepers (a cross-partition query on Cosmos); at most ``limit`` of them.
+        """
 
     @abc.abstractmethod
     async def list(self, query: ListQuery) -> PointerPage:

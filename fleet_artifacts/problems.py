@@ -31,6 +31,7 @@ PROBLEM_TABLE: dict[type[errors.ArtifactError], tuple[int, str]] = {
     errors.PayloadTooLarge: (413, "payload-too-large"),
     errors.UnsupportedMediaType: (415, "unsupported-media-type"),
     errors.RangeNotSatisfiable: (416, "range-not-satisfiable"),
+    errors.Unprocessable: (422, "unprocessable"),
     errors.Unavailable: (503, "backend-unavailable"),
 }
 

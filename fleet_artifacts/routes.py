@@ -8,12 +8,21 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromQuery, PathParameter, QueryParameter
+from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.response import Redirect
 
 from fleet_artifacts.downloads import stream_blob
 from fleet_artifacts.errors import InvalidInput
-from fleet_artifacts.models import ArtifactKind, ArtifactOut, ArtifactPage, Health, Pointer
+from fleet_artifacts.models import (
+    ArtifactKind,
+    ArtifactOut,
+    ArtifactPage,
+    DirectUploadRequest,
+    FinalizeRequest,
+    Health,
+    Pointer,
+    UploadTicket,
+)
 from fleet_artifacts.ports import ListQuery
 from fleet_artifacts.service import ArtifactService, UploadMeta, content_disposition
 from fleet_artifacts.uploads import (
@@ -32,6 +41,15 @@ Tag = Annotated[
     list[str] | None,
     QueryParameter(description="Tag as key:value; repeat for several (all must match)."),
 ]
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        description="Makes the create safe to retry: the same key (per product and job, within the "
+        "retention window) returns the same artifact; reused with other metadata -> 409.",
+    ),
+]
+REPLAYED = "Idempotent-Replayed"
 Service = NamedDependency[ArtifactService]
 ProductId = NamedDependency[str]
 BaseUrl = NamedDependency[str]
@@ -104,6 +122,7 @@ class ArtifactController(Controller):
         run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
         content_type: Annotated[str | None, QueryParameter(name="contentType")] = None,
         tag: Tag = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[ArtifactOut]:
         """Upload an artifact (multipart, raw body or JSON envelope)."""
         check_id(job_id, "jobId")
@@ -112,16 +131,16 @@ class ArtifactController(Controller):
         query_meta = (kind, file_name, run_id, content_type, tag)
         if essence in (MULTIPART_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE) and any(v is not None for v in query_meta):
             raise InvalidInput(f"with {essence}, metadata goes in the body, not the query string")
+        chunks: AsyncIterator[bytes]
         if essence == MULTIPART_MEDIA_TYPE:
             meta, chunks = await read_multipart(request.stream(), media_type)
-            out = await service.upload(product_id, job_id, meta, chunks, base_url=base_url)
         elif essence == ENVELOPE_MEDIA_TYPE:
             meta, content = await read_envelope(
                 request.stream(),
                 max_envelope_bytes=service.max_envelope_bytes,
                 max_upload_bytes=service.max_upload_bytes,
             )
-            out = await service.upload(product_id, job_id, meta, _once(content), base_url=base_url)
+            chunks = _once(content)
         else:
             if (length := request.headers.get("content-length")) and length.isdigit():
                 service.check_size(int(length))
@@ -132,9 +151,72 @@ class ArtifactController(Controller):
                 run_id=run_id,
                 tags=parse_tags(tag or []),
             )
-            out = await service.upload(product_id, job_id, meta, request.stream(), base_url=base_url)
-        location = f"/fleet/jobs/{job_id}/artifacts/{out.id}"
-        return Response(out, status_code=201, headers={"Location": location})
+            chunks = request.stream()
+        out, replayed = await service.upload_once(
+            product_id, job_id, meta, chunks, key=idempotency_key, base_url=base_url
+        )
+        headers = {"Location": f"/fleet/jobs/{job_id}/artifacts/{out.id}"}
+        if replayed:
+            headers[REPLAYED] = "true"
+        return Response(out, status_code=201, headers=headers)
+
+    @post(
+        "/jobs/{job_id:str}/artifacts/uploads",
+        operation_id="startDirectUpload",
+        status_code=201,
+        description="Start a direct-to-blob upload: answers an UPLOADING pointer with `uploadUrl`, a "
+        "create+write URL for exactly its blob (an Azure SAS, or the local backend's signed PUT route). "
+        "Write the bytes there (e.g. `BlobClient.from_blob_url(uploadUrl).upload_blob(...)`), then "
+        "call `finalize`.",
+    )
+    async def start_direct_upload(
+        self,
+        service: Service,
+        product_id: ProductId,
+        base_url: BaseUrl,
+        job_id: JobId,
+        data: JSONBody[DirectUploadRequest],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[UploadTicket]:
+        """Start a direct-to-blob upload."""
+        meta = UploadMeta.checked(
+            kind=data.kind,
+            file_name=data.file_name,
+            content_type=data.content_type,
+            run_id=data.run_id,
+            tags=data.tags,
+        )
+        ticket, replayed = await service.start_direct_upload_once(
+            product_id,
+            check_id(job_id, "jobId"),
+            meta,
+            data.size_bytes,
+            key=idempotency_key,
+            base_url=base_url,
+        )
+        return Response(ticket, status_code=201, headers={REPLAYED: "true"} if replayed else {})
+
+    @post(
+        "/jobs/{job_id:str}/artifacts/{artifact_id:str}/finalize",
+        operation_id="finalizeDirectUpload",
+        status_code=200,
+        description="Check the committed blob against the client's `sizeBytes` and `sha256` (hashing it "
+        "when `verify` is true or it is at most VERIFY_MAX_BYTES), then make the artifact ACTIVE. A "
+        "mismatch answers 422 and discards the upload.",
+    )
+    async def finalize(
+        self,
+        service: Service,
+        product_id: ProductId,
+        base_url: BaseUrl,
+        job_id: JobId,
+        artifact_id: ArtifactId,
+        data: JSONBody[FinalizeRequest],
+    ) -> ArtifactOut:
+        """Finalize a direct-to-blob upload."""
+        return await service.finalize(
+            product_id, check_id(job_id, "jobId"), _aid(artifact_id), data, base_url=base_url
+        )
 
     @get("/jobs/{job_id:str}/artifacts", operation_id="listArtifacts")
     async def list_artifacts(

@@ -9,7 +9,9 @@ a repeated DELETE finishes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterable, Callable
 from datetime import datetime, timedelta
@@ -18,12 +20,29 @@ from urllib.parse import quote
 import msgspec
 
 from fleet_artifacts.adapters.delegation import utcnow
-from fleet_artifacts.errors import NotFound, PayloadTooLarge, PreconditionFailed
-from fleet_artifacts.models import ArtifactKind, ArtifactOut, ArtifactPage, ArtifactStatus, Pointer
+from fleet_artifacts.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    Unprocessable,
+)
+from fleet_artifacts.idempotency import Idempotency, fingerprint
+from fleet_artifacts.models import (
+    ArtifactKind,
+    ArtifactOut,
+    ArtifactPage,
+    ArtifactStatus,
+    FinalizeRequest,
+    Pointer,
+    UploadTicket,
+)
 from fleet_artifacts.ports import BlobStore, ListQuery, PointerStore, StoredPointer
 from fleet_artifacts.validation import check_content_type, check_file_name, check_id, check_tags
 
 log = logging.getLogger(__name__)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class UploadMeta(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +100,9 @@ class ArtifactService:
         sas_ttl: timedelta,
         max_upload_bytes: int,
         max_envelope_bytes: int = 8 * 1024 * 1024,
+        upload_url_ttl: timedelta = timedelta(hours=1),
+        verify_max_bytes: int = 64 * 1024 * 1024,
+        idempotency_retention: timedelta = timedelta(days=1),
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
@@ -90,8 +112,78 @@ class ArtifactService:
         self.sas_ttl = sas_ttl
         self.max_upload_bytes = max_upload_bytes
         self.max_envelope_bytes = max_envelope_bytes
+        self.upload_url_ttl = upload_url_ttl
+        self.verify_max_bytes = verify_max_bytes
         self._clock = clock
         self._new_id = new_id
+        self.idempotency = Idempotency(pointers, retention=idempotency_retention, clock=clock)
+
+    async def upload_once(
+        self,
+        product_id: str,
+        job_id: str,
+        meta: UploadMeta,
+        chunks: AsyncIterable[bytes],
+        *,
+        key: str | None,
+        base_url: str = "",
+    ) -> tuple[ArtifactOut, bool]:
+        """``upload``, made idempotent by ``key`` when given; returns ``(artifact, replayed)``."""
+        if key is None:
+            return await self.upload(product_id, job_id, meta, chunks, base_url=base_url), False
+
+        async def replay(artifact_id: str) -> ArtifactOut:
+            return await self.present(await self.pointer(product_id, artifact_id, job_id), base_url=base_url)
+
+        async def undo(out: ArtifactOut) -> None:
+            await self.delete(product_id, out.id, job_id)
+
+        return await self.idempotency.run(
+            product_id=product_id,
+            job_id=check_id(job_id, "jobId"),
+            key=key,
+            fingerprint=fingerprint("upload", msgspec.to_builtins(meta)),
+            create=lambda: self.upload(product_id, job_id, meta, chunks, base_url=base_url),
+            created_id=lambda out: out.id,
+            replay=replay,
+            undo=undo,
+        )
+
+    async def start_direct_upload_once(
+        self,
+        product_id: str,
+        job_id: str,
+        meta: UploadMeta,
+        size_bytes: int | None,
+        *,
+        key: str | None,
+        base_url: str = "",
+    ) -> tuple[UploadTicket, bool]:
+        """``start_direct_upload``, made idempotent by ``key``; a replay re-signs the write URL."""
+        if key is None:
+            return await self.start_direct_upload(
+                product_id, job_id, meta, size_bytes, base_url=base_url
+            ), False
+
+        async def replay(artifact_id: str) -> UploadTicket:
+            stored = await self._lookup(product_id, artifact_id, job_id)
+            if stored.pointer.status is not ArtifactStatus.UPLOADING:
+                raise Conflict("the upload started with this Idempotency-Key was already finalized")
+            return await self._ticket(stored.pointer, base_url)
+
+        async def undo(ticket: UploadTicket) -> None:
+            await self.pointers.delete(ticket.job_id, ticket.id)
+
+        return await self.idempotency.run(
+            product_id=product_id,
+            job_id=check_id(job_id, "jobId"),
+            key=key,
+            fingerprint=fingerprint("direct", {**msgspec.to_builtins(meta), "sizeBytes": size_bytes}),
+            create=lambda: self.start_direct_upload(product_id, job_id, meta, size_bytes, base_url=base_url),
+            created_id=lambda ticket: ticket.id,
+            replay=replay,
+            undo=undo,
+        )
 
     def check_size(self, announced: int) -> None:
         """Refuse an upload whose announced length is over the limit before reading it."""
@@ -194,6 +286,113 @@ class ArtifactService:
         page = await self.pointers.list(query)
         items = [await self.present(pointer, base_url=base_url) for pointer in page.items]
         return ArtifactPage(items=items, continuation_token=page.continuation)
+
+    async def start_direct_upload(
+        self, product_id: str, job_id: str, meta: UploadMeta, size_bytes: int | None, *, base_url: str = ""
+    ) -> UploadTicket:
+        """Create an UPLOADING pointer and a write URL for exactly its blob.
+
+        The client writes the bytes straight to Blob Storage (or to the local backend's
+        signed PUT route), then calls ``finalize``. Past ``expiresAt`` the upload is stale:
+        never served, refused by finalize, and removed by ``fleet-artifacts gc --stale-uploads``.
+        """
+        check_id(job_id, "jobId")
+        if size_bytes is not None:
+            if size_bytes < 0:
+                raise InvalidInput("sizeBytes cannot be negative", field="sizeBytes")
+            self.check_size(size_bytes)
+        artifact_id = self._new_id()
+        now = self._clock()
+        deadline = now + self.upload_url_ttl
+        pointer = Pointer(
+            id=artifact_id,
+            product_id=product_id,
+            job_id=job_id,
+            run_id=meta.run_id,
+            kind=meta.kind,
+            file_name=meta.file_name,
+            blob_key=blob_key(product_id, job_id, artifact_id, meta.kind),
+            content_type=meta.content_type,
+            size_bytes=size_bytes or 0,
+            sha256="",
+            created_at=now,
+            expires_at=deadline,
+            tags=meta.tags,
+            status=ArtifactStatus.UPLOADING,
+        )
+        await self.pointers.create(pointer)
+        return await self._ticket(pointer, base_url)
+
+    async def _ticket(self, pointer: Pointer, base_url: str) -> UploadTicket:
+        # The write URL never outlives the upload's deadline.
+        assert pointer.expires_at is not None
+        url = await self.blobs.sign_write_url(pointer.blob_key, expires_at=pointer.expires_at)
+        log.info("signed write URL for %s until %s", pointer.blob_key, pointer.expires_at.isoformat())
+        if url.startswith("/"):
+            url = base_url.rstrip("/") + url
+        return UploadTicket(
+            **msgspec.structs.asdict(pointer), upload_url=url, upload_url_expires_at=pointer.expires_at
+        )
+
+    async def finalize(
+        self, product_id: str, job_id: str, artifact_id: str, claim: FinalizeRequest, *, base_url: str = ""
+    ) -> ArtifactOut:
+        """Check the committed blob against the client's claim, then flip the pointer to ACTIVE.
+
+        A size or digest mismatch removes blob and pointer (422): the upload must start over.
+        Finalizing an ACTIVE artifact again with the same claim returns it (a retried call).
+        """
+        if not _SHA256.fullmatch(claim.sha256):
+            raise InvalidInput("sha256 must be 64 lowercase hex digits", field="sha256")
+        stored = await self._lookup(product_id, artifact_id, job_id)
+        pointer = stored.pointer
+        if pointer.status is ArtifactStatus.ACTIVE:
+            if (pointer.size_bytes, pointer.sha256) == (claim.size_bytes, claim.sha256):
+                return await self.present(pointer, base_url=base_url)
+            raise Conflict("the artifact was already finalized with another size or digest")
+        if pointer.status is not ArtifactStatus.UPLOADING:
+            raise NotFound("artifact not found")
+        if pointer.expires_at is not None and pointer.expires_at <= self._clock():
+            raise Conflict("the upload's deadline has passed; start a new upload")
+        info = await self.blobs.info(pointer.blob_key)
+        if info is None:
+            raise Conflict("nothing is committed under the upload URL yet")
+        if info.size_bytes != claim.size_bytes:
+            await self._abandon(pointer)
+            raise Unprocessable(
+                f"the committed blob has {info.size_bytes} bytes, not {claim.size_bytes}; "
+                "the upload was discarded"
+            )
+        verified = claim.verify or info.size_bytes <= self.verify_max_bytes
+        if verified:
+            digest = hashlib.sha256()
+            async for chunk in self.blobs.read(pointer.blob_key):
+                digest.update(chunk)
+            if digest.hexdigest() != claim.sha256:
+                await self._abandon(pointer)
+                raise Unprocessable(
+                    "the committed blob's sha256 differs from the claim; the upload was discarded"
+                )
+        active = msgspec.structs.replace(
+            pointer,
+            status=ArtifactStatus.ACTIVE,
+            size_bytes=info.size_bytes,
+            sha256=claim.sha256,
+            sha256_verified=verified,
+            expires_at=None,
+        )
+        try:
+            await self.pointers.replace(active, etag=stored.etag)
+        except PreconditionFailed:
+            # A concurrent finalize (or delete) won; answer as a retry of that one would be answered.
+            return await self.finalize(product_id, job_id, artifact_id, claim, base_url=base_url)
+        return await self.present(active, base_url=base_url)
+
+    async def _abandon(self, pointer: Pointer) -> None:
+        # Blob first: a pointer left behind is still UPLOADING and swept by gc, never served.
+        await self.blobs.delete(pointer.blob_key)
+        await self.blobs.discard_uncommitted(pointer.blob_key)
+        await self.pointers.delete(pointer.job_id, pointer.id)
 
     async def delete(self, product_id: str, artifact_id: str, job_id: str | None = None) -> None:
         """Remove pointer and blob; NotFound if absent (so a repeat answers 404)."""

@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_bytes: int = 10 * GiB
     max_envelope_bytes: int = 8 * MiB
     sas_ttl_seconds: int = 900
+    upload_url_ttl_seconds: int = 3600
+    verify_max_bytes: int = 64 * MiB
+    idempotency_retention_seconds: int = 24 * 3600
     block_size_bytes: int = 8 * MiB
     upload_concurrency: int = 4
     azure_retry_total: int = 3
@@ -63,6 +66,9 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "max_upload_bytes": (1, 190 * 1024 * GiB),
     "max_envelope_bytes": (1, 64 * MiB),
     "sas_ttl_seconds": (60, 7 * 24 * 3600),
+    "upload_url_ttl_seconds": (60, 7 * 24 * 3600),
+    "verify_max_bytes": (0, 190 * 1024 * GiB),
+    "idempotency_retention_seconds": (60, 30 * 24 * 3600),
     "block_size_bytes": (64 * 1024, 4000 * MiB),
     "upload_concurrency": (1, 64),
     "azure_retry_total": (0, 10),

@@ -83,7 +83,11 @@ def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     azurite: Azurite | None = request.getfixturevalue("azurite") if blobs == "azure" else None
     cosmos = request.getfixturevalue("cosmos_gateway") if pointers == "cosmos" else None
     return make_settings(
-        azurite, tmp_path_factory.mktemp("data"), cosmos=cosmos, max_upload_bytes=str(80 * 1024 * 1024)
+        azurite,
+        tmp_path_factory.mktemp("data"),
+        cosmos=cosmos,
+        max_upload_bytes=str(80 * 1024 * 1024),
+        verify_max_bytes=str(256 * 1024),
     )
 
 
@@ -93,6 +97,12 @@ def server(settings: Settings) -> Iterator[ThreadedServer]:
     srv = ThreadedServer(create_app(settings)).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def server_url(server: ThreadedServer) -> str:
+    """Base URL of the module's server."""
+    return server.url
 
 
 @pytest.fixture

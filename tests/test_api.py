@@ -32,6 +32,7 @@ POINTER_FIELDS = {
     "expiresAt",
     "tags",
     "status",
+    "sha256Verified",
 }
 
 

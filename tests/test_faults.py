@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -12,8 +13,16 @@ import pytest
 
 from fleet_artifacts.app import create_app, open_stores
 from fleet_artifacts.errors import Unavailable
-from fleet_artifacts.models import Pointer
-from fleet_artifacts.ports import BlobStore, ListQuery, PointerPage, PointerStore, StoredPointer
+from fleet_artifacts.models import ArtifactStatus, Pointer
+from fleet_artifacts.ports import (
+    BlobStore,
+    IdempotencyRecord,
+    ListQuery,
+    PointerPage,
+    PointerStore,
+    StoredPointer,
+    StoredRecord,
+)
 from fleet_artifacts.settings import Settings
 from tests.conftest import TOKEN_A, make_settings
 from tests.servers import Azurite, ThreadedServer
@@ -40,6 +49,20 @@ class PointerWritesFail(PointerStore):
 
     async def delete(self, job_id: str, artifact_id: str) -> bool:
         return await self.inner.delete(job_id, artifact_id)
+
+    async def get_record(self, job_id: str, record_id: str) -> StoredRecord | None:
+        return await self.inner.get_record(job_id, record_id)
+
+    async def put_record(self, record: IdempotencyRecord, *, etag: str | None) -> str:
+        return await self.inner.put_record(record, etag=etag)
+
+    async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
+        await self.inner.delete_record(job_id, record_id, etag=etag)
+
+    async def expired(
+        self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
+    ) -> list[StoredPointer]:
+        return await self.inner.expired(status, before=before, limit=limit)
 
     async def list(self, query: ListQuery) -> PointerPage:
         return await self.inner.list(query)

@@ -15,7 +15,7 @@ from fleet_artifacts.adapters.cosmos_pointers import CosmosPointerStore
 from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
 from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from fleet_artifacts.models import ArtifactKind, ArtifactStatus, Pointer
-from fleet_artifacts.ports import ListQuery, PointerStore
+from fleet_artifacts.ports import IdempotencyRecord, ListQuery, PointerStore
 from tests.conftest import make_settings
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -171,3 +171,33 @@ async def test_foreign_continuation_token_is_invalid_input(pointers: PointerStor
     for token in ("garbage!", "e30", "WzEsMl0"):
         with pytest.raises(InvalidInput):
             await pointers.list(ListQuery(job_id="j", product_id="p", continuation=token))
+
+
+async def test_idempotency_records_are_created_once_and_swapped_by_etag(pointers: PointerStore) -> None:
+    record = IdempotencyRecord(
+        id="idem-" + secrets.token_hex(8),
+        job_id="job-1",
+        fingerprint="f" * 64,
+        claimed_at=T0,
+        expires_at=T0 + timedelta(days=1),
+    )
+    assert await pointers.get_record("job-1", record.id) is None
+    etag = await pointers.put_record(record, etag=None)
+    with pytest.raises(Conflict):
+        await pointers.put_record(record, etag=None)
+    got = await pointers.get_record("job-1", record.id)
+    assert got is not None and got.record == record and got.etag == etag
+    assert await pointers.get_record("job-2", record.id) is None  # partition-scoped
+    done = msgspec.structs.replace(record, artifact_id="a" * 32)
+    new_etag = await pointers.put_record(done, etag=etag)
+    with pytest.raises(PreconditionFailed):
+        await pointers.put_record(record, etag=etag)
+    await pointers.delete_record("job-1", record.id, etag=etag)  # stale etag: left as it is
+    got = await pointers.get_record("job-1", record.id)
+    assert got is not None and got.record.artifact_id == "a" * 32
+    # Records never show up as pointers.
+    assert (await pointers.list(ListQuery(job_id="job-1", product_id="prod-a"))).items == []
+    assert await pointers.find(record.id) is None
+    assert await pointers.get("job-1", record.id) is None
+    await pointers.delete_record("job-1", record.id, etag=new_etag)
+    assert await pointers.get_record("job-1", record.id) is None

@@ -48,8 +48,15 @@ from azure.identity.aio import DefaultAzureCredential
 
 from fleet_artifacts.cosmos_init import container_problem, ensure_database_and_container
 from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
-from fleet_artifacts.models import Pointer
-from fleet_artifacts.ports import ListQuery, PointerPage, PointerStore, StoredPointer
+from fleet_artifacts.models import ArtifactStatus, Pointer
+from fleet_artifacts.ports import (
+    IdempotencyRecord,
+    ListQuery,
+    PointerPage,
+    PointerStore,
+    StoredPointer,
+    StoredRecord,
+)
 from fleet_artifacts.settings import PREFIX, Settings, SettingsError
 
 SYSTEM_FIELDS = frozenset({"_rid", "_etag", "_ts", "_self", "_attachments"})
@@ -343,6 +350,8 @@ class CosmosPointerStore(PointerStore):
                 doc = await self._container.read_item(artifact_id, partition_key=job_id)
         except NotFound:
             return None
+        if "recordType" in doc:  # an idempotency record shares the partition; it is no pointer
+            return None
         return from_document(doc)
 
     async def find(self, artifact_id: str) -> StoredPointer | None:
@@ -354,7 +363,9 @@ class CosmosPointerStore(PointerStore):
         the job id is known; keep ``find`` off hot paths.
         """
         parameters: list[dict[str, Any]] = [{"name": "@id", "value": artifact_id}]
-        results = self._container.query_items("SELECT * FROM c WHERE c.id = @id", parameters=parameters)
+        results = self._container.query_items(
+            "SELECT * FROM c WHERE c.id = @id AND NOT IS_DEFINED(c.recordType)", parameters=parameters
+        )
         with translate(f"find pointer {artifact_id}"):
             async for doc in results:
                 return from_document(doc)
@@ -376,6 +387,66 @@ class CosmosPointerStore(PointerStore):
         except NotFound:
             return False
         return True
+
+    async def get_record(self, job_id: str, record_id: str) -> StoredRecord | None:
+        """Point read of an idempotency record in the job's partition."""
+        try:
+            with translate(f"read idempotency record {job_id}/{record_id}"):
+                doc = await self._container.read_item(record_id, partition_key=job_id)
+        except NotFound:
+            return None
+        body = {k: v for k, v in doc.items() if k not in SYSTEM_FIELDS and k not in ("ttl", "recordType")}
+        return StoredRecord(msgspec.convert(body, IdempotencyRecord), str(doc["_etag"]))
+
+    async def put_record(self, record: IdempotencyRecord, *, etag: str | None) -> str:
+        """Create or compare-and-swap a record; Cosmos deletes it by itself once its ``ttl`` lapses.
+
+        Records share the container with pointers (same partition key) but carry no
+        ``status`` or ``productId``, so no pointer query ever matches them.
+        """
+        doc = msgspec.to_builtins(record)
+        remaining = (record.expires_at - record.claimed_at).total_seconds()
+        doc |= {"recordType": "idempotency", "ttl": max(60, math.ceil(remaining) + 60)}
+        with translate(f"write idempotency record {record.job_id}/{record.id}"):
+            if etag is None:
+                written = await self._container.create_item(doc)
+            else:
+                written = await self._container.replace_item(
+                    record.id, doc, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        return str(written["_etag"])
+
+    async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
+        """Delete a record if unchanged; a changed or missing record is left as it is."""
+        with (
+            contextlib.suppress(NotFound, PreconditionFailed),
+            translate(f"delete idempotency record {record_id}"),
+        ):
+            await self._container.delete_item(
+                record_id, partition_key=job_id, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+
+    async def expired(
+        self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` past their ``expiresAt``: a cross-partition query, for sweepers only.
+
+        Timestamps are stored fixed-width, so the string comparison is a time comparison; a
+        null ``expiresAt`` compares as undefined (another type) and is left out.
+        """
+        sql = "SELECT * FROM c WHERE c.status = @status AND c.expiresAt < @before"
+        parameters: list[dict[str, Any]] = [
+            {"name": "@status", "value": status.value},
+            {"name": "@before", "value": _timestamp(before)},
+        ]
+        results = self._container.query_items(sql, parameters=parameters, max_item_count=min(limit, 1000))
+        found: list[StoredPointer] = []
+        with translate(f"find expired {status.value} pointers"):
+            async for doc in results:
+                found.append(from_document(doc))
+                if len(found) >= limit:
+                    break
+        return found
 
     async def list(self, query: ListQuery) -> PointerPage:
         """One page of a job's pointers, newest first, ties broken by id (descending).

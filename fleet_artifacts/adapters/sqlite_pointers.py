@@ -21,8 +21,15 @@ from typing import Any, TypeVar
 import msgspec
 
 from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
-from fleet_artifacts.models import Pointer
-from fleet_artifacts.ports import ListQuery, PointerPage, PointerStore, StoredPointer
+from fleet_artifacts.models import ArtifactStatus, Pointer
+from fleet_artifacts.ports import (
+    IdempotencyRecord,
+    ListQuery,
+    PointerPage,
+    PointerStore,
+    StoredPointer,
+    StoredRecord,
+)
 
 T = TypeVar("T")
 
@@ -39,10 +46,18 @@ CREATE TABLE IF NOT EXISTS pointers (
     doc         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pointers_by_job ON pointers (job_id, created_us DESC, id DESC);
+CREATE TABLE IF NOT EXISTS idempotency (
+    job_id  TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    etag    TEXT NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (job_id, id)
+);
 """
 
 _encoder = msgspec.json.Encoder()
 _pointer_decoder = msgspec.json.Decoder(Pointer)
+_record_decoder = msgspec.json.Decoder(IdempotencyRecord)
 
 
 class _Cursor(msgspec.Struct, array_like=True):
@@ -180,6 +195,63 @@ class SqlitePointerStore(PointerStore):
                 > 0
             )
         )
+
+    async def get_record(self, job_id: str, record_id: str) -> StoredRecord | None:
+        """Read one idempotency record."""
+
+        def select() -> StoredRecord | None:
+            row = self._conn.execute(
+                "SELECT doc, etag FROM idempotency WHERE job_id = ? AND id = ?", (job_id, record_id)
+            ).fetchone()
+            return None if row is None else StoredRecord(_record_decoder.decode(row[0]), row[1])
+
+        return await self._run(select)
+
+    async def put_record(self, record: IdempotencyRecord, *, etag: str | None) -> str:
+        """Insert, or compare-and-swap on the etag."""
+        new_etag = uuid.uuid4().hex
+        doc = _encoder.encode(record).decode()
+
+        def write() -> None:
+            if etag is None:
+                try:
+                    self._conn.execute(
+                        "INSERT INTO idempotency VALUES (?, ?, ?, ?)",
+                        (record.job_id, record.id, new_etag, doc),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise Conflict("the idempotency record exists already") from exc
+                return
+            changed = self._conn.execute(
+                "UPDATE idempotency SET etag = ?, doc = ? WHERE job_id = ? AND id = ? AND etag = ?",
+                (new_etag, doc, record.job_id, record.id, etag),
+            ).rowcount
+            if not changed:
+                raise PreconditionFailed("the idempotency record changed since it was read")
+
+        await self._run(write)
+        return new_etag
+
+    async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
+        """Delete if unchanged."""
+        await self._run(
+            lambda: self._conn.execute(
+                "DELETE FROM idempotency WHERE job_id = ? AND id = ? AND etag = ?", (job_id, record_id, etag)
+            )
+        )
+
+    async def expired(
+        self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` past their expiry (filtered here: few rows are ever in such a state)."""
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT doc, etag FROM pointers WHERE status = ?", (status.value,)
+            ).fetchall()
+        )
+        found = [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows]
+        stale = [s for s in found if s.pointer.expires_at is not None and s.pointer.expires_at < before]
+        return stale[:limit]
 
     async def list(self, query: ListQuery) -> PointerPage:
         """Keyset-paginated listing, newest first, ties broken by id."""

@@ -1,0 +1,205 @@
+"""Direct-to-blob uploads: start, write with azure-storage-blob's own client, finalize; and gc."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient, ContentSettings
+
+from fleet_artifacts.adapters.delegation import utcnow
+from fleet_artifacts.app import open_stores
+from fleet_artifacts.gc import sweep_stale_uploads
+from fleet_artifacts.settings import Settings
+from tests.conftest import TOKEN_B
+from tests.test_api import assert_problem, blob_bytes, blob_names
+
+
+def start(client: httpx.Client, job_id: str, **fields: Any) -> dict[str, Any]:
+    body = {"kind": "build", "fileName": "dist.tar.gz", "contentType": "application/gzip", **fields}
+    r = client.post(f"/fleet/jobs/{job_id}/artifacts/uploads", json=body)
+    assert r.status_code == 201, r.text
+    ticket: dict[str, Any] = r.json()
+    return ticket
+
+
+def write(url: str, data: bytes, *, blocks: bool = True) -> None:
+    """Upload as a worker would: the SDK's own client on the returned URL, staged blocks in parallel."""
+    options: dict[str, Any] = (
+        {"max_single_put_size": 64 * 1024, "max_block_size": 64 * 1024} if blocks else {}
+    )
+    with BlobClient.from_blob_url(url, **options) as blob:
+        blob.upload_blob(
+            data,
+            overwrite=True,
+            max_concurrency=4,
+            content_settings=ContentSettings(content_type="application/gzip"),
+        )
+
+
+def finalize(client: httpx.Client, ticket: dict[str, Any], data: bytes, **extra: Any) -> httpx.Response:
+    body = {"sizeBytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **extra}
+    return client.post(f"/fleet/jobs/{ticket['jobId']}/artifacts/{ticket['id']}/finalize", json=body)
+
+
+async def test_direct_upload_then_finalize_is_active_and_downloadable(
+    client: httpx.Client, settings: Settings, job_id: str
+) -> None:
+    data = secrets.token_bytes(200_000)
+    ticket = start(client, job_id, runId="r1", tags={"os": "linux"})
+    assert ticket["status"] == "UPLOADING" and ticket["uploadUrl"].startswith("http")
+    assert ticket["expiresAt"] == ticket["uploadUrlExpiresAt"]
+    # Not offered while uploading: neither fetched nor listed.
+    assert_problem(client.get(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}"), 404)
+    assert client.get(f"/fleet/jobs/{job_id}/artifacts").json()["items"] == []
+
+    write(ticket["uploadUrl"], data)
+    r = finalize(client, ticket, data)
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["status"] == "ACTIVE" and done["sha256Verified"] is True and done["expiresAt"] is None
+    assert done["sizeBytes"] == len(data) and done["tags"] == {"os": "linux"}
+    assert httpx.get(done["downloadUrl"]).content == data
+    assert await blob_bytes(settings, done["blobKey"]) == data
+    listed = client.get(f"/fleet/jobs/{job_id}/artifacts").json()["items"]
+    assert [item["id"] for item in listed] == [ticket["id"]]
+    # A retried finalize with the same claim answers the same artifact; another claim conflicts.
+    assert finalize(client, ticket, data).json()["id"] == ticket["id"]
+    assert_problem(finalize(client, ticket, data + b"x"), 409)
+
+
+def test_single_put_upload_works_too(client: httpx.Client, job_id: str) -> None:
+    data = b"small build log\n" * 10
+    ticket = start(client, job_id)
+    write(ticket["uploadUrl"], data, blocks=False)
+    assert finalize(client, ticket, data).json()["status"] == "ACTIVE"
+
+
+@pytest.mark.parametrize("lie", ["size", "sha256"])
+async def test_a_wrong_claim_is_422_and_leaves_no_blob(
+    client: httpx.Client, settings: Settings, job_id: str, lie: str
+) -> None:
+    data = secrets.token_bytes(100_000)
+    ticket = start(client, job_id)
+    write(ticket["uploadUrl"], data)
+    body = {
+        "sizeBytes": len(data) + (1 if lie == "size" else 0),
+        "sha256": hashlib.sha256(b"other").hexdigest(),
+    }
+    if lie == "size":
+        body["sha256"] = hashlib.sha256(data).hexdigest()
+    r = client.post(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}/finalize", json=body)
+    assert_problem(r, 422)
+    assert await blob_names(settings, ticket["blobKey"]) == []
+    assert_problem(finalize(client, ticket, data), 404)  # the upload is gone: start over
+
+
+def test_large_blob_keeps_the_claimed_digest_unless_verify(client: httpx.Client, job_id: str) -> None:
+    data = secrets.token_bytes(300 * 1024)  # above the suite's VERIFY_MAX_BYTES of 256 KiB
+    claimed = start(client, job_id)
+    write(claimed["uploadUrl"], data)
+    r = finalize(client, claimed, data)
+    assert r.json()["sha256Verified"] is False and r.json()["sha256"] == hashlib.sha256(data).hexdigest()
+
+    lying = start(client, job_id)
+    write(lying["uploadUrl"], data)
+    body = {"sizeBytes": len(data), "sha256": "0" * 64, "verify": True}
+    assert_problem(client.post(f"/fleet/jobs/{job_id}/artifacts/{lying['id']}/finalize", json=body), 422)
+
+    verified = start(client, job_id)
+    write(verified["uploadUrl"], data)
+    assert finalize(client, verified, data, verify=True).json()["sha256Verified"] is True
+
+
+def test_write_url_cannot_read_or_touch_another_blob(client: httpx.Client, job_id: str) -> None:
+    ticket = start(client, job_id)
+    write(ticket["uploadUrl"], b"mine")
+    other = client.post(
+        f"/fleet/jobs/{job_id}/artifacts",
+        params={"kind": "log", "fileName": "o.log"},
+        content=b"someone else's",
+    ).json()
+    with BlobClient.from_blob_url(ticket["uploadUrl"]) as blob, pytest.raises(HttpResponseError) as read:
+        blob.download_blob().readall()
+    assert read.value.status_code == 403
+    assert httpx.get(ticket["uploadUrl"]).status_code == 403
+    stolen = ticket["uploadUrl"].replace(ticket["blobKey"], other["blobKey"])
+    with BlobClient.from_blob_url(stolen) as blob, pytest.raises(HttpResponseError) as overwrite:
+        blob.upload_blob(b"overwritten", overwrite=True)
+    assert overwrite.value.status_code == 403
+    assert httpx.get(other["downloadUrl"]).content == b"someone else's"
+
+
+def test_finalize_refusals(client: httpx.Client, server_url: str, job_id: str) -> None:
+    ticket = start(client, job_id)
+    assert_problem(finalize(client, ticket, b"nothing written yet"), 409)
+    assert_problem(
+        client.post(
+            f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}/finalize",
+            json={"sizeBytes": 1, "sha256": "NOT-HEX"},
+        ),
+        400,
+    )
+    assert_problem(
+        client.post(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}/finalize", json={"size": 1}), 400
+    )
+    with httpx.Client(base_url=server_url, headers={"Authorization": f"Bearer {TOKEN_B}"}) as other:
+        assert_problem(finalize(other, ticket, b"x"), 404)
+    assert_problem(finalize(client, {**ticket, "id": "0" * 32}, b"x"), 404)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"kind": "build", "fileName": "../x"}, 400),
+        ({"kind": "movie", "fileName": "x"}, 400),
+        ({"kind": "build", "fileName": "x", "colour": "red"}, 400),
+        ({"kind": "build", "fileName": "x", "sizeBytes": 10**12}, 413),
+        ({"kind": "build", "fileName": "x", "sizeBytes": -1}, 400),
+    ],
+)
+def test_bad_upload_requests(client: httpx.Client, job_id: str, body: dict[str, Any], status: int) -> None:
+    assert_problem(client.post(f"/fleet/jobs/{job_id}/artifacts/uploads", json=body), status)
+
+
+async def test_gc_removes_uploads_past_their_deadline(
+    client: httpx.Client, settings: Settings, job_id: str
+) -> None:
+    finished = start(client, job_id)
+    write(finished["uploadUrl"], b"done")
+    finalize(client, finished, b"done").raise_for_status()
+    committed = start(client, job_id)  # written, never finalized
+    write(committed["uploadUrl"], b"forgotten")
+    staged = start(client, job_id)  # blocks staged, never committed
+    with BlobClient.from_blob_url(staged["uploadUrl"]) as blob:
+        blob.stage_block("YmxvY2stMDAwMQ==", b"half an upload")
+    fresh = start(client, job_id)  # still within its deadline
+
+    async with open_stores(settings) as (blobs, pointers):
+        later = utcnow() + timedelta(seconds=settings.upload_url_ttl_seconds + 60)
+        stale = {t["blobKey"] for t in (committed, staged, fresh)}  # all three are past `later`
+        # (The sweep is global: other tests' unfinished uploads may be swept too.)
+        would = await sweep_stale_uploads(blobs, pointers, now=later, dry_run=True)
+        assert stale <= set(would) and finished["blobKey"] not in would
+        assert await pointers.get(job_id, committed["id"]) is not None  # a dry run removes nothing
+        removed = await sweep_stale_uploads(blobs, pointers, now=utcnow() + timedelta(seconds=5))
+        assert not stale & set(removed)  # nothing of ours is past its deadline yet
+        removed = await sweep_stale_uploads(blobs, pointers, now=later)
+        assert stale <= set(removed) and finished["blobKey"] not in removed
+        for t in (committed, staged, fresh):
+            assert await pointers.get(job_id, t["id"]) is None
+            assert await blobs.info(t["blobKey"]) is None
+        assert await pointers.get(job_id, finished["id"]) is not None
+    assert await blob_names(settings, f"fleet/prod-a/{job_id}/") == [finished["blobKey"]] or (
+        settings.blob_backend == "local"
+        and await blob_names(settings, f"fleet/prod-a/{job_id}/")
+        == sorted([finished["blobKey"], finished["blobKey"] + ".meta"])
+    )
+    if settings.blob_backend == "local":
+        staging = settings.data_dir / "staging"
+        assert not staging.exists() or list(staging.iterdir()) == []
