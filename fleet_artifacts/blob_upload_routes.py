@@ -35,18 +35,17 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from litestar import Request, Response, put
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from fleet_artifacts.adapters.local_blob import LocalBlobStore
+from fleet_artifacts.adapters.local_blob import MAX_BLOCK_BYTES, LocalBlobStore, concatenate, stage_file
 from fleet_artifacts.downloads import etag_matches
-from fleet_artifacts.errors import Conflict, InvalidInput, PayloadTooLarge, PreconditionFailed, Unavailable
+from fleet_artifacts.errors import Conflict, InvalidInput, PayloadTooLarge, PreconditionFailed
 from fleet_artifacts.validation import check_content_type
 
-MAX_BLOCK_BYTES = 4000 * 1024 * 1024  # Azure's largest block
 MAX_BLOCK_LIST_BYTES = 4 * 1024 * 1024  # 50,000 ids of 64 bytes fit with room to spare
 MAX_BLOCKS = 50_000  # Azure's limit on the blocks of one committed blob
 MAX_STAGED_BLOCKS = 100_000  # Azure's limit on the uncommitted blocks of one blob
@@ -236,7 +235,7 @@ async def _put_block(
     if declared is not None and declared > budget:
         raise PayloadTooLarge(limit)
     md5 = _ExpectedMd5(request)
-    await _stage(md5.checked(request.stream()), staging, name, budget=budget, limit=limit)
+    await stage_file(md5.checked(request.stream()), staging, name, budget=budget, limit=limit)
     return _created(request, md5=md5.header)
 
 
@@ -263,7 +262,7 @@ async def _put_block_list(
     paths, total = await asyncio.to_thread(_resolve_blocks, staging, entries)
     if total > limit:
         raise PayloadTooLarge(limit)
-    written = await store.write(key, _concatenate(paths), content_type=content_type, max_bytes=limit)
+    written = await store.write(key, concatenate(paths), content_type=content_type, max_bytes=limit)
     await store.discard_uncommitted(key)  # committed or not listed: Azure drops them all
     return _created(request, etag=f'"{written.sha256}"', md5=md5.header)
 
@@ -354,57 +353,6 @@ def _block_stems(staged: Mapping[str, int]) -> list[str]:
     return [name.removesuffix(_BLOCK_SUFFIX) for name in staged if name.endswith(_BLOCK_SUFFIX)]
 
 
-async def _stage(chunks: AsyncIterator[bytes], staging: Path, name: str, *, budget: int, limit: int) -> None:
-    """Stream into a unique temp file, fsync, then rename over the block's file.
-
-    Parallel uploads of blocks (and re-uploads of one id) never share a temp
-    file, and the rename makes the last complete upload of an id win.
-    """
-    temp = staging / f".tmp-{uuid.uuid4().hex}"
-    size = pending_size = 0
-    pending: list[bytes] = []
-    try:
-        out: BinaryIO = await asyncio.to_thread(open, temp, "xb")
-        try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > MAX_BLOCK_BYTES:
-                    raise PayloadTooLarge(MAX_BLOCK_BYTES)
-                if size > budget:
-                    raise PayloadTooLarge(limit)
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= _FLUSH_BYTES:
-                    await asyncio.to_thread(out.write, b"".join(pending))
-                    pending, pending_size = [], 0
-            await asyncio.to_thread(out.write, b"".join(pending))
-            await asyncio.to_thread(_fsync, out)
-        finally:
-            out.close()
-        await asyncio.to_thread(_rename_durably, temp, staging / name)
-    except FileNotFoundError:
-        raise Conflict("the blob's staged blocks were committed or discarded during this upload") from None
-    except OSError as exc:
-        raise Unavailable(f"local blob staging: {exc.strerror or exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-
-
-def _fsync(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())
-
-
-def _rename_durably(temp: Path, target: Path) -> None:
-    os.replace(temp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _resolve_blocks(staging: Path, entries: list[tuple[str, bytes]]) -> tuple[list[Path], int]:
     """Map the listed ids to staged files in order; return them and their total size."""
     paths: list[Path] = []
@@ -427,17 +375,3 @@ def _resolve_blocks(staging: Path, entries: list[tuple[str, bytes]]) -> tuple[li
         paths.append(path)
         total += sizes[block_id]
     return paths, total
-
-
-async def _concatenate(paths: list[Path]) -> AsyncIterator[bytes]:
-    """Yield the blocks' bytes in list order, 1 MiB at a time."""
-    for path in paths:
-        try:
-            src: BinaryIO = await asyncio.to_thread(open, path, "rb")
-        except FileNotFoundError:
-            raise Conflict("a listed block vanished during the commit (committed or discarded)") from None
-        try:
-            while chunk := await asyncio.to_thread(src.read, _FLUSH_BYTES):
-                yield chunk
-        finally:
-            src.close()

@@ -124,9 +124,11 @@ class Idempotency:
             ) from None
         return result, False
 
-    async def _claim(self, mine: IdempotencyRecord, fingerprint: str) -> str | StoredRecord:
+    async def _claim(
+        self, mine: IdempotencyRecord, fingerprint: str
+    ) -> str | StoredRecord[IdempotencyRecord]:
         for _ in range(3):
-            found = await self._pointers.get_record(mine.job_id, mine.id)
+            found = await self._pointers.get_record(mine.job_id, mine.id, IdempotencyRecord)
             if found is None:
                 try:
                     return await self._pointers.put_record(mine, etag=None)

@@ -8,8 +8,10 @@ raise only the project's errors (``fleet_artifacts.errors``).
 from __future__ import annotations
 
 import abc
+import base64
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -29,6 +31,24 @@ class BlobInfo(msgspec.Struct, frozen=True):
     size_bytes: int
     content_type: str
     sha256: str | None = None
+
+
+class StagedChunk(msgspec.Struct, frozen=True):
+    """Bytes staged for a blob but not committed: the blocks that hold them, measured."""
+
+    block_ids: list[str]
+    size_bytes: int
+    sha256: str
+
+
+def chunk_block_id(offset: int, nonce: str) -> str:
+    """A block id naming a byte offset and the request that staged it (fixed length, as Azure wants).
+
+    The nonce keeps two requests staging the same offset from overwriting each other's blocks.
+    """
+    if len(nonce) != 8:
+        raise ValueError("the nonce must be 8 characters")
+    return base64.b64encode(f"{offset:016x}-{nonce}".encode()).decode()
 
 
 class BlobStore(abc.ABC):
@@ -77,6 +97,21 @@ class BlobStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def stage_chunk(
+        self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
+    ) -> StagedChunk:
+        """Stage bytes that start at ``offset`` of the blob-to-be, without committing anything.
+
+        Raises PayloadTooLarge past ``max_bytes``; what was staged then is never committed.
+        """
+
+    @abc.abstractmethod
+    async def commit_chunks(
+        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Commit staged blocks, in this order, as the blob; return its size and sha256."""
+
+    @abc.abstractmethod
     async def discard_uncommitted(self, key: str) -> None:
         """Drop blocks staged for ``key`` but never committed (an abandoned direct upload)."""
 
@@ -101,24 +136,60 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     continuation: str | None = None
 
 
-class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+class SideRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Service state kept beside the pointers, in the job's partition, until ``expires_at``.
+
+    Subclasses are the record kinds; a record is read back only as its own kind.
+    """
+
+    id: str
+    job_id: str
+    expires_at: datetime
+
+
+class IdempotencyRecord(SideRecord, frozen=True, kw_only=True, rename="camel"):
     """Which artifact a create with an Idempotency-Key made, kept for the retention window.
 
     ``artifact_id`` is None while the first request holding the key is still at work.
     """
 
-    id: str
-    job_id: str
     fingerprint: str
     artifact_id: str | None = None
     claimed_at: datetime
-    expires_at: datetime
 
 
-class StoredRecord(msgspec.Struct, frozen=True):
-    """An idempotency record with the etag for compare-and-swap."""
+class SessionChunk(msgspec.Struct, frozen=True, array_like=True):
+    """One received range of a resumable upload and the blocks that hold it."""
 
-    record: IdempotencyRecord
+    start: int
+    length: int
+    sha256: str
+    block_ids: list[str]
+
+
+class UploadSession(SideRecord, frozen=True, kw_only=True, rename="camel"):
+    """A resumable upload: its artifact-to-be and the byte ranges received so far."""
+
+    product_id: str
+    artifact_id: str
+    blob_key: str
+    kind: ArtifactKind
+    file_name: str
+    content_type: str
+    run_id: str | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    total_bytes: int | None = None
+    created_at: datetime
+    chunks: list[SessionChunk] = msgspec.field(default_factory=list)
+
+
+R = TypeVar("R", bound=SideRecord)
+
+
+class StoredRecord(msgspec.Struct, Generic[R], frozen=True):
+    """A side record with the etag for compare-and-swap."""
+
+    record: R
     etag: str
 
 
@@ -156,11 +227,11 @@ class PointerStore(abc.ABC):
         """Delete a pointer; True if it existed."""
 
     @abc.abstractmethod
-    async def get_record(self, job_id: str, record_id: str) -> StoredRecord | None:
-        """Read an idempotency record (a point read in the job's partition); None if absent."""
+    async def get_record(self, job_id: str, record_id: str, kind: type[R]) -> StoredRecord[R] | None:
+        """Read a side record of ``kind`` (a point read in the job's partition); None if absent."""
 
     @abc.abstractmethod
-    async def put_record(self, record: IdempotencyRecord, *, etag: str | None) -> str:
+    async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
         """Create a record (``etag`` None; Conflict if it exists) or replace it if ``etag`` matches.
 
         Returns the new etag; PreconditionFailed if the record changed, NotFound if it is gone.

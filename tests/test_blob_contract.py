@@ -12,7 +12,7 @@ import pytest
 
 from fleet_artifacts.adapters.delegation import utcnow
 from fleet_artifacts.adapters.local_blob import LocalBlobStore
-from fleet_artifacts.errors import InvalidInput, NotFound, PayloadTooLarge
+from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from fleet_artifacts.ports import BlobStore
 from tests.conftest import BLOB_BACKENDS, blob_server
 
@@ -133,3 +133,38 @@ async def test_signed_url_reads_only_its_blob_until_expiry(backend: Served) -> N
         )
         assert (await http.get(expired)).status_code == 403
     assert await read_all(blobs, k) == k.encode()
+
+
+async def test_chunks_staged_out_of_order_commit_in_order(blobs: BlobStore) -> None:
+    data = secrets.token_bytes(700_000)
+    k = key()
+    cuts = [(300_000, 700_000), (0, 120_000), (120_000, 300_000)]  # arrival order
+    staged = {}
+    for start, end in cuts:
+        chunk = await blobs.stage_chunk(
+            k,
+            offset=start,
+            nonce=secrets.token_hex(4),
+            chunks=chunks_of(data[start:end], 50_000),
+            max_bytes=10**9,
+        )
+        assert chunk.size_bytes == end - start and chunk.sha256 == hashlib.sha256(data[start:end]).hexdigest()
+        staged[start] = chunk
+    assert await blobs.info(k) is None  # staged is not committed
+    ids = [block for start in sorted(staged) for block in staged[start].block_ids]
+    written = await blobs.commit_chunks(k, ids, content_type="application/zip", max_bytes=10**9)
+    assert written.size_bytes == len(data) and written.sha256 == hashlib.sha256(data).hexdigest()
+    assert await read_all(blobs, k) == data
+    info = await blobs.info(k)
+    assert info is not None and info.content_type == "application/zip" and info.sha256 == written.sha256
+
+
+async def test_discarded_chunks_cannot_be_committed(blobs: BlobStore) -> None:
+    k = key()
+    chunk = await blobs.stage_chunk(
+        k, offset=0, nonce="abcd1234", chunks=chunks_of(b"x" * 1000, 100), max_bytes=10**6
+    )
+    await blobs.discard_uncommitted(k)
+    with pytest.raises((Conflict, InvalidInput, NotFound)):
+        await blobs.commit_chunks(k, chunk.block_ids, content_type="a/b", max_bytes=10**6)
+    assert await blobs.info(k) is None

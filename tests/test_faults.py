@@ -16,10 +16,11 @@ from fleet_artifacts.errors import Unavailable
 from fleet_artifacts.models import ArtifactStatus, Pointer
 from fleet_artifacts.ports import (
     BlobStore,
-    IdempotencyRecord,
     ListQuery,
     PointerPage,
     PointerStore,
+    R,
+    SideRecord,
     StoredPointer,
     StoredRecord,
 )
@@ -50,10 +51,10 @@ class PointerWritesFail(PointerStore):
     async def delete(self, job_id: str, artifact_id: str) -> bool:
         return await self.inner.delete(job_id, artifact_id)
 
-    async def get_record(self, job_id: str, record_id: str) -> StoredRecord | None:
-        return await self.inner.get_record(job_id, record_id)
+    async def get_record(self, job_id: str, record_id: str, kind: type[R]) -> StoredRecord[R] | None:
+        return await self.inner.get_record(job_id, record_id, kind)
 
-    async def put_record(self, record: IdempotencyRecord, *, etag: str | None) -> str:
+    async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
         return await self.inner.put_record(record, etag=etag)
 
     async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:

@@ -15,7 +15,7 @@ from fleet_artifacts.adapters.cosmos_pointers import CosmosPointerStore
 from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
 from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from fleet_artifacts.models import ArtifactKind, ArtifactStatus, Pointer
-from fleet_artifacts.ports import IdempotencyRecord, ListQuery, PointerStore
+from fleet_artifacts.ports import IdempotencyRecord, ListQuery, PointerStore, UploadSession
 from tests.conftest import make_settings
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -181,23 +181,24 @@ async def test_idempotency_records_are_created_once_and_swapped_by_etag(pointers
         claimed_at=T0,
         expires_at=T0 + timedelta(days=1),
     )
-    assert await pointers.get_record("job-1", record.id) is None
+    assert await pointers.get_record("job-1", record.id, IdempotencyRecord) is None
     etag = await pointers.put_record(record, etag=None)
     with pytest.raises(Conflict):
         await pointers.put_record(record, etag=None)
-    got = await pointers.get_record("job-1", record.id)
+    got = await pointers.get_record("job-1", record.id, IdempotencyRecord)
     assert got is not None and got.record == record and got.etag == etag
-    assert await pointers.get_record("job-2", record.id) is None  # partition-scoped
+    assert await pointers.get_record("job-2", record.id, IdempotencyRecord) is None  # partition-scoped
     done = msgspec.structs.replace(record, artifact_id="a" * 32)
     new_etag = await pointers.put_record(done, etag=etag)
     with pytest.raises(PreconditionFailed):
         await pointers.put_record(record, etag=etag)
     await pointers.delete_record("job-1", record.id, etag=etag)  # stale etag: left as it is
-    got = await pointers.get_record("job-1", record.id)
+    got = await pointers.get_record("job-1", record.id, IdempotencyRecord)
     assert got is not None and got.record.artifact_id == "a" * 32
-    # Records never show up as pointers.
+    # A record is read back only as its own kind, and never shows up as a pointer.
+    assert await pointers.get_record("job-1", record.id, UploadSession) is None
     assert (await pointers.list(ListQuery(job_id="job-1", product_id="prod-a"))).items == []
     assert await pointers.find(record.id) is None
     assert await pointers.get("job-1", record.id) is None
     await pointers.delete_record("job-1", record.id, etag=new_etag)
-    assert await pointers.get_record("job-1", record.id) is None
+    assert await pointers.get_record("job-1", record.id, IdempotencyRecord) is None

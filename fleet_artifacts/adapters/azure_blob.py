@@ -13,7 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +36,7 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from fleet_artifacts.adapters.delegation import DelegationKeyCache, utcnow
 from fleet_artifacts.errors import Conflict, NotFound, PayloadTooLarge, Unavailable
-from fleet_artifacts.ports import BlobInfo, BlobStore, BlobWritten
+from fleet_artifacts.ports import BlobInfo, BlobStore, BlobWritten, StagedChunk, chunk_block_id
 from fleet_artifacts.settings import Settings
 
 MAX_BLOCKS = 50_000
@@ -57,6 +57,8 @@ def translate(what: str) -> Iterator[None]:
     except ClientAuthenticationError as exc:
         raise Unavailable(f"{what}: Blob Storage refused the service's credentials") from exc
     except HttpResponseError as exc:
+        if getattr(exc, "error_code", None) == "InvalidBlockList":  # staged blocks expired or discarded
+            raise Conflict(f"{what}: some staged blocks are gone") from exc
         if exc.status_code is None or exc.status_code in _RETRYABLE:
             raise Unavailable(f"{what}: Blob Storage answered {exc.status_code}") from exc
         raise
@@ -139,6 +141,55 @@ class AzureBlobStore(BlobStore):
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
     ) -> BlobWritten:
         """Stage ``chunks`` as blocks (several in flight), then commit them at once."""
+        staged = await self._stage(
+            key, chunks, max_bytes=max_bytes, block_id=lambda index, _: _block_id(index)
+        )
+        await self._commit(key, staged.block_ids, content_type=content_type, sha256=staged.sha256)
+        return BlobWritten(size_bytes=staged.size_bytes, sha256=staged.sha256)
+
+    async def stage_chunk(
+        self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
+    ) -> StagedChunk:
+        """Stage a chunk as uncommitted blocks named by their absolute offset and ``nonce``."""
+        return await self._stage(
+            key, chunks, max_bytes=max_bytes, block_id=lambda _, start: chunk_block_id(offset + start, nonce)
+        )
+
+    async def commit_chunks(
+        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Commit staged blocks in order; the digest is computed by reading the blob back.
+
+        Chunks arrive in any order, so no running digest exists; the read-back also proves
+        what Azure committed is what the service counts as the artifact.
+        """
+        if len(block_ids) > MAX_BLOCKS:
+            raise PayloadTooLarge(max_bytes)
+        await self._commit(key, block_ids, content_type=content_type, sha256=None)
+        digest, size = hashlib.sha256(), 0
+        async for chunk in self.read(key):
+            digest.update(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            await self.delete(key)
+            raise PayloadTooLarge(max_bytes)
+        blob = self._container.get_blob_client(key)
+        with translate(f"record the digest of {key}"):
+            await blob.set_blob_metadata({"sha256": digest.hexdigest()})
+        return BlobWritten(size_bytes=size, sha256=digest.hexdigest())
+
+    async def _stage(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int,
+        block_id: Callable[[int, int], str],
+    ) -> StagedChunk:
+        """Cut ``chunks`` into blocks and stage them, ``concurrency`` in flight; nothing is committed.
+
+        ``block_id(index, start)`` names the block at that index and byte offset of the stream.
+        """
         blob = self._container.get_blob_client(key)
         digest = hashlib.sha256()
         size = 0
@@ -146,9 +197,9 @@ class AzureBlobStore(BlobStore):
         block_ids: list[str] = []
         in_flight: set[asyncio.Task[None]] = set()
 
-        async def stage(block_id: str, data: bytes) -> None:
+        async def stage(one_id: str, data: bytes) -> None:
             with translate(f"stage block of {key}"):
-                await blob.stage_block(block_id, data, length=len(data))
+                await blob.stage_block(one_id, data, length=len(data))
 
         async def submit(data: bytes) -> None:
             if len(block_ids) >= MAX_BLOCKS:
@@ -158,7 +209,7 @@ class AzureBlobStore(BlobStore):
                 for task in done:
                     in_flight.discard(task)
                     task.result()
-            block_ids.append(_block_id(len(block_ids)))
+            block_ids.append(block_id(len(block_ids), size - len(buffer)))
             in_flight.add(asyncio.create_task(stage(block_ids[-1], data)))
 
         try:
@@ -173,20 +224,24 @@ class AzureBlobStore(BlobStore):
                     del buffer[: self._block_size]
             if buffer:
                 await submit(bytes(buffer))
+                buffer.clear()
             for task in asyncio.as_completed(list(in_flight)):
                 await task
             in_flight.clear()
-            with translate(f"commit {key}"):
-                await blob.commit_block_list(
-                    [BlobBlock(block_id) for block_id in block_ids],
-                    content_settings=ContentSettings(content_type=content_type),
-                    metadata={"sha256": digest.hexdigest()},
-                )
         finally:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
-        return BlobWritten(size_bytes=size, sha256=digest.hexdigest())
+        return StagedChunk(block_ids=block_ids, size_bytes=size, sha256=digest.hexdigest())
+
+    async def _commit(self, key: str, block_ids: list[str], *, content_type: str, sha256: str | None) -> None:
+        blob = self._container.get_blob_client(key)
+        with translate(f"commit {key}"):
+            await blob.commit_block_list(
+                [BlobBlock(one_id) for one_id in block_ids],
+                content_settings=ContentSettings(content_type=content_type),
+                metadata={"sha256": sha256} if sha256 else None,
+            )
 
     async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Stream a committed blob (or a range of it) chunk by chunk."""

@@ -50,10 +50,11 @@ from fleet_artifacts.cosmos_init import container_problem, ensure_database_and_c
 from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
 from fleet_artifacts.models import ArtifactStatus, Pointer
 from fleet_artifacts.ports import (
-    IdempotencyRecord,
     ListQuery,
     PointerPage,
     PointerStore,
+    R,
+    SideRecord,
     StoredPointer,
     StoredRecord,
 )
@@ -388,26 +389,29 @@ class CosmosPointerStore(PointerStore):
             return False
         return True
 
-    async def get_record(self, job_id: str, record_id: str) -> StoredRecord | None:
-        """Point read of an idempotency record in the job's partition."""
+    async def get_record(self, job_id: str, record_id: str, kind: type[R]) -> StoredRecord[R] | None:
+        """Point read of a side record in the job's partition."""
         try:
-            with translate(f"read idempotency record {job_id}/{record_id}"):
+            with translate(f"read record {job_id}/{record_id}"):
                 doc = await self._container.read_item(record_id, partition_key=job_id)
         except NotFound:
             return None
+        if doc.get("recordType") != kind.__name__:
+            return None
         body = {k: v for k, v in doc.items() if k not in SYSTEM_FIELDS and k not in ("ttl", "recordType")}
-        return StoredRecord(msgspec.convert(body, IdempotencyRecord), str(doc["_etag"]))
+        return StoredRecord(msgspec.convert(body, kind), str(doc["_etag"]))
 
-    async def put_record(self, record: IdempotencyRecord, *, etag: str | None) -> str:
+    async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
         """Create or compare-and-swap a record; Cosmos deletes it by itself once its ``ttl`` lapses.
 
-        Records share the container with pointers (same partition key) but carry no
-        ``status`` or ``productId``, so no pointer query ever matches them.
+        Records share the container with pointers (same partition key) and are marked
+        with ``recordType``, which every pointer read and query excludes. A record that
+        names a ``productId`` (a session) still has no ``status``, so no listing matches it.
         """
         doc = msgspec.to_builtins(record)
-        remaining = (record.expires_at - record.claimed_at).total_seconds()
-        doc |= {"recordType": "idempotency", "ttl": max(60, math.ceil(remaining) + 60)}
-        with translate(f"write idempotency record {record.job_id}/{record.id}"):
+        remaining = (record.expires_at - datetime.now(UTC)).total_seconds()
+        doc |= {"recordType": type(record).__name__, "ttl": max(60, math.ceil(remaining) + 60)}
+        with translate(f"write record {record.job_id}/{record.id}"):
             if etag is None:
                 written = await self._container.create_item(doc)
             else:

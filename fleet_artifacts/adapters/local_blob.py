@@ -11,6 +11,7 @@ route and are HMAC-signed (``fleet_artifacts.signing``), with SAS semantics.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
@@ -24,13 +25,15 @@ from urllib.parse import quote
 
 import msgspec
 
-from fleet_artifacts.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
-from fleet_artifacts.ports import BlobInfo, BlobStore, BlobWritten
+from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unavailable
+from fleet_artifacts.ports import BlobInfo, BlobStore, BlobWritten, StagedChunk, chunk_block_id
 from fleet_artifacts.signing import UrlSigner
 
 BLOB_ROUTE = "/blobs/"
 _FLUSH_BYTES = 1024 * 1024  # write to disk in 1 MiB batches: few thread hops, little memory
 _READ_BYTES = 1024 * 1024
+MAX_BLOCK_BYTES = 4000 * 1024 * 1024  # Azure's largest block
+_BLOCK_SUFFIX = ".block"
 
 
 class _Meta(msgspec.Struct):
@@ -57,6 +60,40 @@ class LocalBlobStore(BlobStore):
     async def discard_uncommitted(self, key: str) -> None:
         """Remove the blocks staged for ``key``."""
         await asyncio.to_thread(shutil.rmtree, self.staging_dir(key), ignore_errors=True)
+
+    async def stage_chunk(
+        self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
+    ) -> StagedChunk:
+        """Stage a chunk as one block file in the key's staging dir (fsynced, renamed into place)."""
+        block_id = chunk_block_id(offset, nonce)
+        staging = self.staging_dir(key)
+        await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+
+        async def measured() -> AsyncIterator[bytes]:
+            nonlocal size
+            async for chunk in chunks:
+                size += len(chunk)
+                digest.update(chunk)
+                yield chunk
+
+        name = base64.b64decode(block_id).hex() + _BLOCK_SUFFIX
+        await stage_file(measured(), staging, name, budget=max_bytes, limit=max_bytes)
+        return StagedChunk(block_ids=[block_id], size_bytes=size, sha256=digest.hexdigest())
+
+    async def commit_chunks(
+        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Concatenate the staged blocks in order into the blob (atomically), then drop the staging dir."""
+        staging = self.staging_dir(key)
+        paths = [staging / (base64.b64decode(b).hex() + _BLOCK_SUFFIX) for b in block_ids]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            raise Conflict(f"{len(missing)} staged block(s) of {key} are gone (discarded or committed)")
+        written = await self.write(key, concatenate(paths), content_type=content_type, max_bytes=max_bytes)
+        await self.discard_uncommitted(key)
+        return written
 
     async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
         """Return a root-relative URL of the service's ``/blobs/`` route, signed create+write."""
@@ -202,3 +239,72 @@ def _commit(temp: Path, path: Path, meta: bytes) -> None:
         os.fsync(dir_fd)  # make the renames themselves durable
     finally:
         os.close(dir_fd)
+
+
+async def stage_file(
+    chunks: AsyncIterator[bytes], staging: Path, name: str, *, budget: int, limit: int
+) -> None:
+    """Stream into a unique temp file, fsync, then rename over the block's file.
+
+    Parallel uploads of blocks (and re-uploads of one id) never share a temp
+    file, and the rename makes the last complete upload of an id win.
+    """
+    temp = staging / f".tmp-{uuid.uuid4().hex}"
+    size = pending_size = 0
+    pending: list[bytes] = []
+    try:
+        out: BinaryIO = await asyncio.to_thread(open, temp, "xb")
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > MAX_BLOCK_BYTES:
+                    raise PayloadTooLarge(MAX_BLOCK_BYTES)
+                if size > budget:
+                    raise PayloadTooLarge(limit)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= _FLUSH_BYTES:
+                    await asyncio.to_thread(out.write, b"".join(pending))
+                    pending, pending_size = [], 0
+            await asyncio.to_thread(out.write, b"".join(pending))
+            await asyncio.to_thread(fsync_file, out)
+        finally:
+            out.close()
+        await asyncio.to_thread(rename_durably, temp, staging / name)
+    except FileNotFoundError:
+        raise Conflict("the blob's staged blocks were committed or discarded during this upload") from None
+    except OSError as exc:
+        raise Unavailable(f"local blob staging: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def fsync_file(out: BinaryIO) -> None:
+    """Flush and fsync an open file."""
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def rename_durably(temp: Path, target: Path) -> None:
+    """Rename over ``target`` and fsync the directory, so the rename survives a crash."""
+    os.replace(temp, target)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+async def concatenate(paths: list[Path]) -> AsyncIterator[bytes]:
+    """Yield the blocks' bytes in list order, 1 MiB at a time."""
+    for path in paths:
+        try:
+            src: BinaryIO = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError:
+            raise Conflict("a listed block vanished during the commit (committed or discarded)") from None
+        try:
+            while chunk := await asyncio.to_thread(src.read, _FLUSH_BYTES):
+                yield chunk
+        finally:
+            src.close()

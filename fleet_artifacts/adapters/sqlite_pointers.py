@@ -23,10 +23,11 @@ import msgspec
 from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
 from fleet_artifacts.models import ArtifactStatus, Pointer
 from fleet_artifacts.ports import (
-    IdempotencyRecord,
     ListQuery,
     PointerPage,
     PointerStore,
+    R,
+    SideRecord,
     StoredPointer,
     StoredRecord,
 )
@@ -46,9 +47,10 @@ CREATE TABLE IF NOT EXISTS pointers (
     doc         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pointers_by_job ON pointers (job_id, created_us DESC, id DESC);
-CREATE TABLE IF NOT EXISTS idempotency (
+CREATE TABLE IF NOT EXISTS records (
     job_id  TEXT NOT NULL,
     id      TEXT NOT NULL,
+    kind    TEXT NOT NULL,
     etag    TEXT NOT NULL,
     doc     TEXT NOT NULL,
     PRIMARY KEY (job_id, id)
@@ -57,7 +59,6 @@ CREATE TABLE IF NOT EXISTS idempotency (
 
 _encoder = msgspec.json.Encoder()
 _pointer_decoder = msgspec.json.Decoder(Pointer)
-_record_decoder = msgspec.json.Decoder(IdempotencyRecord)
 
 
 class _Cursor(msgspec.Struct, array_like=True):
@@ -196,18 +197,19 @@ class SqlitePointerStore(PointerStore):
             )
         )
 
-    async def get_record(self, job_id: str, record_id: str) -> StoredRecord | None:
-        """Read one idempotency record."""
+    async def get_record(self, job_id: str, record_id: str, kind: type[R]) -> StoredRecord[R] | None:
+        """Read one side record of ``kind``."""
 
-        def select() -> StoredRecord | None:
+        def select() -> StoredRecord[R] | None:
             row = self._conn.execute(
-                "SELECT doc, etag FROM idempotency WHERE job_id = ? AND id = ?", (job_id, record_id)
+                "SELECT doc, etag FROM records WHERE job_id = ? AND id = ? AND kind = ?",
+                (job_id, record_id, kind.__name__),
             ).fetchone()
-            return None if row is None else StoredRecord(_record_decoder.decode(row[0]), row[1])
+            return None if row is None else StoredRecord(msgspec.json.decode(row[0], type=kind), row[1])
 
         return await self._run(select)
 
-    async def put_record(self, record: IdempotencyRecord, *, etag: str | None) -> str:
+    async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
         """Insert, or compare-and-swap on the etag."""
         new_etag = uuid.uuid4().hex
         doc = _encoder.encode(record).decode()
@@ -216,18 +218,18 @@ class SqlitePointerStore(PointerStore):
             if etag is None:
                 try:
                     self._conn.execute(
-                        "INSERT INTO idempotency VALUES (?, ?, ?, ?)",
-                        (record.job_id, record.id, new_etag, doc),
+                        "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
+                        (record.job_id, record.id, type(record).__name__, new_etag, doc),
                     )
                 except sqlite3.IntegrityError as exc:
-                    raise Conflict("the idempotency record exists already") from exc
+                    raise Conflict("the record exists already") from exc
                 return
             changed = self._conn.execute(
-                "UPDATE idempotency SET etag = ?, doc = ? WHERE job_id = ? AND id = ? AND etag = ?",
+                "UPDATE records SET etag = ?, doc = ? WHERE job_id = ? AND id = ? AND etag = ?",
                 (new_etag, doc, record.job_id, record.id, etag),
             ).rowcount
             if not changed:
-                raise PreconditionFailed("the idempotency record changed since it was read")
+                raise PreconditionFailed("the record changed since it was read")
 
         await self._run(write)
         return new_etag
@@ -236,7 +238,7 @@ class SqlitePointerStore(PointerStore):
         """Delete if unchanged."""
         await self._run(
             lambda: self._conn.execute(
-                "DELETE FROM idempotency WHERE job_id = ? AND id = ? AND etag = ?", (job_id, record_id, etag)
+                "DELETE FROM records WHERE job_id = ? AND id = ? AND etag = ?", (job_id, record_id, etag)
             )
         )
 
