@@ -32,6 +32,7 @@ from fleet_artifacts.ports import BlobStore, PointerStore
 from fleet_artifacts.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes import ArtifactController, health
 from fleet_artifacts.service import ArtifactService
+from fleet_artifacts.session_routes import UploadSessionController
 from fleet_artifacts.settings import Settings, SettingsError
 from fleet_artifacts.signing import UrlSigner, load_or_create_key
 
@@ -103,6 +104,7 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
                 upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
                 verify_max_bytes=settings.verify_max_bytes,
                 idempotency_retention=timedelta(seconds=settings.idempotency_retention_seconds),
+                session_ttl=timedelta(seconds=settings.session_ttl_seconds),
             )
             yield
 
@@ -120,7 +122,7 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         loggers={"azure": {"level": "WARNING"}},  # azure-core logs every request (and SAS URLs) at INFO
         log_exceptions="never",  # the problem handlers log what deserves it
     )
-    handlers: list[ControllerRouterHandler] = [ArtifactController, health]
+    handlers: list[ControllerRouterHandler] = [ArtifactController, UploadSessionController, health]
     if settings.blob_backend == "local":
         handlers.extend([signed_blob, signed_blob_put])
     return Litestar(

@@ -181,6 +181,7 @@ class UploadSession(SideRecord, frozen=True, kw_only=True, rename="camel"):
     total_bytes: int | None = None
     created_at: datetime
     chunks: list[SessionChunk] = msgspec.field(default_factory=list)
+    completed: bool = False
 
 
 R = TypeVar("R", bound=SideRecord)

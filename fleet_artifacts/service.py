@@ -9,6 +9,7 @@ a repeated DELETE finishes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -39,6 +40,7 @@ from fleet_artifacts.models import (
     UploadTicket,
 )
 from fleet_artifacts.ports import BlobStore, ListQuery, PointerStore, StoredPointer
+from fleet_artifacts.sessions import SessionOpen, SessionOut, SessionService, missing_ranges
 from fleet_artifacts.validation import check_content_type, check_file_name, check_id, check_tags
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class ArtifactService:
         upload_url_ttl: timedelta = timedelta(hours=1),
         verify_max_bytes: int = 64 * 1024 * 1024,
         idempotency_retention: timedelta = timedelta(days=1),
+        session_ttl: timedelta = timedelta(days=1),
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
@@ -117,6 +120,9 @@ class ArtifactService:
         self._clock = clock
         self._new_id = new_id
         self.idempotency = Idempotency(pointers, retention=idempotency_retention, clock=clock)
+        self.sessions = SessionService(
+            blobs, pointers, ttl=session_ttl, max_upload_bytes=max_upload_bytes, clock=clock, new_id=new_id
+        )
 
     async def upload_once(
         self,
@@ -387,6 +393,104 @@ class ArtifactService:
             # A concurrent finalize (or delete) won; answer as a retry of that one would be answered.
             return await self.finalize(product_id, job_id, artifact_id, claim, base_url=base_url)
         return await self.present(active, base_url=base_url)
+
+    async def open_session(
+        self, product_id: str, request: SessionOpen, *, key: str | None, base_url: str = ""
+    ) -> tuple[SessionOut, bool]:
+        """Open a resumable upload session (idempotent with ``key``); returns ``(session, replayed)``."""
+        meta = UploadMeta.checked(
+            kind=request.kind,
+            file_name=request.file_name,
+            content_type=request.content_type,
+            run_id=request.run_id,
+            tags=request.tags,
+        )
+        session = self.sessions.new_session(
+            product_id,
+            request,
+            file_name=meta.file_name,
+            content_type=meta.content_type,
+            run_id=meta.run_id,
+            tags=meta.tags,
+            blob_key=lambda artifact_id: blob_key(product_id, request.job_id, artifact_id, meta.kind),
+        )
+        if key is None:
+            return self.sessions.out(await self.sessions.open(session), base_url), False
+
+        async def replay(session_id: str) -> SessionOut:
+            found, _ = await self.sessions.load(product_id, session_id)
+            return self.sessions.out(found, base_url)
+
+        async def undo(out: SessionOut) -> None:
+            await self.sessions.abort(product_id, out.id)
+
+        async def create() -> SessionOut:
+            return self.sessions.out(await self.sessions.open(session), base_url)
+
+        return await self.idempotency.run(
+            product_id=product_id,
+            job_id=session.job_id,
+            key=key,
+            fingerprint=fingerprint(
+                "session", {**msgspec.to_builtins(meta), "sizeBytes": request.size_bytes}
+            ),
+            create=create,
+            created_id=lambda out: out.id,
+            replay=replay,
+            undo=undo,
+        )
+
+    async def complete_session(self, product_id: str, session_id: str, *, base_url: str = "") -> ArtifactOut:
+        """Commit a session's chunks in order as the blob, then create its ACTIVE pointer.
+
+        Completing again answers the same artifact (the session is kept, marked completed,
+        until it expires). If the pointer cannot be written, the committed blob is deleted (no
+        orphan) and the session must start over.
+        """
+        session, etag = await self.sessions.load(product_id, session_id)
+        done = await self.pointers.get(session.job_id, session.artifact_id)
+        if done is not None and done.pointer.status is ArtifactStatus.ACTIVE:
+            return await self.present(done.pointer, base_url=base_url)
+        if session.total_bytes is None:
+            raise Conflict("the total size is unknown: send sizeBytes on open or a chunk with /<total>")
+        gaps = missing_ranges(session.chunks, session.total_bytes)
+        if gaps:
+            shown = ", ".join(f"{g.first}-{g.last}" for g in gaps[:5])
+            raise Conflict(f"bytes are missing: {shown}{' ...' if len(gaps) > 5 else ''}")
+        block_ids = [block for chunk in session.chunks for block in chunk.block_ids]
+        written = await self.blobs.commit_chunks(
+            session.blob_key, block_ids, content_type=session.content_type, max_bytes=self.max_upload_bytes
+        )
+        pointer = Pointer(
+            id=session.artifact_id,
+            product_id=product_id,
+            job_id=session.job_id,
+            run_id=session.run_id,
+            kind=session.kind,
+            file_name=session.file_name,
+            blob_key=session.blob_key,
+            content_type=session.content_type,
+            size_bytes=written.size_bytes,
+            sha256=written.sha256,
+            created_at=self._clock(),
+            tags=session.tags,
+        )
+        try:
+            await self.pointers.create(pointer)
+        except Conflict:
+            pass  # a concurrent complete of the same session made it: answer the same artifact
+        except BaseException:
+            try:
+                await self.blobs.delete(session.blob_key)
+            except Exception:
+                log.exception(
+                    "orphan blob %s could not be removed after a failed pointer write", session.blob_key
+                )
+            raise
+        # Kept, marked completed, until it expires: a retried complete answers this artifact.
+        with contextlib.suppress(PreconditionFailed, NotFound):
+            await self.pointers.put_record(msgspec.structs.replace(session, completed=True), etag=etag)
+        return await self.present(pointer, base_url=base_url)
 
     async def _abandon(self, pointer: Pointer) -> None:
         # Blob first: a pointer left behind is still UPLOADING and swept by gc, never served.

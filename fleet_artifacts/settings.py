@@ -56,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upload_url_ttl_seconds: int = 3600
     verify_max_bytes: int = 64 * MiB
     idempotency_retention_seconds: int = 24 * 3600
+    session_ttl_seconds: int = 24 * 3600
     block_size_bytes: int = 8 * MiB
     upload_concurrency: int = 4
     azure_retry_total: int = 3
@@ -69,6 +70,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "upload_url_ttl_seconds": (60, 7 * 24 * 3600),
     "verify_max_bytes": (0, 190 * 1024 * GiB),
     "idempotency_retention_seconds": (60, 30 * 24 * 3600),
+    "session_ttl_seconds": (60, 7 * 24 * 3600),
     "block_size_bytes": (64 * 1024, 4000 * MiB),
     "upload_concurrency": (1, 64),
     "azure_retry_total": (0, 10),
