@@ -93,8 +93,6 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         async with open_stores(settings) as (blobs, pointers):
             app.state.auth = TokenAuthority(settings.tokens)
             app.state.public_base_url = settings.public_base_url
-            if isinstance(blobs, LocalBlobStore):
-                app.state.local_blobs = blobs
             app.state.service = ArtifactService(
                 blobs,
                 pointers,
@@ -106,6 +104,9 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
                 idempotency_retention=timedelta(seconds=settings.idempotency_retention_seconds),
                 session_ttl=timedelta(seconds=settings.session_ttl_seconds),
             )
+            if isinstance(blobs, LocalBlobStore):
+                app.state.local_blobs = blobs
+                app.state.upload_open = app.state.service.upload_open
             yield
 
     openapi = OpenAPIConfig(

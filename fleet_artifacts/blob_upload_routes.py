@@ -32,7 +32,7 @@ import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,13 @@ from litestar.params import FromPath
 
 from fleet_artifacts.adapters.local_blob import MAX_BLOCK_BYTES, LocalBlobStore, concatenate, stage_file
 from fleet_artifacts.downloads import etag_matches
-from fleet_artifacts.errors import Conflict, InvalidInput, PayloadTooLarge, PreconditionFailed
+from fleet_artifacts.errors import (
+    Conflict,
+    InvalidInput,
+    PayloadTooLarge,
+    PreconditionFailed,
+    SignatureRejected,
+)
 from fleet_artifacts.validation import check_content_type
 
 MAX_BLOCK_LIST_BYTES = 4 * 1024 * 1024  # 50,000 ids of 64 bytes fit with room to spare
@@ -97,6 +103,11 @@ async def signed_blob_put(request: AnyRequest, state: State, key: FromPath[str])
     query = dict(request.query_params)
     store.signer.verify(key, "w", query, now=time.time())
     store.path_of(key)
+    # Unlike an Azure SAS, a local write URL dies with its upload: once the artifact is
+    # finalized, discarded or deleted, the service refuses further writes to its blob.
+    upload_open: Callable[[str], Awaitable[bool]] | None = getattr(state, "upload_open", None)
+    if upload_open is not None and not await upload_open(key):
+        raise SignatureRejected("the upload this URL was issued for is finished or gone")
     refuse_unsupported(request.headers, query)
     comp = query.get("comp")
     if comp is None:

@@ -132,5 +132,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
         flush=True,
     )
     # A failing lifespan (say, Blob Storage unreachable) is logged by uvicorn, which then exits 3.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    # No access log: it would print every signed URL's query string, signature included.
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level=settings.log_level.lower(), access_log=False
+    )
     return 0

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+import msgspec
+
+from fleet_artifacts.errors import NotFound, PreconditionFailed
 from fleet_artifacts.models import ArtifactStatus
-from fleet_artifacts.ports import BlobStore, PointerStore
+from fleet_artifacts.ports import BlobStore, PointerStore, StoredPointer
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +23,46 @@ async def sweep_stale_uploads(
     blob keys of the uploads removed (or that would be, with ``dry_run``).
     """
     removed: list[str] = []
+    seen: set[str] = set()
     while True:
-        stale = await pointers.expired(ArtifactStatus.UPLOADING, before=now, limit=batch)
-        stale = [s for s in stale if s.pointer.blob_key not in removed]
+        stale = [
+            s
+            for s in await pointers.expired(ArtifactStatus.UPLOADING, before=now, limit=batch)
+            if s.pointer.id not in seen
+        ]
         if not stale:
             return removed
         for stored in stale:
-            pointer = stored.pointer
-            removed.append(pointer.blob_key)
+            seen.add(stored.pointer.id)
             if dry_run:
-                continue
-            await blobs.delete(pointer.blob_key)
-            await blobs.discard_uncommitted(pointer.blob_key)
-            await pointers.delete(pointer.job_id, pointer.id)
-            log.info("removed stale upload %s (deadline %s)", pointer.blob_key, pointer.expires_at)
+                removed.append(stored.pointer.blob_key)
+            elif await discard_upload(blobs, pointers, stored):
+                removed.append(stored.pointer.blob_key)
+                log.info(
+                    "removed stale upload %s (deadline %s)",
+                    stored.pointer.blob_key,
+                    stored.pointer.expires_at,
+                )
         if dry_run or len(stale) < batch:
             return removed
+
+
+async def discard_upload(blobs: BlobStore, pointers: PointerStore, stored: StoredPointer) -> bool:
+    """Remove an unfinished upload: claim it (UPLOADING -> DELETING by etag), then blob, blocks, pointer.
+
+    The compare-and-swap comes first, so a concurrent finalize that made the artifact
+    ACTIVE wins and nothing of it is touched; False then. A crash after the claim leaves
+    a DELETING pointer, hidden from readers, that a DELETE of the artifact finishes.
+    """
+    pointer = stored.pointer
+    if pointer.status is ArtifactStatus.UPLOADING:
+        try:
+            await pointers.replace(
+                msgspec.structs.replace(pointer, status=ArtifactStatus.DELETING), etag=stored.etag
+            )
+        except (PreconditionFailed, NotFound):
+            return False
+    await blobs.delete(pointer.blob_key)
+    await blobs.discard_uncommitted(pointer.blob_key)
+    await pointers.delete(pointer.job_id, pointer.id)
+    return True

@@ -122,6 +122,15 @@ class Idempotency:
             raise KeyInUse(
                 "another request with this Idempotency-Key took over; retry to get its result"
             ) from None
+        except BaseException:
+            # The artifact exists but the key does not name it, so a retry would make a second
+            # one: remove it and free the key, then let the error speak (a 503, typically).
+            try:
+                await undo(result)
+                await self._pointers.delete_record(job_id, record_id, etag=etag)
+            except Exception:
+                log.exception("could not undo the artifact of unrecorded idempotency key %s", record_id)
+            raise
         return result, False
 
     async def _claim(

@@ -29,6 +29,7 @@ from fleet_artifacts.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from fleet_artifacts.gc import discard_upload
 from fleet_artifacts.idempotency import Idempotency, fingerprint
 from fleet_artifacts.models import (
     ArtifactKind,
@@ -363,19 +364,24 @@ class ArtifactService:
         info = await self.blobs.info(pointer.blob_key)
         if info is None:
             raise Conflict("nothing is committed under the upload URL yet")
-        if info.size_bytes != claim.size_bytes:
-            await self._abandon(pointer)
-            raise Unprocessable(
-                f"the committed blob has {info.size_bytes} bytes, not {claim.size_bytes}; "
-                "the upload was discarded"
-            )
+        if info.size_bytes > self.max_upload_bytes:  # a SAS cannot cap a size: check it here
+            await self._abandon(stored)
+            raise PayloadTooLarge(self.max_upload_bytes)
+        announced = pointer.size_bytes or None  # sizeBytes given when the upload started
+        for expected in (claim.size_bytes, announced):
+            if expected is not None and info.size_bytes != expected:
+                await self._abandon(stored)
+                raise Unprocessable(
+                    f"the committed blob has {info.size_bytes} bytes, not {expected}; "
+                    "the upload was discarded"
+                )
         verified = claim.verify or info.size_bytes <= self.verify_max_bytes
         if verified:
             digest = hashlib.sha256()
             async for chunk in self.blobs.read(pointer.blob_key):
                 digest.update(chunk)
             if digest.hexdigest() != claim.sha256:
-                await self._abandon(pointer)
+                await self._abandon(stored)
                 raise Unprocessable(
                     "the committed blob's sha256 differs from the claim; the upload was discarded"
                 )
@@ -492,11 +498,21 @@ class ArtifactService:
             await self.pointers.put_record(msgspec.structs.replace(session, completed=True), etag=etag)
         return await self.present(pointer, base_url=base_url)
 
-    async def _abandon(self, pointer: Pointer) -> None:
-        # Blob first: a pointer left behind is still UPLOADING and swept by gc, never served.
-        await self.blobs.delete(pointer.blob_key)
-        await self.blobs.discard_uncommitted(pointer.blob_key)
-        await self.pointers.delete(pointer.job_id, pointer.id)
+    async def upload_open(self, key: str) -> bool:
+        """Whether ``key`` belongs to a direct upload that may still be written (UPLOADING, in time)."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "fleet":
+            return False
+        artifact_id = parts[3].rpartition("-")[0]
+        stored = await self.pointers.get(parts[2], artifact_id)
+        if stored is None or stored.pointer.blob_key != key:
+            return False
+        pointer = stored.pointer
+        deadline = pointer.expires_at
+        return pointer.status is ArtifactStatus.UPLOADING and (deadline is None or deadline > self._clock())
+
+    async def _abandon(self, stored: StoredPointer) -> None:
+        await discard_upload(self.blobs, self.pointers, stored)
 
     async def delete(self, product_id: str, artifact_id: str, job_id: str | None = None) -> None:
         """Remove pointer and blob; NotFound if absent (so a repeat answers 404)."""
@@ -512,6 +528,7 @@ class ArtifactService:
                 except PreconditionFailed:
                     continue
             await self.blobs.delete(pointer.blob_key)
+            await self.blobs.discard_uncommitted(pointer.blob_key)  # an UPLOADING one's staged blocks
             if not await self.pointers.delete(pointer.job_id, pointer.id):
                 raise NotFound("artifact not found")
             return

@@ -22,10 +22,11 @@ MAX_TAG_VALUE_LENGTH = 256
 MAX_CONTENT_TYPE_LENGTH = 255
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=-]*")
+_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")  # no ':', which splits tag=key:value
 _CONTENT_TYPE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
-    r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"\\\x00-\x1f\x7f]*\"|[A-Za-z0-9!#$&^_.+-]+))*"
+    # Quoted parameter values: printable ASCII only, since the type is sent back as a header.
+    r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[\x20\x21\x23-\x5b\x5d-\x7e]*\"|[A-Za-z0-9!#$&^_.+-]+))*"
 )
 
 
@@ -77,7 +78,7 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
         if len(key) > MAX_TAG_KEY_LENGTH or ".." in key or not _TAG_KEY.fullmatch(key):
             raise InvalidInput(
                 f"tag key {key[:40]!r} must be 1 to {MAX_TAG_KEY_LENGTH} characters of "
-                "letters, digits and . _ : + = -",
+                "letters, digits and . _ + = -",
                 field="tags",
             )
         if len(value) > MAX_TAG_VALUE_LENGTH or _has_control(value):

@@ -83,7 +83,10 @@ def _encode_cursor(cursor: _Cursor) -> str:
 def _decode_cursor(token: str) -> _Cursor:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return msgspec.json.decode(raw, type=_Cursor)
+        cursor = msgspec.json.decode(raw, type=_Cursor)
+        if not -(2**63) <= cursor.created_us < 2**63:  # SQLite integers are 64-bit
+            raise ValueError("out of range")
+        return cursor
     except (ValueError, msgspec.DecodeError):
         raise InvalidInput(
             "continuationToken is not one this service issued", field="continuationToken"
