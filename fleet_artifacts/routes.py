@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.response import Redirect
 
@@ -86,6 +88,11 @@ def provide_base_url(request: AnyRequest, state: State) -> str:
     return configured or str(request.base_url).rstrip("/")
 
 
+def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: refuse a request without a valid token before its body is read or parsed."""
+    connection.app.state.auth.product_for(connection.headers.get("authorization"))
+
+
 def authenticate(request: AnyRequest, state: State) -> str:
     """Resolve the caller's product from the bearer token (401 otherwise)."""
     product: str = state.auth.product_for(request.headers.get("authorization"))
@@ -97,6 +104,7 @@ class ArtifactController(Controller):
 
     path = "/fleet"
     tags = ["artifacts"]
+    guards = [require_token]
     dependencies = {
         "service": Provide(provide_service, sync_to_thread=False),
         "product_id": Provide(authenticate, sync_to_thread=False),

@@ -18,6 +18,7 @@ from fleet_artifacts.routes import (
     authenticate,
     provide_base_url,
     provide_service,
+    require_token,
 )
 from fleet_artifacts.sessions import SessionOpen, SessionOut
 
@@ -35,6 +36,7 @@ class UploadSessionController(Controller):
 
     path = "/uploads"
     tags = ["upload sessions"]
+    guards = [require_token]
     dependencies = {
         "service": Provide(provide_service, sync_to_thread=False),
         "product_id": Provide(authenticate, sync_to_thread=False),

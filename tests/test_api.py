@@ -362,6 +362,11 @@ def test_missing_or_wrong_token_is_401_with_challenge(server: ThreadedServer, jo
         assert r.headers["www-authenticate"].startswith("Bearer")
     r = httpx.post(f"{server.url}/fleet/jobs/{job_id}/artifacts?kind=log&fileName=a", content=b"x")
     assert_problem(r, 401)
+    # Refused before the body is parsed: malformed JSON still answers 401, not 400.
+    for path in ("/uploads", f"/fleet/jobs/{job_id}/artifacts/uploads"):
+        assert_problem(
+            httpx.post(f"{server.url}{path}", content=b"{", headers={"Content-Type": "application/json"}), 401
+        )
 
 
 def test_health_and_docs_are_anonymous(server: ThreadedServer) -> None:
