@@ -106,7 +106,7 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
             )
             if isinstance(blobs, LocalBlobStore):
                 app.state.local_blobs = blobs
-                app.state.upload_open = app.state.service.upload_open
+                app.state.upload_open = app.state.service.direct.upload_open
             yield
 
     openapi = OpenAPIConfig(

@@ -194,7 +194,7 @@ class ArtifactController(Controller):
             run_id=data.run_id,
             tags=data.tags,
         )
-        ticket, replayed = await service.start_direct_upload_once(
+        ticket, replayed = await service.direct.start_once(
             product_id,
             check_id(job_id, "jobId"),
             meta,
@@ -222,7 +222,7 @@ class ArtifactController(Controller):
         data: JSONBody[FinalizeRequest],
     ) -> ArtifactOut:
         """Finalize a direct-to-blob upload."""
-        return await service.finalize(
+        return await service.direct.finalize(
             product_id, check_id(job_id, "jobId"), _aid(artifact_id), data, base_url=base_url
         )
 

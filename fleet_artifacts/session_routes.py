@@ -53,7 +53,7 @@ class UploadSessionController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SessionOut]:
         """Open a resumable upload session for one artifact of a job."""
-        session, replayed = await service.open_session(
+        session, replayed = await service.sessions.start(
             product_id, data, key=idempotency_key, base_url=base_url
         )
         headers = {"Location": session.url} | ({REPLAYED: "true"} if replayed else {})
@@ -86,7 +86,7 @@ class UploadSessionController(Controller):
         self, service: Service, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
     ) -> ArtifactOut:
         """Commit the chunks in order and create the artifact (again: the same artifact)."""
-        return await service.complete_session(product_id, session_id, base_url=base_url)
+        return await service.sessions.complete(product_id, session_id, base_url=base_url)
 
     @delete("/{session_id:str}", operation_id="abortUploadSession")
     async def abort(self, service: Service, product_id: ProductId, session_id: SessionId) -> None:

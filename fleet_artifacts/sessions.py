@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
 import secrets
@@ -30,8 +31,10 @@ from datetime import datetime, timedelta
 import msgspec
 
 from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, PreconditionFailed
-from fleet_artifacts.models import ArtifactKind
-from fleet_artifacts.ports import BlobStore, PointerStore, SessionChunk, UploadSession
+from fleet_artifacts.idempotency import fingerprint
+from fleet_artifacts.meta import Core, UploadMeta, blob_key
+from fleet_artifacts.models import ArtifactKind, ArtifactOut, ArtifactStatus, Pointer
+from fleet_artifacts.ports import SessionChunk, UploadSession
 from fleet_artifacts.validation import check_id
 
 _CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
@@ -124,23 +127,15 @@ def missing_ranges(chunks: list[SessionChunk], total: int | None) -> list[ByteRa
 class SessionService:
     """Opens, fills, completes and aborts resumable upload sessions."""
 
-    def __init__(
-        self,
-        blobs: BlobStore,
-        pointers: PointerStore,
-        *,
-        ttl: timedelta,
-        max_upload_bytes: int,
-        clock: Callable[[], datetime],
-        new_id: Callable[[], str],
-    ) -> None:
-        """Keep sessions ``ttl`` after opening; artifacts up to ``max_upload_bytes``."""
-        self._blobs = blobs
-        self._pointers = pointers
+    def __init__(self, core: Core, *, ttl: timedelta) -> None:
+        """Keep sessions ``ttl`` after opening; artifacts up to the core's upload limit."""
+        self.core = core
+        self._blobs = core.blobs
+        self._pointers = core.pointers
         self._ttl = ttl
-        self._max = max_upload_bytes
-        self._clock = clock
-        self._new_id = new_id
+        self._max = core.max_upload_bytes
+        self._clock = core.now
+        self._new_id = core.new_id
 
     def out(self, session: UploadSession, base_url: str) -> SessionOut:
         """The client's view of a session."""
@@ -263,6 +258,97 @@ class SessionService:
                 continue
             return updated
         raise Conflict("the session is changing too fast; retry the chunk")
+
+    async def start(
+        self, product_id: str, request: SessionOpen, *, key: str | None, base_url: str = ""
+    ) -> tuple[SessionOut, bool]:
+        """Open a resumable upload session (idempotent with ``key``); returns ``(session, replayed)``."""
+        meta = UploadMeta.checked(
+            kind=request.kind,
+            file_name=request.file_name,
+            content_type=request.content_type,
+            run_id=request.run_id,
+            tags=request.tags,
+        )
+        session = self.new_session(
+            product_id,
+            request,
+            file_name=meta.file_name,
+            content_type=meta.content_type,
+            run_id=meta.run_id,
+            tags=meta.tags,
+            blob_key=lambda artifact_id: blob_key(product_id, request.job_id, artifact_id, meta.kind),
+        )
+        if key is None:
+            return self.out(await self.open(session), base_url), False
+
+        async def replay(session_id: str) -> SessionOut:
+            found, _ = await self.load(product_id, session_id)
+            return self.out(found, base_url)
+
+        async def undo(out: SessionOut) -> None:
+            await self.abort(product_id, out.id)
+
+        async def create() -> SessionOut:
+            return self.out(await self.open(session), base_url)
+
+        return await self.core.idempotency.run(
+            product_id=product_id,
+            job_id=session.job_id,
+            key=key,
+            fingerprint=fingerprint(
+                "session", {**msgspec.to_builtins(meta), "sizeBytes": request.size_bytes}
+            ),
+            create=create,
+            created_id=lambda out: out.id,
+            replay=replay,
+            undo=undo,
+        )
+
+    async def complete(self, product_id: str, session_id: str, *, base_url: str = "") -> ArtifactOut:
+        """Commit a session's chunks in order as the blob, then create its ACTIVE pointer.
+
+        Completing again answers the same artifact (the session is kept, marked completed,
+        until it expires). If the pointer cannot be written, the committed blob is deleted (no
+        orphan) and the session must start over.
+        """
+        session, etag = await self.load(product_id, session_id)
+        done = await self.core.pointers.get(session.job_id, session.artifact_id)
+        if done is not None and done.pointer.status is ArtifactStatus.ACTIVE:
+            return await self.core.present(done.pointer, base_url=base_url)
+        if session.total_bytes is None:
+            raise Conflict("the total size is unknown: send sizeBytes on open or a chunk with /<total>")
+        gaps = missing_ranges(session.chunks, session.total_bytes)
+        if gaps:
+            shown = ", ".join(f"{g.first}-{g.last}" for g in gaps[:5])
+            raise Conflict(f"bytes are missing: {shown}{' ...' if len(gaps) > 5 else ''}")
+        block_ids = [block for chunk in session.chunks for block in chunk.block_ids]
+        written = await self.core.blobs.commit_chunks(
+            session.blob_key,
+            block_ids,
+            content_type=session.content_type,
+            max_bytes=self.core.max_upload_bytes,
+        )
+        pointer = Pointer(
+            id=session.artifact_id,
+            product_id=product_id,
+            job_id=session.job_id,
+            run_id=session.run_id,
+            kind=session.kind,
+            file_name=session.file_name,
+            blob_key=session.blob_key,
+            content_type=session.content_type,
+            size_bytes=written.size_bytes,
+            sha256=written.sha256,
+            created_at=self.core.now(),
+            tags=session.tags,
+        )
+        # A concurrent complete of the same session may have made it: the same artifact then.
+        await self.core.commit_pointer(pointer, concurrent_ok=True)
+        # Kept, marked completed, until it expires: a retried complete answers this artifact.
+        with contextlib.suppress(PreconditionFailed, NotFound):
+            await self.core.pointers.put_record(msgspec.structs.replace(session, completed=True), etag=etag)
+        return await self.core.present(pointer, base_url=base_url)
 
     async def abort(self, product_id: str, session_id: str) -> None:
         """Drop the session and whatever it staged (a completed session: only the session)."""
