@@ -33,8 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument(
         "--stale-uploads",
         action="store_true",
-        required=True,
         help="remove direct uploads not finalized by their deadline (blob, staged blocks, pointer)",
+    )
+    gc.add_argument(
+        "--orphans",
+        action="store_true",
+        help="remove committed blobs that no pointer names (left by a crash between the two writes)",
+    )
+    gc.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=3600,
+        help="with --orphans: leave blobs younger than this alone (default 3600)",
     )
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     return parser
@@ -51,21 +61,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings, args.host, args.port)
     if args.command == "gc":
-        return collect(settings, dry_run=args.dry_run)
+        if not (args.stale_uploads or args.orphans):
+            print("fleet-artifacts: gc needs --stale-uploads and/or --orphans", file=sys.stderr)
+            return 2
+        return collect(
+            settings,
+            stale_uploads=args.stale_uploads,
+            orphans=args.orphans,
+            grace=args.grace_seconds,
+            dry_run=args.dry_run,
+        )
     return init_cosmos(settings)
 
 
-def collect(settings: Settings, *, dry_run: bool) -> int:
-    """Run the stale-upload sweep once against the configured stores."""
+def collect(settings: Settings, *, stale_uploads: bool, orphans: bool, grace: int, dry_run: bool) -> int:
+    """Run the chosen sweeps once against the configured stores."""
     import asyncio
+    from datetime import timedelta
 
     from fleet_artifacts.adapters.delegation import utcnow
     from fleet_artifacts.app import StartupError, open_stores
-    from fleet_artifacts.gc import sweep_stale_uploads
+    from fleet_artifacts.gc import sweep_orphan_blobs, sweep_stale_uploads
 
     async def run() -> list[str]:
+        removed: list[str] = []
         async with open_stores(settings) as (blobs, pointers):
-            return await sweep_stale_uploads(blobs, pointers, now=utcnow(), dry_run=dry_run)
+            now = utcnow()
+            if stale_uploads:
+                removed += await sweep_stale_uploads(blobs, pointers, now=now, dry_run=dry_run)
+            if orphans:
+                cutoff = now - timedelta(seconds=grace)
+                removed += await sweep_orphan_blobs(blobs, pointers, older_than=cutoff, dry_run=dry_run)
+        return removed
 
     try:
         removed = asyncio.run(run())
@@ -75,7 +102,7 @@ def collect(settings: Settings, *, dry_run: bool) -> int:
     verb = "would remove" if dry_run else "removed"
     for key in removed:
         print(f"{verb} {key}")
-    print(f"{verb} {len(removed)} stale upload(s)")
+    print(f"{verb} {len(removed)} blob(s)")
     return 0
 
 

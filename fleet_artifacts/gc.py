@@ -66,3 +66,28 @@ async def discard_upload(blobs: BlobStore, pointers: PointerStore, stored: Store
     await blobs.discard_uncommitted(pointer.blob_key)
     await pointers.delete(pointer.job_id, pointer.id)
     return True
+
+
+async def sweep_orphan_blobs(
+    blobs: BlobStore, pointers: PointerStore, *, older_than: datetime, dry_run: bool = False
+) -> list[str]:
+    """Delete committed blobs that no pointer names, last modified before ``older_than``.
+
+    Such blobs are left when the process dies between writing a blob and its pointer,
+    or when deleting a blob after a failed pointer write fails too. The grace period
+    (``older_than``) keeps the sweep off uploads whose pointer is still being written.
+    """
+    removed: list[str] = []
+    async for key, modified in blobs.committed("fleet/"):
+        if modified >= older_than:
+            continue
+        parts = key.split("/")
+        artifact_id = parts[3].rpartition("-")[0] if len(parts) == 4 else ""
+        stored = await pointers.get(parts[2], artifact_id) if artifact_id else None
+        if stored is not None and stored.pointer.blob_key == key:
+            continue
+        removed.append(key)
+        if not dry_run:
+            await blobs.delete(key)
+            log.info("removed orphan blob %s (modified %s)", key, modified.isoformat())
+    return removed

@@ -97,6 +97,10 @@ class BlobStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """Every committed blob whose key starts with ``prefix``, with its last-modified time."""
+
+    @abc.abstractmethod
     async def stage_chunk(
         self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
     ) -> StagedChunk:

@@ -168,3 +168,15 @@ async def test_discarded_chunks_cannot_be_committed(blobs: BlobStore) -> None:
     with pytest.raises((Conflict, InvalidInput, NotFound)):
         await blobs.commit_chunks(k, chunk.block_ids, content_type="a/b", max_bytes=10**6)
     assert await blobs.info(k) is None
+
+
+async def test_committed_lists_committed_blobs_under_a_prefix(blobs: BlobStore) -> None:
+    prefix = f"fleet/p/{secrets.token_hex(4)}/"
+    for name in ("a-log", "b-log"):
+        await blobs.write(prefix + name, chunks_of(b"x", 1), content_type="a/b", max_bytes=10)
+    await blobs.stage_chunk(
+        prefix + "c-log", offset=0, nonce="00000000", chunks=chunks_of(b"y", 1), max_bytes=10
+    )
+    listed = {key: modified async for key, modified in blobs.committed(prefix)}
+    assert set(listed) == {prefix + "a-log", prefix + "b-log"}  # staged-only is not committed
+    assert all(modified.tzinfo is not None for modified in listed.values())

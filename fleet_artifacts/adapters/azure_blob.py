@@ -147,6 +147,12 @@ class AzureBlobStore(BlobStore):
         await self._commit(key, staged.block_ids, content_type=content_type, sha256=staged.sha256)
         return BlobWritten(size_bytes=staged.size_bytes, sha256=staged.sha256)
 
+    async def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """List committed blobs under ``prefix`` (uncommitted-only blobs are not listed)."""
+        with translate(f"list blobs under {prefix}"):
+            async for blob in self._container.list_blobs(name_starts_with=prefix):
+                yield blob.name, blob.last_modified
+
     async def stage_chunk(
         self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
     ) -> StagedChunk:

@@ -18,7 +18,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
@@ -60,6 +60,23 @@ class LocalBlobStore(BlobStore):
     async def discard_uncommitted(self, key: str) -> None:
         """Remove the blocks staged for ``key``."""
         await asyncio.to_thread(shutil.rmtree, self.staging_dir(key), ignore_errors=True)
+
+    async def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """Walk the blob root for committed files under ``prefix`` (not sidecars, not temps)."""
+
+        def scan() -> list[tuple[str, datetime]]:
+            found = []
+            for path in self.root.rglob("*"):
+                name = path.name
+                if not path.is_file() or name.endswith(".meta") or name.startswith(".tmp-"):
+                    continue
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append((key, datetime.fromtimestamp(path.stat().st_mtime, UTC)))
+            return found
+
+        for item in await asyncio.to_thread(scan):
+            yield item
 
     async def stage_chunk(
         self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
