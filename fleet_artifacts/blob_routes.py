@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import HttpMethod, Request, Response, route
 from litestar.datastructures import State
 from litestar.params import FromPath
 
@@ -19,7 +19,12 @@ from fleet_artifacts.downloads import stream_blob
 from fleet_artifacts.errors import NotFound
 
 
-@get("/blobs/{key:path}", operation_id="getSignedBlob", tags=["signed URLs"])
+@route(
+    "/blobs/{key:path}",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    operation_id="getSignedBlob",
+    tags=["signed URLs"],
+)
 async def signed_blob(request: Request[Any, Any, Any], state: State, key: FromPath[str]) -> Response[Any]:
     """Serve one blob to the holder of a valid signed URL (Range and ETag supported)."""
     store: LocalBlobStore = state.local_blobs
@@ -36,4 +41,5 @@ async def signed_blob(request: Request[Any, Any, Any], state: State, key: FromPa
         content_disposition=granted["rscd"] or "attachment",
         etag=f'"{info.sha256}"' if info.sha256 else None,
         headers=dict(request.headers),
+        head=request.method == "HEAD",
     )

@@ -70,8 +70,9 @@ async def stream_blob(
     content_disposition: str,
     etag: str | None,
     headers: dict[str, str],
+    head: bool = False,
 ) -> Response[Any]:
-    """Answer a GET for one blob: 304, 206 with Content-Range, or 200, streamed."""
+    """Answer a GET (or, with ``head``, a HEAD) for one blob: 304, 206 with Content-Range, or 200."""
     common = {
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, max-age=0",
@@ -92,6 +93,12 @@ async def stream_blob(
     # Explicit header: Litestar would append "; charset=utf-8" to a text/* media type,
     # and an artifact's stored type must reach the client unchanged.
     common["Content-Type"] = content_type
+    if head:  # the same status and headers as the GET, and no body
+        if selected is None:
+            return Response(b"", status_code=200, headers={**common, "Content-Length": str(size)})
+        first, last = selected
+        ranged = {"Content-Length": str(last - first + 1), "Content-Range": f"bytes {first}-{last}/{size}"}
+        return Response(b"", status_code=206, headers={**common, **ranged})
     if selected is None:
         return Stream(
             await _primed(blobs.read(key)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -278,8 +278,9 @@ class ArtifactController(Controller):
         pointer = await service.pointer(product_id, _aid(artifact_id))
         return await service.present(pointer, disposition=disposition, base_url=base_url)
 
-    @get(
+    @route(
         "/jobs/{job_id:str}/artifacts/{artifact_id:str}/content",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
         operation_id="downloadJobArtifact",
         description=CONTENT_DESCRIPTION,
     )
@@ -298,8 +299,9 @@ class ArtifactController(Controller):
         pointer = await service.pointer(product_id, _aid(artifact_id), check_id(job_id, "jobId"))
         return await _content(request, service, pointer, disposition, redirect, base_url)
 
-    @get(
+    @route(
         "/artifacts/{artifact_id:str}/content",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
         operation_id="downloadArtifact",
         description=CONTENT_DESCRIPTION,
     )
@@ -342,6 +344,7 @@ async def _content(
     redirect: bool,
     base_url: str,
 ) -> Response[Any]:
+    head = request.method == "HEAD"
     if redirect:
         url, _ = await service.signed_url(pointer, disposition=disposition, base_url=base_url)
         return Redirect(url, status_code=302, headers={"Cache-Control": "no-store"})
@@ -353,6 +356,7 @@ async def _content(
         content_disposition=content_disposition(pointer.file_name, disposition),
         etag=f'"{pointer.sha256}"',
         headers=dict(request.headers),
+        head=head,
     )
 
 

@@ -174,3 +174,19 @@ def test_local_signed_urls_refuse_tampering_and_traversal(
         r = httpx.get(httpx.URL(str(client.base_url) + path + "?" + query))
         assert r.status_code in (400, 403, 404), path
         assert secret.read_text().strip().encode() not in r.content
+
+
+def test_head_answers_the_get_headers_without_a_body(client: httpx.Client, artifact: dict[str, Any]) -> None:
+    urls = [str(client.base_url) + path for path in content_paths(artifact)]
+    urls.append(client.get(f"/fleet/artifacts/{artifact['id']}").json()["downloadUrl"])  # local or Azure SAS
+    for url in urls:
+        r = httpx.head(url, headers=dict(client.headers))
+        assert r.status_code == 200, url
+        assert r.content == b"" and r.headers["content-length"] == str(len(DATA))
+        assert r.headers["content-type"] == "image/png"
+        if url.startswith(str(client.base_url)):  # Azure's HEAD (Get Blob Properties) ignores Range
+            ranged = httpx.head(url, headers={**client.headers, "Range": "bytes=0-9"})
+            assert ranged.status_code == 206 and ranged.headers["content-length"] == "10"
+    etag = f'"{artifact["sha256"]}"'
+    r = httpx.head(urls[0], headers={**client.headers, "If-None-Match": etag})
+    assert r.status_code == 304
