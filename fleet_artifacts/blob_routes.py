@@ -17,12 +17,13 @@ from litestar.params import FromPath
 from fleet_artifacts.adapters.local_blob import LocalBlobStore
 from fleet_artifacts.downloads import stream_blob
 from fleet_artifacts.errors import NotFound
+from fleet_artifacts.routes import per_method
 
 
 @route(
     "/blobs/{key:path}",
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
-    operation_id="getSignedBlob",
+    operation_id=per_method("getSignedBlob"),
     tags=["signed URLs"],
 )
 async def signed_blob(request: Request[Any, Any, Any], state: State, key: FromPath[str]) -> Response[Any]:

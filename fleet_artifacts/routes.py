@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
@@ -74,6 +74,11 @@ UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type
 * any other type: the body is the artifact (streams), stored with that Content-Type;
   metadata in the query string (`kind`, `fileName`, `runId`, `tag`, optional `contentType`).
 """
+
+
+def per_method(name: str) -> Callable[..., str]:
+    """OpenAPI operation ids for a handler serving GET and HEAD: ``name`` and ``nameHead``."""
+    return lambda _handler, method, _path: name if method == "GET" else f"{name}Head"
 
 
 def provide_service(state: State) -> ArtifactService:
@@ -281,7 +286,7 @@ class ArtifactController(Controller):
     @route(
         "/jobs/{job_id:str}/artifacts/{artifact_id:str}/content",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
-        operation_id="downloadJobArtifact",
+        operation_id=per_method("downloadJobArtifact"),
         description=CONTENT_DESCRIPTION,
     )
     async def content_in_job(
@@ -302,7 +307,7 @@ class ArtifactController(Controller):
     @route(
         "/artifacts/{artifact_id:str}/content",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
-        operation_id="downloadArtifact",
+        operation_id=per_method("downloadArtifact"),
         description=CONTENT_DESCRIPTION,
     )
     async def content_by_id(
