@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument(
         "--stale-uploads",
         action="store_true",
-        help="remove direct uploads not finalized by their deadline (blob, staged blocks, pointer)",
+        help="remove direct uploads not finalized by their deadline (blob, staged blocks, pointer), "
+        "expired upload sessions (with their staged bytes) and expired idempotency keys",
     )
     gc.add_argument(
         "--orphans",
@@ -81,7 +82,7 @@ def collect(settings: Settings, *, stale_uploads: bool, orphans: bool, grace: in
 
     from fleet_artifacts.adapters.delegation import utcnow
     from fleet_artifacts.app import StartupError, open_stores
-    from fleet_artifacts.gc import sweep_orphan_blobs, sweep_stale_uploads
+    from fleet_artifacts.gc import sweep_expired_records, sweep_orphan_blobs, sweep_stale_uploads
 
     async def run() -> list[str]:
         removed: list[str] = []
@@ -89,6 +90,7 @@ def collect(settings: Settings, *, stale_uploads: bool, orphans: bool, grace: in
             now = utcnow()
             if stale_uploads:
                 removed += await sweep_stale_uploads(blobs, pointers, now=now, dry_run=dry_run)
+                removed += await sweep_expired_records(blobs, pointers, now=now, dry_run=dry_run)
             if orphans:
                 cutoff = now - timedelta(seconds=grace)
                 removed += await sweep_orphan_blobs(blobs, pointers, older_than=cutoff, dry_run=dry_run)

@@ -9,7 +9,7 @@ import msgspec
 
 from fleet_artifacts.errors import NotFound, PreconditionFailed
 from fleet_artifacts.models import ArtifactStatus
-from fleet_artifacts.ports import BlobStore, PointerStore, StoredPointer
+from fleet_artifacts.ports import BlobStore, IdempotencyRecord, PointerStore, StoredPointer, UploadSession
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +91,27 @@ async def sweep_orphan_blobs(
             await blobs.delete(key)
             log.info("removed orphan blob %s (modified %s)", key, modified.isoformat())
     return removed
+
+
+async def sweep_expired_records(
+    blobs: BlobStore, pointers: PointerStore, *, now: datetime, dry_run: bool = False
+) -> list[str]:
+    """Drop expired resumable sessions (with their staged bytes) and expired idempotency keys.
+
+    Returns the blob keys of the sessions dropped. Cosmos removes expired records by its own
+    TTL (staged blocks on Azure go after seven days); SQLite and the local staging dir need this.
+    """
+    dropped: list[str] = []
+    for stored in await pointers.expired_records(UploadSession, before=now):
+        session = stored.record
+        dropped.append(session.blob_key)
+        if dry_run:
+            continue
+        if not session.completed:  # a completed session's blocks are its artifact now
+            await blobs.discard_uncommitted(session.blob_key)
+        await pointers.delete_record(session.job_id, session.id, etag=stored.etag)
+        log.info("removed expired upload session %s/%s", session.job_id, session.id)
+    if not dry_run:
+        for key in await pointers.expired_records(IdempotencyRecord, before=now):
+            await pointers.delete_record(key.record.job_id, key.record.id, etag=key.etag)
+    return dropped

@@ -243,6 +243,16 @@ class PointerStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def expired_records(
+        self, kind: type[R], *, before: datetime, limit: int = 1000
+    ) -> list[StoredRecord[R]]:
+        """Side records of ``kind`` whose ``expiresAt`` is earlier than ``before``, across all jobs.
+
+        Stores that expire records by themselves (Cosmos per-item TTL) may return only those
+        not yet gone.
+        """
+
+    @abc.abstractmethod
     async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
         """Delete a record if it is unchanged since ``etag`` was read; otherwise do nothing."""
 

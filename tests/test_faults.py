@@ -57,6 +57,11 @@ class PointerWritesFail(PointerStore):
     async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
         return await self.inner.put_record(record, etag=etag)
 
+    async def expired_records(
+        self, kind: type[R], *, before: datetime, limit: int = 1000
+    ) -> list[StoredRecord[R]]:
+        return await self.inner.expired_records(kind, before=before, limit=limit)
+
     async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
         await self.inner.delete_record(job_id, record_id, etag=etag)
 

@@ -186,3 +186,41 @@ async def test_a_session_survives_a_restart_of_the_service(
             assert download(c, artifact) == DATA
     finally:
         after.stop()
+
+
+async def test_gc_drops_expired_sessions_and_their_staged_bytes(
+    client: httpx.Client, settings: Settings, job_id: str
+) -> None:
+    from datetime import timedelta
+
+    from fleet_artifacts.adapters.delegation import utcnow
+    from fleet_artifacts.app import open_stores
+    from fleet_artifacts.gc import sweep_expired_records
+
+    session = open_session(client, job_id)
+    send(client, session, 0, 99_999)
+    keyed = client.post(
+        f"/fleet/jobs/{job_id}/artifacts",
+        params={"kind": "log", "fileName": "k.log"},
+        content=b"once",
+        headers={"Idempotency-Key": "sweep-me"},
+    ).json()
+    key = f"fleet/prod-a/{job_id}/{session['artifactId']}-build"
+    staging = settings.data_dir / "staging" / hashlib.sha256(key.encode()).hexdigest()
+    async with open_stores(settings) as (blobs, pointers):
+        assert key not in await sweep_expired_records(blobs, pointers, now=utcnow())  # nothing expired yet
+        later = utcnow() + timedelta(seconds=settings.session_ttl_seconds + 60)
+        later = max(later, utcnow() + timedelta(seconds=settings.idempotency_retention_seconds + 60))
+        assert key in await sweep_expired_records(blobs, pointers, now=later)
+    assert_problem(client.get(f"/uploads/{session['id']}"), 404)
+    if settings.blob_backend == "local":
+        assert not staging.exists()
+    # The idempotency key is free again: the same key now makes a new artifact.
+    again = client.post(
+        f"/fleet/jobs/{job_id}/artifacts",
+        params={"kind": "log", "fileName": "k.log"},
+        content=b"once",
+        headers={"Idempotency-Key": "sweep-me"},
+    )
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != keyed["id"]

@@ -420,6 +420,31 @@ class CosmosPointerStore(PointerStore):
                 )
         return str(written["_etag"])
 
+    async def expired_records(
+        self, kind: type[R], *, before: datetime, limit: int = 1000
+    ) -> list[StoredRecord[R]]:
+        """Records of ``kind`` past their expiry that Cosmos's TTL has not removed yet.
+
+        A cross-partition query, for sweepers only; filtered here because record timestamps
+        are stored as msgspec writes them (not fixed-width).
+        """
+        parameters: list[dict[str, Any]] = [{"name": "@kind", "value": kind.__name__}]
+        results = self._container.query_items(
+            "SELECT * FROM c WHERE c.recordType = @kind", parameters=parameters, max_item_count=1000
+        )
+        found: list[StoredRecord[R]] = []
+        with translate(f"find expired {kind.__name__} records"):
+            async for doc in results:
+                body = {
+                    k: v for k, v in doc.items() if k not in SYSTEM_FIELDS and k not in ("ttl", "recordType")
+                }
+                record = msgspec.convert(body, kind)
+                if record.expires_at < before:
+                    found.append(StoredRecord(record, str(doc["_etag"])))
+                    if len(found) >= limit:
+                        break
+        return found
+
     async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
         """Delete a record if unchanged; a changed or missing record is left as it is."""
         with (

@@ -237,6 +237,18 @@ class SqlitePointerStore(PointerStore):
         await self._run(write)
         return new_etag
 
+    async def expired_records(
+        self, kind: type[R], *, before: datetime, limit: int = 1000
+    ) -> list[StoredRecord[R]]:
+        """Records of ``kind`` past their expiry (SQLite has no TTL: this is how they go)."""
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT doc, etag FROM records WHERE kind = ?", (kind.__name__,)
+            ).fetchall()
+        )
+        records = [StoredRecord(msgspec.json.decode(doc, type=kind), etag) for doc, etag in rows]
+        return [r for r in records if r.record.expires_at < before][:limit]
+
     async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
         """Delete if unchanged."""
         await self._run(
