@@ -24,7 +24,7 @@ from fleet_artifacts.errors import (
 )
 from fleet_artifacts.gc import discard_upload
 from fleet_artifacts.idempotency import fingerprint
-from fleet_artifacts.meta import Core, UploadMeta, blob_key
+from fleet_artifacts.meta import Core, UploadMeta, absolute_url, blob_key, parse_blob_key
 from fleet_artifacts.models import ArtifactOut, ArtifactStatus, FinalizeRequest, Pointer, UploadTicket
 from fleet_artifacts.ports import StoredPointer
 from fleet_artifacts.validation import check_id
@@ -117,10 +117,10 @@ class DirectUploads:
         assert pointer.expires_at is not None
         url = await self.core.blobs.sign_write_url(pointer.blob_key, expires_at=pointer.expires_at)
         log.info("signed write URL for %s until %s", pointer.blob_key, pointer.expires_at.isoformat())
-        if url.startswith("/"):
-            url = base_url.rstrip("/") + url
         return UploadTicket(
-            **msgspec.structs.asdict(pointer), upload_url=url, upload_url_expires_at=pointer.expires_at
+            **msgspec.structs.asdict(pointer),
+            upload_url=absolute_url(url, base_url),
+            upload_url_expires_at=pointer.expires_at,
         )
 
     async def finalize(
@@ -184,11 +184,10 @@ class DirectUploads:
 
     async def upload_open(self, key: str) -> bool:
         """Whether ``key`` belongs to a direct upload that may still be written (UPLOADING, in time)."""
-        parts = key.split("/")
-        if len(parts) != 4 or parts[0] != "fleet":
+        named = parse_blob_key(key)
+        if named is None:
             return False
-        artifact_id = parts[3].rpartition("-")[0]
-        stored = await self.core.pointers.get(parts[2], artifact_id)
+        stored = await self.core.pointers.get(*named)
         if stored is None or stored.pointer.blob_key != key:
             return False
         pointer = stored.pointer

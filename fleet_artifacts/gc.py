@@ -8,6 +8,7 @@ from datetime import datetime
 import msgspec
 
 from fleet_artifacts.errors import NotFound, PreconditionFailed
+from fleet_artifacts.meta import parse_blob_key
 from fleet_artifacts.models import ArtifactStatus
 from fleet_artifacts.ports import BlobStore, IdempotencyRecord, PointerStore, StoredPointer, UploadSession
 
@@ -81,9 +82,8 @@ async def sweep_orphan_blobs(
     async for key, modified in blobs.committed("fleet/"):
         if modified >= older_than:
             continue
-        parts = key.split("/")
-        artifact_id = parts[3].rpartition("-")[0] if len(parts) == 4 else ""
-        stored = await pointers.get(parts[2], artifact_id) if artifact_id else None
+        named = parse_blob_key(key)
+        stored = await pointers.get(*named) if named else None
         if stored is not None and stored.pointer.blob_key == key:
             continue
         removed.append(key)

@@ -63,6 +63,20 @@ def content_disposition(file_name: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
+def parse_blob_key(key: str) -> tuple[str, str] | None:
+    """The (job id, artifact id) a key made by ``blob_key`` names; None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != "fleet":
+        return None
+    artifact_id = parts[3].rpartition("-")[0]
+    return (parts[2], artifact_id) if artifact_id else None
+
+
+def absolute_url(url: str, base_url: str) -> str:
+    """A store that serves its own URLs (the local backend) signs root-relative ones: anchor them."""
+    return base_url.rstrip("/") + url if url.startswith("/") else url
+
+
 class Core(Protocol):
     """The artifact service as the upload flows see it."""
 

@@ -26,7 +26,7 @@ from fleet_artifacts.errors import (
     PreconditionFailed,
 )
 from fleet_artifacts.idempotency import Idempotency, fingerprint
-from fleet_artifacts.meta import UploadMeta, blob_key, content_disposition
+from fleet_artifacts.meta import UploadMeta, absolute_url, blob_key, content_disposition
 from fleet_artifacts.models import (
     ArtifactOut,
     ArtifactPage,
@@ -181,9 +181,7 @@ class ArtifactService:
             content_disposition=content_disposition(pointer.file_name, disposition),
             content_type=pointer.content_type,
         )
-        if url.startswith("/"):
-            url = base_url.rstrip("/") + url
-        return url, expires_at
+        return absolute_url(url, base_url), expires_at
 
     async def present(
         self, pointer: Pointer, *, disposition: str = "attachment", base_url: str = ""

@@ -209,6 +209,12 @@ def _list_query(query: ListQuery) -> tuple[str, list[dict[str, Any]]]:
     return sql, [{"name": name, "value": value} for name, value in params.items()]
 
 
+def _record_from(doc: Mapping[str, Any], kind: type[R]) -> StoredRecord[R]:
+    """A side record as stored, without Cosmos's system fields and our ttl/recordType markers."""
+    body = {k: v for k, v in doc.items() if k not in SYSTEM_FIELDS and k not in ("ttl", "recordType")}
+    return StoredRecord(msgspec.convert(body, kind), str(doc["_etag"]))
+
+
 class CosmosPointerStore(PointerStore):
     """``PointerStore`` on one Cosmos DB container partitioned by ``/jobId``.
 
@@ -398,8 +404,7 @@ class CosmosPointerStore(PointerStore):
             return None
         if doc.get("recordType") != kind.__name__:
             return None
-        body = {k: v for k, v in doc.items() if k not in SYSTEM_FIELDS and k not in ("ttl", "recordType")}
-        return StoredRecord(msgspec.convert(body, kind), str(doc["_etag"]))
+        return _record_from(doc, kind)
 
     async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
         """Create or compare-and-swap a record; Cosmos deletes it by itself once its ``ttl`` lapses.
@@ -435,12 +440,9 @@ class CosmosPointerStore(PointerStore):
         found: list[StoredRecord[R]] = []
         with translate(f"find expired {kind.__name__} records"):
             async for doc in results:
-                body = {
-                    k: v for k, v in doc.items() if k not in SYSTEM_FIELDS and k not in ("ttl", "recordType")
-                }
-                record = msgspec.convert(body, kind)
-                if record.expires_at < before:
-                    found.append(StoredRecord(record, str(doc["_etag"])))
+                stored = _record_from(doc, kind)
+                if stored.record.expires_at < before:
+                    found.append(stored)
                     if len(found) >= limit:
                         break
         return found

@@ -162,7 +162,7 @@ class LocalBlobStore(BlobStore):
                         pending, pending_size = [], 0
                 if pending:
                     await asyncio.to_thread(out.write, b"".join(pending))
-                await asyncio.to_thread(_sync_and_close, out)
+                await asyncio.to_thread(fsync_file, out)
             finally:
                 out.close()
             meta = msgspec.json.encode(_Meta(content_type=content_type, sha256=digest.hexdigest()))
@@ -235,27 +235,16 @@ class LocalBlobStore(BlobStore):
         return f"{BLOB_ROUTE}{quote(key)}?{query}"
 
 
-def _sync_and_close(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())
-    out.close()
-
-
 def _commit(temp: Path, path: Path, meta: bytes) -> None:
     # The sidecar lands first: a crash between the renames leaves a sidecar
     # without data (invisible), never data without its sidecar.
     meta_temp = path.with_name(f".tmp-{uuid.uuid4().hex}")
     with open(meta_temp, "xb") as out:
         out.write(meta)
-        out.flush()
-        os.fsync(out.fileno())
+        fsync_file(out)
     os.replace(meta_temp, path.with_name(path.name + ".meta"))
     os.replace(temp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the renames themselves durable
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)  # one directory fsync makes both renames durable
 
 
 async def stage_file(
@@ -306,7 +295,12 @@ def fsync_file(out: BinaryIO) -> None:
 def rename_durably(temp: Path, target: Path) -> None:
     """Rename over ``target`` and fsync the directory, so the rename survives a crash."""
     os.replace(temp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    fsync_dir(target.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Fsync a directory, so the renames in it survive a crash."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
