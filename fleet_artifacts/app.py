@@ -1,8 +1,11 @@
-"""Application factory: ``create_app(settings)`` wires adapters, service and routes.
+"""Application factory: ``create_app(settings)`` wires adapters, core and routes.
 
-Each backend client is created once per process in the lifespan and closed
-there. Tests may pass their own ``open_stores`` (for example one that wraps a
-real adapter in an honest fault-injecting fake of the port).
+The one place (with the CLI) that knows both sides: it picks the adapters
+(``stores/``), hands them to the core (``core/``) and serves it over HTTP
+(``routes/``). Settings are read here and nowhere else. Each backend client is
+created once per process in the lifespan and closed there. Tests may pass their
+own ``open_stores`` (for example one that wraps a real adapter in an honest
+fault-injecting fake of the port).
 """
 
 from __future__ import annotations
@@ -17,24 +20,24 @@ from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ControllerRouterHandler
 
 from fleet_artifacts import __version__
-from fleet_artifacts.adapters.azure_blob import AzureBlobStore
-from fleet_artifacts.adapters.cosmos_pointers import CosmosPointerStore
-from fleet_artifacts.adapters.local_blob import LocalBlobStore
-from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
-from fleet_artifacts.auth import TokenAuthority
-from fleet_artifacts.blob_routes import signed_blob
-from fleet_artifacts.blob_upload_routes import signed_blob_put
-from fleet_artifacts.errors import ArtifactError
-from fleet_artifacts.ports import BlobStore, PointerStore
-from fleet_artifacts.problems import EXCEPTION_HANDLERS
-from fleet_artifacts.routes import ArtifactController, health
-from fleet_artifacts.service import ArtifactService
-from fleet_artifacts.session_routes import UploadSessionController
+from fleet_artifacts.core.artifacts import ArtifactService
+from fleet_artifacts.core.direct import DirectUploads
+from fleet_artifacts.core.errors import ArtifactError
+from fleet_artifacts.core.kernel import Kernel, Limits
+from fleet_artifacts.core.ports import BlobStore, HostedBlobStore, PointerStore
+from fleet_artifacts.core.sessions import SessionService
+from fleet_artifacts.routes.auth import TokenAuthority
+from fleet_artifacts.routes.deps import BLOB_PATH, Services
+from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
+from fleet_artifacts.routes.router import route_handlers
 from fleet_artifacts.settings import Settings, SettingsError
-from fleet_artifacts.signing import UrlSigner, load_or_create_key
+from fleet_artifacts.stores.azure_blob import AzureBlobStore
+from fleet_artifacts.stores.cosmos import CosmosPointerStore
+from fleet_artifacts.stores.local_blob import LocalBlobStore
+from fleet_artifacts.stores.signing import UrlSigner, load_or_create_key
+from fleet_artifacts.stores.sqlite import SqlitePointerStore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, Poin
         blobs: BlobStore
         if settings.blob_backend == "local":
             signer = UrlSigner(load_or_create_key(settings.signing_key, settings.data_dir))
-            blobs = LocalBlobStore(settings.data_dir / "blobs", signer)
+            blobs = LocalBlobStore(settings.data_dir / "blobs", signer, url_prefix=BLOB_PATH + "/")
         else:
             azure = AzureBlobStore.from_settings(settings)
             stack.push_async_callback(azure.close)
@@ -88,25 +91,23 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
     if not settings.tokens:
         raise SettingsError("no bearer tokens configured (FLEET_ARTIFACTS_TOKENS)")
 
+    limits = limits_of(settings)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_stores(settings) as (blobs, pointers):
-            app.state.auth = TokenAuthority(settings.tokens)
-            app.state.public_base_url = settings.public_base_url
-            app.state.service = ArtifactService(
-                blobs,
-                pointers,
-                sas_ttl=timedelta(seconds=settings.sas_ttl_seconds),
-                max_upload_bytes=settings.max_upload_bytes,
-                max_envelope_bytes=settings.max_envelope_bytes,
-                upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
-                verify_max_bytes=settings.verify_max_bytes,
-                idempotency_retention=timedelta(seconds=settings.idempotency_retention_seconds),
-                session_ttl=timedelta(seconds=settings.session_ttl_seconds),
+            kernel = Kernel(blobs, pointers, limits=limits)
+            direct = DirectUploads(kernel)
+            app.state.services = Services(
+                kernel=kernel,
+                artifacts=ArtifactService(kernel),
+                direct=direct,
+                sessions=SessionService(kernel),
+                auth=TokenAuthority(settings.tokens),
+                public_base_url=settings.public_base_url,
+                hosted=blobs if isinstance(blobs, HostedBlobStore) else None,
+                write_allowed=direct.upload_open,
             )
-            if isinstance(blobs, LocalBlobStore):
-                app.state.local_blobs = blobs
-                app.state.upload_open = app.state.service.direct.upload_open
             yield
 
     openapi = OpenAPIConfig(
@@ -123,13 +124,23 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         loggers={"azure": {"level": "WARNING"}},  # azure-core logs every request (and SAS URLs) at INFO
         log_exceptions="never",  # the problem handlers log what deserves it
     )
-    handlers: list[ControllerRouterHandler] = [ArtifactController, UploadSessionController, health]
-    if settings.blob_backend == "local":
-        handlers.extend([signed_blob, signed_blob_put])
     return Litestar(
-        route_handlers=handlers,
+        route_handlers=route_handlers(hosted_blobs=settings.blob_backend == "local"),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,
         logging_config=logging_config,
+    )
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The core's bounds and lifetimes, from the settings."""
+    return Limits(
+        max_upload_bytes=settings.max_upload_bytes,
+        max_envelope_bytes=settings.max_envelope_bytes,
+        sas_ttl=timedelta(seconds=settings.sas_ttl_seconds),
+        upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
+        verify_max_bytes=settings.verify_max_bytes,
+        idempotency_retention=timedelta(seconds=settings.idempotency_retention_seconds),
+        session_ttl=timedelta(seconds=settings.session_ttl_seconds),
     )

@@ -11,7 +11,7 @@ import msgspec
 
 from fleet_artifacts import __version__
 from fleet_artifacts.settings import Settings, SettingsError, load_settings
-from fleet_artifacts.signing import load_or_create_secret
+from fleet_artifacts.stores.signing import load_or_create_secret
 
 TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
 DEFAULT_PRODUCT = "default"
@@ -80,20 +80,22 @@ def collect(settings: Settings, *, stale_uploads: bool, orphans: bool, grace: in
     import asyncio
     from datetime import timedelta
 
-    from fleet_artifacts.adapters.delegation import utcnow
-    from fleet_artifacts.app import StartupError, open_stores
-    from fleet_artifacts.gc import sweep_expired_records, sweep_orphan_blobs, sweep_stale_uploads
+    from fleet_artifacts.app import StartupError, limits_of, open_stores
+    from fleet_artifacts.core.clock import utcnow
+    from fleet_artifacts.core.gc import sweep_expired_records, sweep_orphan_blobs, sweep_stale_uploads
+    from fleet_artifacts.core.kernel import Kernel
 
     async def run() -> list[str]:
         removed: list[str] = []
         async with open_stores(settings) as (blobs, pointers):
+            kernel = Kernel(blobs, pointers, limits=limits_of(settings))
             now = utcnow()
             if stale_uploads:
-                removed += await sweep_stale_uploads(blobs, pointers, now=now, dry_run=dry_run)
-                removed += await sweep_expired_records(blobs, pointers, now=now, dry_run=dry_run)
+                removed += await sweep_stale_uploads(kernel, now=now, dry_run=dry_run)
+                removed += await sweep_expired_records(kernel, now=now, dry_run=dry_run)
             if orphans:
                 cutoff = now - timedelta(seconds=grace)
-                removed += await sweep_orphan_blobs(blobs, pointers, older_than=cutoff, dry_run=dry_run)
+                removed += await sweep_orphan_blobs(kernel, older_than=cutoff, dry_run=dry_run)
         return removed
 
     try:
@@ -112,8 +114,8 @@ def init_cosmos(settings: Settings) -> int:
     """Run cosmos-init and print what it created or found."""
     import asyncio
 
+    from fleet_artifacts.core.errors import ArtifactError
     from fleet_artifacts.cosmos_init import cosmos_init
-    from fleet_artifacts.errors import ArtifactError
 
     if not settings.cosmos_endpoint:
         print("fleet-artifacts: cosmos-init needs FLEET_ARTIFACTS_COSMOS_ENDPOINT", file=sys.stderr)

@@ -18,8 +18,8 @@ from typing import Literal
 
 import msgspec
 
-from fleet_artifacts.errors import InvalidInput
-from fleet_artifacts.validation import check_id
+from fleet_artifacts.core.errors import InvalidInput
+from fleet_artifacts.core.validation import check_id
 
 PREFIX = "FLEET_ARTIFACTS_"
 MiB = 1024 * 1024

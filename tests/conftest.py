@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from litestar import Litestar
 
-from fleet_artifacts.adapters.azure_blob import AzureBlobStore
-from fleet_artifacts.adapters.local_blob import LocalBlobStore
 from fleet_artifacts.app import create_app
-from fleet_artifacts.blob_routes import signed_blob
-from fleet_artifacts.problems import EXCEPTION_HANDLERS
+from fleet_artifacts.core.ports import HostedBlobStore
 from fleet_artifacts.settings import Settings, load_settings
-from fleet_artifacts.signing import UrlSigner
+from fleet_artifacts.stores.azure_blob import AzureBlobStore
+from fleet_artifacts.stores.local_blob import LocalBlobStore
+from fleet_artifacts.stores.signing import UrlSigner
 from tests.cosmos_gateway import EMULATOR_KEY, CosmosGateway
+from tests.helpers import BLOBS, hosted_blob_server
 from tests.servers import Azurite, ThreadedServer
 
 TOKEN_A = "token-product-a-" + "0" * 16
@@ -130,16 +128,9 @@ async def azure_blobs(azurite: Azurite, tmp_path: Path) -> AsyncIterator[AzureBl
 @pytest.fixture
 def local_blobs(tmp_path: Path) -> LocalBlobStore:
     """A LocalBlobStore in a fresh directory."""
-    return LocalBlobStore(tmp_path / "blobs", UrlSigner(secrets.token_bytes(32)))
+    return LocalBlobStore(tmp_path / "blobs", UrlSigner(secrets.token_bytes(32)), url_prefix=BLOBS)
 
 
-def blob_server(store: LocalBlobStore) -> ThreadedServer:
-    """Serve a local store's signed /blobs/ URLs over real HTTP (as the app does)."""
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.local_blobs = store
-        yield
-
-    app = Litestar(route_handlers=[signed_blob], lifespan=[lifespan], exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
-    return ThreadedServer(app).start()
+def blob_server(store: HostedBlobStore) -> ThreadedServer:
+    """Serve a hosted store's signed /blobs/ URLs over real HTTP (as the app does)."""
+    return hosted_blob_server(store)

@@ -15,6 +15,7 @@ import pytest
 
 from fleet_artifacts.settings import Settings
 from tests.conftest import TOKEN_B
+from tests.helpers import assert_problem, blob_bytes, blob_names, stored_doc, upload_raw
 from tests.servers import ThreadedServer
 
 POINTER_FIELDS = {
@@ -34,88 +35,6 @@ POINTER_FIELDS = {
     "status",
     "sha256Verified",
 }
-
-
-def upload_raw(client: httpx.Client, job_id: str, data: bytes, **params: str) -> httpx.Response:
-    params.setdefault("kind", "log")
-    params.setdefault("fileName", "out.log")
-    return client.post(
-        f"/fleet/jobs/{job_id}/artifacts",
-        params=params,
-        content=data,
-        headers={"Content-Type": params.pop("_ct", "text/plain")},
-    )
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    assert body["title"] and body["detail"]
-    return body
-
-
-def stored_doc(settings: Settings, artifact_id: str) -> dict[str, object]:
-    """The pointer document as the pointer store holds it (Cosmos system fields dropped)."""
-    if settings.pointer_backend == "cosmos":
-        from azure.cosmos import CosmosClient
-
-        assert settings.cosmos_endpoint and settings.cosmos_key
-        with CosmosClient(settings.cosmos_endpoint, settings.cosmos_key) as cosmos:
-            container = cosmos.get_database_client(settings.cosmos_database).get_container_client(
-                settings.cosmos_container
-            )
-            found = list(
-                container.query_items(
-                    "SELECT * FROM c WHERE c.id = @id",
-                    parameters=[{"name": "@id", "value": artifact_id}],
-                    enable_cross_partition_query=True,
-                )
-            )
-        assert len(found) == 1
-        return {k: v for k, v in found[0].items() if not k.startswith("_")}
-    import sqlite3
-
-    with sqlite3.connect(settings.data_dir / "pointers.sqlite3") as conn:
-        row = conn.execute("SELECT doc FROM pointers WHERE id = ?", (artifact_id,)).fetchone()
-    assert row is not None
-    doc: dict[str, object] = json.loads(row[0])
-    return doc
-
-
-async def blob_bytes(settings: Settings, key: str) -> bytes | None:
-    """The committed bytes under ``key``, read behind the service's back."""
-    if settings.blob_backend == "local":
-        path = settings.data_dir / "blobs" / key
-        return path.read_bytes() if path.is_file() else None
-    from azure.core.exceptions import ResourceNotFoundError
-    from azure.storage.blob.aio import BlobServiceClient
-
-    assert settings.azure_storage_connection_string
-    async with BlobServiceClient.from_connection_string(settings.azure_storage_connection_string) as svc:
-        try:
-            downloader = await svc.get_blob_client(settings.blob_container, key).download_blob()
-        except ResourceNotFoundError:
-            return None
-        return await downloader.readall()
-
-
-async def blob_names(settings: Settings, prefix: str) -> list[str]:
-    """Every committed blob (or, locally, any file at all) whose key starts with ``prefix``."""
-    if settings.blob_backend == "local":
-        root = settings.data_dir / "blobs"
-        return sorted(
-            str(p.relative_to(root))
-            for p in root.rglob("*")
-            if p.is_file() and str(p.relative_to(root)).startswith(prefix)
-        )
-    from azure.storage.blob.aio import BlobServiceClient
-
-    assert settings.azure_storage_connection_string
-    async with BlobServiceClient.from_connection_string(settings.azure_storage_connection_string) as svc:
-        container = svc.get_container_client(settings.blob_container)
-        return [b.name async for b in container.list_blobs(name_starts_with=prefix)]
 
 
 def check_pointer(body: dict[str, object], job_id: str, data: bytes, content_type: str) -> None:

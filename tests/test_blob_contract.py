@@ -1,4 +1,4 @@
-"""BlobStore contract: every adapter must pass these (Azure on Azurite today; more join later)."""
+"""BlobStore contract: every adapter must pass these (Azure on Azurite, local files, the in-memory fake)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from fleet_artifacts.adapters.delegation import utcnow
-from fleet_artifacts.adapters.local_blob import LocalBlobStore
-from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from fleet_artifacts.ports import BlobStore
+from fleet_artifacts.core.clock import utcnow
+from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from fleet_artifacts.core.ports import BlobStore, HostedBlobStore
+from fleet_artifacts.stores.signing import UrlSigner
 from tests.conftest import BLOB_BACKENDS, blob_server
+from tests.fakes import MemoryBlobStore
+from tests.helpers import BLOBS
 
 
 class Served:
@@ -28,13 +30,20 @@ class Served:
         return self.base + url if url.startswith("/") else url
 
 
-@pytest.fixture(params=BLOB_BACKENDS)
+@pytest.fixture(params=[*BLOB_BACKENDS, "memory"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Served]:
-    """Each BlobStore adapter in turn, with a server for its signed URLs where it needs one."""
+    """Each BlobStore adapter in turn, with a server for its signed URLs where it needs one.
+
+    The in-memory fake is a hosted store like the local one, so it is served the same way.
+    """
     if request.param == "azure":
         yield Served(request.getfixturevalue("azure_blobs"))
         return
-    store: LocalBlobStore = request.getfixturevalue("local_blobs")
+    store: HostedBlobStore
+    if request.param == "memory":
+        store = MemoryBlobStore(UrlSigner(secrets.token_bytes(32)), url_prefix=BLOBS)
+    else:
+        store = request.getfixturevalue("local_blobs")
     server = blob_server(store)
     yield Served(store, server.url)
     server.stop()

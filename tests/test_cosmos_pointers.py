@@ -30,12 +30,13 @@ from azure.cosmos import CosmosClient as SyncCosmosClient
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
-from fleet_artifacts.adapters.cosmos_pointers import SYSTEM_FIELDS, CosmosPointerStore, from_document
+from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, Pointer
+from fleet_artifacts.core.ports import ListQuery
 from fleet_artifacts.cosmos_init import INDEXING_POLICY, cosmos_init, ensure_database_and_container
-from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
-from fleet_artifacts.models import ArtifactKind, ArtifactStatus, Pointer
-from fleet_artifacts.ports import ListQuery
 from fleet_artifacts.settings import Settings, load_settings
+from fleet_artifacts.stores.cosmos import CosmosPointerStore
+from fleet_artifacts.stores.cosmos_docs import SYSTEM_FIELDS, from_document
 from tests.cosmos_gateway import EMULATOR_KEY, CosmosGateway
 
 ENDPOINT_VAR = "FLEET_ARTIFACTS_TEST_COSMOS_ENDPOINT"

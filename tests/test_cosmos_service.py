@@ -13,8 +13,8 @@ import pytest
 from fleet_artifacts.app import create_app
 from tests.conftest import TOKEN_A, make_settings
 from tests.cosmos_gateway import EMULATOR_KEY, CosmosGateway
+from tests.helpers import clean_env
 from tests.servers import Azurite, ThreadedServer
-from tests.test_e2e_process import clean_env
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from azure.core.credentials import AccessToken
 from azure.storage.blob import UserDelegationKey
 from azure.storage.blob.aio import BlobServiceClient
 
-from fleet_artifacts.adapters.azure_blob import AzureBlobStore
-from fleet_artifacts.adapters.delegation import DelegationKeyCache
+from fleet_artifacts.stores.azure_blob import AzureBlobStore
+from fleet_artifacts.stores.delegation import DelegationKeyCache
 
 
 class Clock:

@@ -10,41 +10,15 @@ from typing import Any
 import httpx
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobClient, ContentSettings
+from azure.storage.blob import BlobClient
 
-from fleet_artifacts.adapters.delegation import utcnow
 from fleet_artifacts.app import open_stores
-from fleet_artifacts.gc import sweep_stale_uploads
+from fleet_artifacts.core.clock import utcnow
+from fleet_artifacts.core.gc import sweep_stale_uploads
+from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.settings import Settings
 from tests.conftest import TOKEN_B
-from tests.test_api import assert_problem, blob_bytes, blob_names
-
-
-def start(client: httpx.Client, job_id: str, **fields: Any) -> dict[str, Any]:
-    body = {"kind": "build", "fileName": "dist.tar.gz", "contentType": "application/gzip", **fields}
-    r = client.post(f"/fleet/jobs/{job_id}/artifacts/uploads", json=body)
-    assert r.status_code == 201, r.text
-    ticket: dict[str, Any] = r.json()
-    return ticket
-
-
-def write(url: str, data: bytes, *, blocks: bool = True) -> None:
-    """Upload as a worker would: the SDK's own client on the returned URL, staged blocks in parallel."""
-    options: dict[str, Any] = (
-        {"max_single_put_size": 64 * 1024, "max_block_size": 64 * 1024} if blocks else {}
-    )
-    with BlobClient.from_blob_url(url, **options) as blob:
-        blob.upload_blob(
-            data,
-            overwrite=True,
-            max_concurrency=4,
-            content_settings=ContentSettings(content_type="application/gzip"),
-        )
-
-
-def finalize(client: httpx.Client, ticket: dict[str, Any], data: bytes, **extra: Any) -> httpx.Response:
-    body = {"sizeBytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **extra}
-    return client.post(f"/fleet/jobs/{ticket['jobId']}/artifacts/{ticket['id']}/finalize", json=body)
+from tests.helpers import assert_problem, blob_bytes, blob_names, finalize, start, write
 
 
 async def test_direct_upload_then_finalize_is_active_and_downloadable(
@@ -184,12 +158,12 @@ async def test_gc_removes_uploads_past_their_deadline(
         later = utcnow() + timedelta(seconds=settings.upload_url_ttl_seconds + 60)
         stale = {t["blobKey"] for t in (committed, staged, fresh)}  # all three are past `later`
         # (The sweep is global: other tests' unfinished uploads may be swept too.)
-        would = await sweep_stale_uploads(blobs, pointers, now=later, dry_run=True)
+        would = await sweep_stale_uploads(Kernel(blobs, pointers), now=later, dry_run=True)
         assert stale <= set(would) and finished["blobKey"] not in would
         assert await pointers.get(job_id, committed["id"]) is not None  # a dry run removes nothing
-        removed = await sweep_stale_uploads(blobs, pointers, now=utcnow() + timedelta(seconds=5))
+        removed = await sweep_stale_uploads(Kernel(blobs, pointers), now=utcnow() + timedelta(seconds=5))
         assert not stale & set(removed)  # nothing of ours is past its deadline yet
-        removed = await sweep_stale_uploads(blobs, pointers, now=later)
+        removed = await sweep_stale_uploads(Kernel(blobs, pointers), now=later)
         assert stale <= set(removed) and finished["blobKey"] not in removed
         for t in (committed, staged, fresh):
             assert await pointers.get(job_id, t["id"]) is None

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from fleet_artifacts.settings import Settings
-from tests.test_api import assert_problem, upload_raw
+from tests.helpers import assert_problem, upload_raw
 
 DATA = secrets.token_bytes(2 * 1024 * 1024 + 333)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import subprocess
 import sys
@@ -14,13 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import TOKEN_A
-from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, REPO, Azurite, free_port, wait_for_port
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_ARTIFACTS_")}
-    env["PYTHONPATH"] = str(REPO)  # the package, even where it is not installed
-    return env
+from tests.helpers import clean_env
+from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, free_port, wait_for_port
 
 
 def serve_env(connection_string: str, data_dir: Path) -> dict[str, str]:

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from fleet_artifacts.app import create_app, open_stores
-from fleet_artifacts.errors import Unavailable
-from fleet_artifacts.models import ArtifactStatus, Pointer
-from fleet_artifacts.ports import (
+from fleet_artifacts.core.errors import Unavailable
+from fleet_artifacts.core.models import ArtifactStatus, Pointer
+from fleet_artifacts.core.ports import (
     BlobStore,
     ListQuery,
     PointerPage,
@@ -26,8 +26,8 @@ from fleet_artifacts.ports import (
 )
 from fleet_artifacts.settings import Settings
 from tests.conftest import TOKEN_A, make_settings
+from tests.helpers import assert_problem, blob_names, stored_doc
 from tests.servers import Azurite, ThreadedServer
-from tests.test_api import assert_problem, blob_names, stored_doc
 
 
 class PointerWritesFail(PointerStore):

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import httpx
 
-from fleet_artifacts.adapters.delegation import utcnow
 from fleet_artifacts.app import open_stores
-from fleet_artifacts.gc import sweep_orphan_blobs
+from fleet_artifacts.core.clock import utcnow
+from fleet_artifacts.core.gc import sweep_orphan_blobs
+from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.settings import Settings
-from tests.test_api import upload_raw
-from tests.test_e2e_process import clean_env
+from tests.helpers import clean_env, upload_raw
 
 
 async def once(data: bytes) -> AsyncIterator[bytes]:
@@ -29,12 +29,12 @@ async def test_orphans_are_swept_and_named_blobs_kept(
     orphan = f"fleet/prod-a/{job_id}/{'f' * 32}-log"  # as left by a crash between the two writes
     async with open_stores(settings) as (blobs, pointers):
         await blobs.write(orphan, once(b"no pointer"), content_type="text/plain", max_bytes=100)
-        young = await sweep_orphan_blobs(blobs, pointers, older_than=utcnow() - timedelta(hours=1))
+        young = await sweep_orphan_blobs(Kernel(blobs, pointers), older_than=utcnow() - timedelta(hours=1))
         assert orphan not in young  # within the grace period: left alone
         later = utcnow() + timedelta(seconds=5)
-        assert orphan in await sweep_orphan_blobs(blobs, pointers, older_than=later, dry_run=True)
+        assert orphan in await sweep_orphan_blobs(Kernel(blobs, pointers), older_than=later, dry_run=True)
         assert await blobs.info(orphan) is not None  # a dry run removes nothing
-        removed = await sweep_orphan_blobs(blobs, pointers, older_than=later)
+        removed = await sweep_orphan_blobs(Kernel(blobs, pointers), older_than=later)
         assert orphan in removed and kept["blobKey"] not in removed
         assert await blobs.info(orphan) is None
         assert await blobs.info(kept["blobKey"]) is not None

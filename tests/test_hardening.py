@@ -15,20 +15,19 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient
 
-from fleet_artifacts.adapters.local_blob import LocalBlobStore
-from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
 from fleet_artifacts.app import create_app
-from fleet_artifacts.errors import Unavailable
-from fleet_artifacts.gc import discard_upload
-from fleet_artifacts.idempotency import Idempotency
-from fleet_artifacts.models import ArtifactKind, ArtifactStatus, Pointer
-from fleet_artifacts.ports import IdempotencyRecord, SideRecord
+from fleet_artifacts.core.errors import Unavailable
+from fleet_artifacts.core.idempotency import Idempotency
+from fleet_artifacts.core.kernel import Kernel
+from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, Pointer
+from fleet_artifacts.core.ports import IdempotencyRecord, SideRecord
 from fleet_artifacts.settings import Settings
-from fleet_artifacts.signing import UrlSigner
+from fleet_artifacts.stores.local_blob import LocalBlobStore
+from fleet_artifacts.stores.signing import UrlSigner
+from fleet_artifacts.stores.sqlite import SqlitePointerStore
 from tests.conftest import TOKEN_A, make_settings
+from tests.helpers import BLOBS, assert_problem, finalize, start, upload_raw, write
 from tests.servers import Azurite, ThreadedServer
-from tests.test_api import assert_problem, upload_raw
-from tests.test_direct_upload import finalize, start, write
 
 
 def test_local_write_url_dies_with_its_upload(client: httpx.Client, settings: Settings, job_id: str) -> None:
@@ -66,7 +65,7 @@ def test_finalize_enforces_the_size_limit_a_sas_cannot(azurite: Azurite, tmp_pat
 
 async def test_discarding_an_upload_never_touches_one_finalized_meanwhile(tmp_path: Path) -> None:
     pointers = SqlitePointerStore(tmp_path / "p.sqlite3")
-    blobs = LocalBlobStore(tmp_path / "blobs", UrlSigner(b"k" * 32))
+    blobs = LocalBlobStore(tmp_path / "blobs", UrlSigner(b"k" * 32), url_prefix=BLOBS)
     pointer = Pointer(
         id="a" * 32,
         product_id="p",
@@ -92,7 +91,7 @@ async def test_discarding_an_upload_never_touches_one_finalized_meanwhile(tmp_pa
     await pointers.replace(
         msgspec.structs.replace(pointer, status=ArtifactStatus.ACTIVE), etag=etag
     )  # finalize won
-    assert await discard_upload(blobs, pointers, stale) is False
+    assert await Kernel(blobs, pointers).retire(stale) is False
     got = await pointers.get("j", pointer.id)
     assert got is not None and got.pointer.status is ArtifactStatus.ACTIVE
     assert await blobs.info(pointer.blob_key) is not None
@@ -127,7 +126,8 @@ async def test_an_unrecorded_idempotent_create_is_undone_and_frees_its_key(tmp_p
             product_id="p",
             job_id="j",
             key="k",
-            fingerprint="f",
+            operation="f",
+            request={},
             create=create,
             created_id=lambda r: r,
             replay=replay,

@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
-from fleet_artifacts.errors import Conflict
-from fleet_artifacts.idempotency import Idempotency, KeyInUse
+from fleet_artifacts.core.errors import Conflict
+from fleet_artifacts.core.idempotency import Idempotency, KeyInUse
 from fleet_artifacts.settings import Settings
+from fleet_artifacts.stores.sqlite import SqlitePointerStore
 from tests.conftest import TOKEN_B
-from tests.test_api import assert_problem, blob_names
+from tests.helpers import assert_problem, blob_names
 
 
 def post(client: httpx.Client, job_id: str, data: bytes, key: str, **params: str) -> httpx.Response:
@@ -203,7 +203,8 @@ async def test_a_dead_claim_is_taken_over_and_the_late_holder_undoes_its_work(tm
             product_id="p",
             job_id="j",
             key="k",
-            fingerprint="f",
+            operation="f",
+            request={},
             create=create,
             created_id=lambda r: r,
             replay=replay,
@@ -227,7 +228,8 @@ async def test_a_dead_claim_is_taken_over_and_the_late_holder_undoes_its_work(tm
             product_id="p",
             job_id="j",
             key="k",
-            fingerprint="other",
+            operation="other",
+            request={},
             create=lambda: replay("x"),
             created_id=lambda r: r,
             replay=replay,

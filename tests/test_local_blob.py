@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet_artifacts.adapters.local_blob import LocalBlobStore
-from fleet_artifacts.errors import InvalidInput, SignatureRejected
-from fleet_artifacts.signing import UrlSigner, load_or_create_key
+from fleet_artifacts.core.errors import InvalidInput, SignatureRejected
+from fleet_artifacts.stores.local_blob import LocalBlobStore
+from fleet_artifacts.stores.signing import UrlSigner, load_or_create_key
 
 
 @pytest.mark.parametrize(

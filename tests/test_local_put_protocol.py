@@ -12,11 +12,9 @@ import http.client
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import quote, unquote
 
 import httpx
@@ -24,13 +22,10 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, ContentSettings
 from azure.storage.blob.aio import BlobClient as AioBlobClient
-from litestar import Litestar
 
-from fleet_artifacts.adapters.local_blob import LocalBlobStore
-from fleet_artifacts.blob_routes import signed_blob
-from fleet_artifacts.blob_upload_routes import signed_blob_put
-from fleet_artifacts.problems import EXCEPTION_HANDLERS
-from fleet_artifacts.signing import UrlSigner
+from fleet_artifacts.stores.local_blob import LocalBlobStore
+from fleet_artifacts.stores.signing import UrlSigner
+from tests.helpers import BLOBS, hosted_blob_server
 from tests.servers import ThreadedServer
 
 LIMIT = 16 * 1024 * 1024
@@ -39,24 +34,14 @@ SMALL_LIMIT = 256 * 1024
 
 def put_server(store: LocalBlobStore, *, max_upload_bytes: int) -> ThreadedServer:
     """Serve the signed GET and PUT /blobs/ routes of ``store`` over real HTTP."""
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.local_blobs = store
-        app.state.service = SimpleNamespace(max_upload_bytes=max_upload_bytes)
-        yield
-
-    app = Litestar(
-        route_handlers=[signed_blob, signed_blob_put],
-        lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-    )
-    return ThreadedServer(app).start()
+    return hosted_blob_server(store, max_upload_bytes=max_upload_bytes)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path_factory.mktemp("data") / "blobs", UrlSigner(secrets.token_bytes(32)))
+    return LocalBlobStore(
+        tmp_path_factory.mktemp("data") / "blobs", UrlSigner(secrets.token_bytes(32)), url_prefix=BLOBS
+    )
 
 
 @pytest.fixture(scope="module")

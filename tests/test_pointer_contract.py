@@ -1,4 +1,4 @@
-"""PointerStore contract: every adapter must pass these (SQLite today; Cosmos joins later)."""
+"""PointerStore contract: every adapter must pass these (SQLite, Cosmos, and the in-memory fake)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from fleet_artifacts.adapters.cosmos_pointers import CosmosPointerStore
-from fleet_artifacts.adapters.sqlite_pointers import SqlitePointerStore
-from fleet_artifacts.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from fleet_artifacts.models import ArtifactKind, ArtifactStatus, Pointer
-from fleet_artifacts.ports import IdempotencyRecord, ListQuery, PointerStore, UploadSession
+from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, Pointer
+from fleet_artifacts.core.ports import IdempotencyRecord, ListQuery, PointerStore, UploadSession
+from fleet_artifacts.stores.cosmos import CosmosPointerStore
+from fleet_artifacts.stores.sqlite import SqlitePointerStore
 from tests.conftest import make_settings
+from tests.fakes import MemoryPointerStore
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -27,13 +28,16 @@ EMULATOR = (
 )
 
 
-@pytest.fixture(params=["sqlite", "cosmos-gateway", "cosmos-emulator"])
+@pytest.fixture(params=["sqlite", "cosmos-gateway", "cosmos-emulator", "memory"])
 async def pointers(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PointerStore]:
-    """Each PointerStore adapter in turn, empty.
+    """Each PointerStore adapter in turn, empty, and the in-memory fake that stands in for them.
 
     Cosmos runs on the test gateway always, and on a real emulator or account when
     FLEET_ARTIFACTS_TEST_COSMOS_ENDPOINT and ..._KEY are set (a database of its own, dropped after).
     """
+    if request.param == "memory":
+        yield MemoryPointerStore()
+        return
     if request.param == "sqlite":
         sqlite = SqlitePointerStore(tmp_path / "p.sqlite3")
         yield sqlite

@@ -13,8 +13,8 @@ import pytest
 from fleet_artifacts.app import create_app
 from fleet_artifacts.settings import Settings
 from tests.conftest import TOKEN_A, TOKEN_B, make_settings
+from tests.helpers import assert_problem, blob_names
 from tests.servers import Azurite, ThreadedServer
-from tests.test_api import assert_problem, blob_names
 
 DATA = secrets.token_bytes(1_000_003)
 
@@ -193,9 +193,10 @@ async def test_gc_drops_expired_sessions_and_their_staged_bytes(
 ) -> None:
     from datetime import timedelta
 
-    from fleet_artifacts.adapters.delegation import utcnow
     from fleet_artifacts.app import open_stores
-    from fleet_artifacts.gc import sweep_expired_records
+    from fleet_artifacts.core.clock import utcnow
+    from fleet_artifacts.core.gc import sweep_expired_records
+    from fleet_artifacts.core.kernel import Kernel
 
     session = open_session(client, job_id)
     send(client, session, 0, 99_999)
@@ -208,10 +209,12 @@ async def test_gc_drops_expired_sessions_and_their_staged_bytes(
     key = f"fleet/prod-a/{job_id}/{session['artifactId']}-build"
     staging = settings.data_dir / "staging" / hashlib.sha256(key.encode()).hexdigest()
     async with open_stores(settings) as (blobs, pointers):
-        assert key not in await sweep_expired_records(blobs, pointers, now=utcnow())  # nothing expired yet
+        assert key not in await sweep_expired_records(
+            Kernel(blobs, pointers), now=utcnow()
+        )  # nothing expired yet
         later = utcnow() + timedelta(seconds=settings.session_ttl_seconds + 60)
         later = max(later, utcnow() + timedelta(seconds=settings.idempotency_retention_seconds + 60))
-        assert key in await sweep_expired_records(blobs, pointers, now=later)
+        assert key in await sweep_expired_records(Kernel(blobs, pointers), now=later)
     assert_problem(client.get(f"/uploads/{session['id']}"), 404)
     if settings.blob_backend == "local":
         assert not staging.exists()

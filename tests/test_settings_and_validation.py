@@ -9,12 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleet_artifacts.app import create_app
-from fleet_artifacts.auth import TokenAuthority
-from fleet_artifacts.errors import InvalidInput, Unauthenticated
-from fleet_artifacts.models import ArtifactKind
-from fleet_artifacts.service import blob_key, content_disposition
+from fleet_artifacts.core.errors import InvalidInput, Unauthenticated
+from fleet_artifacts.core.keys import blob_key, content_disposition
+from fleet_artifacts.core.models import ArtifactKind
+from fleet_artifacts.core.validation import (
+    check_content_type,
+    check_file_name,
+    check_id,
+    check_tags,
+    parse_tags,
+)
+from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.settings import Settings, SettingsError, load_settings
-from fleet_artifacts.validation import check_content_type, check_file_name, check_id, check_tags, parse_tags
 from tests.servers import REPO
 
 BASE = {

@@ -1,1 +1,0 @@
-"""Adapters: one module per backend, each translating its SDK's errors."""

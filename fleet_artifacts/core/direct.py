@@ -1,0 +1,200 @@
+"""Direct-to-blob uploads: the client writes the bytes straight to Blob Storage.
+
+The service hands out an UPLOADING pointer and a create+write URL for exactly its
+blob, then ``finalize`` checks what was committed against the client's claim and
+flips the pointer to ACTIVE by etag. Unfinished uploads are swept by ``gc``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+import msgspec
+
+from fleet_artifacts.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    Unprocessable,
+)
+from fleet_artifacts.core.kernel import Kernel
+from fleet_artifacts.core.keys import blob_key, parse_blob_key
+from fleet_artifacts.core.models import (
+    ArtifactMeta,
+    ArtifactOut,
+    ArtifactStatus,
+    FinalizeRequest,
+    Pointer,
+    UploadTicket,
+)
+from fleet_artifacts.core.ports import StoredPointer
+from fleet_artifacts.core.validation import check_id
+
+log = logging.getLogger(__name__)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class DirectUploads:
+    """Start, finalize and police direct-to-blob uploads."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        """Write URLs live ``limits.upload_url_ttl``; finalize hashes up to ``limits.verify_max_bytes``."""
+        self.kernel = kernel
+
+    async def start(
+        self,
+        product_id: str,
+        job_id: str,
+        meta: ArtifactMeta,
+        size_bytes: int | None,
+        *,
+        key: str | None = None,
+    ) -> tuple[UploadTicket, bool]:
+        """Start a direct upload (once per Idempotency-Key ``key``); ``(ticket, replayed)``.
+
+        A replay re-signs the write URL of the upload the key started.
+        """
+        check_id(job_id, "jobId")
+
+        async def replay(artifact_id: str) -> UploadTicket:
+            stored = await self.kernel.lookup(product_id, artifact_id, job_id)
+            if stored.pointer.status is not ArtifactStatus.UPLOADING:
+                raise Conflict("the upload started with this Idempotency-Key was already finalized")
+            return await self._ticket(stored.pointer)
+
+        async def undo(ticket: UploadTicket) -> None:
+            await self.kernel.pointers.delete(ticket.job_id, ticket.id)
+
+        return await self.kernel.idempotency.run(
+            product_id=product_id,
+            job_id=job_id,
+            key=key,
+            operation="direct",
+            request={**msgspec.structs.asdict(meta), "sizeBytes": size_bytes},
+            create=lambda: self._open(product_id, job_id, meta, size_bytes),
+            created_id=lambda ticket: ticket.id,
+            replay=replay,
+            undo=undo,
+        )
+
+    async def _open(
+        self, product_id: str, job_id: str, meta: ArtifactMeta, size_bytes: int | None
+    ) -> UploadTicket:
+        """Create an UPLOADING pointer and a write URL for exactly its blob.
+
+        The client writes the bytes straight to Blob Storage (or to the local backend's
+        signed PUT route), then calls ``finalize``. Past ``expiresAt`` the upload is stale:
+        never served, refused by finalize, and removed by ``fleet-artifacts gc --stale-uploads``.
+        """
+        check_id(job_id, "jobId")
+        if size_bytes is not None:
+            if size_bytes < 0:
+                raise InvalidInput("sizeBytes cannot be negative", field="sizeBytes")
+            self.kernel.check_size(size_bytes)
+        artifact_id = self.kernel.new_id()
+        now = self.kernel.now()
+        pointer = Pointer.of(
+            meta,
+            id=artifact_id,
+            product_id=product_id,
+            job_id=job_id,
+            blob_key=blob_key(product_id, job_id, artifact_id, meta.kind),
+            size_bytes=size_bytes or 0,
+            sha256="",
+            created_at=now,
+            expires_at=now + self.kernel.limits.upload_url_ttl,
+            status=ArtifactStatus.UPLOADING,
+        )
+        await self.kernel.pointers.create(pointer)
+        return await self._ticket(pointer)
+
+    async def _ticket(self, pointer: Pointer) -> UploadTicket:
+        # The write URL never outlives the upload's deadline.
+        assert pointer.expires_at is not None
+        url = await self.kernel.blobs.sign_write_url(pointer.blob_key, expires_at=pointer.expires_at)
+        log.info("signed write URL for %s until %s", pointer.blob_key, pointer.expires_at.isoformat())
+        return UploadTicket(
+            **msgspec.structs.asdict(pointer),
+            upload_url=url,
+            upload_url_expires_at=pointer.expires_at,
+        )
+
+    async def finalize(
+        self, product_id: str, job_id: str, artifact_id: str, claim: FinalizeRequest
+    ) -> ArtifactOut:
+        """Check the committed blob against the client's claim, then flip the pointer to ACTIVE.
+
+        A size or digest mismatch removes blob and pointer (422): the upload must start over.
+        Finalizing an ACTIVE artifact again with the same claim returns it (a retried call).
+        """
+        if not _SHA256.fullmatch(claim.sha256):
+            raise InvalidInput("sha256 must be 64 lowercase hex digits", field="sha256")
+        stored = await self.kernel.lookup(product_id, artifact_id, job_id)
+        pointer = stored.pointer
+        if pointer.status is ArtifactStatus.ACTIVE:
+            if (pointer.size_bytes, pointer.sha256) == (claim.size_bytes, claim.sha256):
+                return await self.kernel.present(pointer)
+            raise Conflict("the artifact was already finalized with another size or digest")
+        if pointer.status is not ArtifactStatus.UPLOADING:
+            raise NotFound("artifact not found")
+        if pointer.expires_at is not None and pointer.expires_at <= self.kernel.now():
+            raise Conflict("the upload's deadline has passed; start a new upload")
+        info = await self.kernel.blobs.info(pointer.blob_key)
+        if info is None:
+            raise Conflict("nothing is committed under the upload URL yet")
+        if info.size_bytes > self.kernel.limits.max_upload_bytes:  # a SAS cannot cap a size: check it here
+            await self._abandon(stored)
+            raise PayloadTooLarge(self.kernel.limits.max_upload_bytes)
+        announced = pointer.size_bytes or None  # sizeBytes given when the upload started
+        for expected in (claim.size_bytes, announced):
+            if expected is not None and info.size_bytes != expected:
+                await self._abandon(stored)
+                raise Unprocessable(
+                    f"the committed blob has {info.size_bytes} bytes, not {expected}; "
+                    "the upload was discarded"
+                )
+        verified = claim.verify or info.size_bytes <= self.kernel.limits.verify_max_bytes
+        if verified:
+            digest = hashlib.sha256()
+            async for chunk in self.kernel.blobs.read(pointer.blob_key):
+                digest.update(chunk)
+            if digest.hexdigest() != claim.sha256:
+                await self._abandon(stored)
+                raise Unprocessable(
+                    "the committed blob's sha256 differs from the claim; the upload was discarded"
+                )
+        active = msgspec.structs.replace(
+            pointer,
+            status=ArtifactStatus.ACTIVE,
+            size_bytes=info.size_bytes,
+            sha256=claim.sha256,
+            sha256_verified=verified,
+            expires_at=None,
+        )
+        try:
+            await self.kernel.pointers.replace(active, etag=stored.etag)
+        except PreconditionFailed:
+            # A concurrent finalize (or delete) won; answer as a retry of that one would be answered.
+            return await self.finalize(product_id, job_id, artifact_id, claim)
+        return await self.kernel.present(active)
+
+    async def upload_open(self, key: str) -> bool:
+        """Whether ``key`` belongs to a direct upload that may still be written (UPLOADING, in time)."""
+        named = parse_blob_key(key)
+        if named is None:
+            return False
+        stored = await self.kernel.pointers.get(*named)
+        if stored is None or stored.pointer.blob_key != key:
+            return False
+        pointer = stored.pointer
+        deadline = pointer.expires_at
+        return pointer.status is ArtifactStatus.UPLOADING and (
+            deadline is None or deadline > self.kernel.now()
+        )
+
+    async def _abandon(self, stored: StoredPointer) -> None:
+        await self.kernel.retire(stored)

@@ -1,0 +1,90 @@
+"""The project's own errors.
+
+Adapters translate SDK and I/O failures into these at one boundary each
+(``raise ... from exc``); the HTTP layer maps them to problem documents in one
+table (``fleet_artifacts.routes.problems``). Nothing above the adapters catches an
+Azure SDK exception.
+
+    ArtifactError
+    ├── InvalidInput          400  the request cannot be acted on as sent
+    ├── Unauthenticated       401  no or unknown bearer token
+    ├── NotFound              404  absent, or owned by another product
+    ├── Conflict              409  a create raced an existing item
+    ├── PreconditionFailed    412  an etag compare-and-swap lost
+    ├── SignatureRejected     403  a signed blob URL is forged, altered or expired
+    ├── PayloadTooLarge       413  the upload crossed the size limit
+    ├── UnsupportedMediaType  415  the upload's content type has no reading
+    ├── RangeNotSatisfiable   416  a Range header selects no byte
+    ├── Unprocessable         422  well-formed, but contradicts what was stored
+    └── Unavailable           503  a backend (Blob, pointers) cannot be reached
+"""
+
+from __future__ import annotations
+
+
+class ArtifactError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(ArtifactError):
+    """The request is malformed or violates a validation rule."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class Unauthenticated(ArtifactError):
+    """The bearer token is missing or unknown."""
+
+
+class NotFound(ArtifactError):
+    """The item does not exist, or is not visible to the caller."""
+
+
+class Conflict(ArtifactError):
+    """An item with the same identity exists already."""
+
+
+class PreconditionFailed(ArtifactError):
+    """An optimistic-concurrency check (etag) failed."""
+
+
+class PayloadTooLarge(ArtifactError):
+    """The upload is larger than the configured limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upload exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class UnsupportedMediaType(ArtifactError):
+    """The request body's content type is not one the route reads."""
+
+
+class SignatureRejected(ArtifactError):
+    """A signed URL was not signed by us, was altered, lacks a permission, or expired."""
+
+
+class RangeNotSatisfiable(ArtifactError):
+    """The Range header selects no byte of the representation."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the requested range is outside the {size} bytes of the artifact")
+        self.size = size
+
+
+class Unprocessable(ArtifactError):
+    """The request is well-formed but contradicts the stored state (e.g. a digest mismatch)."""
+
+
+class Unavailable(ArtifactError):
+    """A backend could not be reached or answered with a server error."""
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -1,0 +1,98 @@
+"""Sweeping what clients left behind. Small, separate functions a fuller lifecycle sweeper can absorb.
+
+Every removal of an artifact or an unfinished upload goes through ``Kernel.retire``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from fleet_artifacts.core.kernel import Kernel
+from fleet_artifacts.core.keys import parse_blob_key
+from fleet_artifacts.core.models import ArtifactStatus
+from fleet_artifacts.core.ports import (
+    IdempotencyRecord,
+    UploadSession,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def sweep_stale_uploads(
+    kernel: Kernel, *, now: datetime, dry_run: bool = False, batch: int = 500
+) -> list[str]:
+    """Remove direct uploads never finalized by their deadline: blob, staged blocks, then pointer.
+
+    The pointer goes last, so an interrupted sweep is finished by the next one. Returns the
+    blob keys of the uploads removed (or that would be, with ``dry_run``).
+    """
+    removed: list[str] = []
+    seen: set[str] = set()
+    while True:
+        stale = [
+            s
+            for s in await kernel.pointers.expired(ArtifactStatus.UPLOADING, before=now, limit=batch)
+            if s.pointer.id not in seen
+        ]
+        if not stale:
+            return removed
+        for stored in stale:
+            seen.add(stored.pointer.id)
+            if dry_run:
+                removed.append(stored.pointer.blob_key)
+            elif await kernel.retire(stored):
+                removed.append(stored.pointer.blob_key)
+                log.info(
+                    "removed stale upload %s (deadline %s)",
+                    stored.pointer.blob_key,
+                    stored.pointer.expires_at,
+                )
+        if dry_run or len(stale) < batch:
+            return removed
+
+
+async def sweep_orphan_blobs(kernel: Kernel, *, older_than: datetime, dry_run: bool = False) -> list[str]:
+    """Delete committed blobs that no pointer names, last modified before ``older_than``.
+
+    Such blobs are left when the process dies between writing a blob and its pointer,
+    or when deleting a blob after a failed pointer write fails too. The grace period
+    (``older_than``) keeps the sweep off uploads whose pointer is still being written.
+    """
+    blobs, pointers = kernel.blobs, kernel.pointers
+    removed: list[str] = []
+    async for key, modified in blobs.committed("fleet/"):
+        if modified >= older_than:
+            continue
+        named = parse_blob_key(key)
+        stored = await pointers.get(*named) if named else None
+        if stored is not None and stored.pointer.blob_key == key:
+            continue
+        removed.append(key)
+        if not dry_run:
+            await blobs.delete(key)
+            log.info("removed orphan blob %s (modified %s)", key, modified.isoformat())
+    return removed
+
+
+async def sweep_expired_records(kernel: Kernel, *, now: datetime, dry_run: bool = False) -> list[str]:
+    """Drop expired resumable sessions (with their staged bytes) and expired idempotency keys.
+
+    Returns the blob keys of the sessions dropped. Cosmos removes expired records by its own
+    TTL (staged blocks on Azure go after seven days); SQLite and the local staging dir need this.
+    """
+    blobs, pointers = kernel.blobs, kernel.pointers
+    dropped: list[str] = []
+    for stored in await pointers.expired_records(UploadSession, before=now):
+        session = stored.record
+        dropped.append(session.blob_key)
+        if dry_run:
+            continue
+        if not session.completed:  # a completed session's blocks are its artifact now
+            await blobs.discard_uncommitted(session.blob_key)
+        await pointers.delete_record(session.job_id, session.id, etag=stored.etag)
+        log.info("removed expired upload session %s/%s", session.job_id, session.id)
+    if not dry_run:
+        for key in await pointers.expired_records(IdempotencyRecord, before=now):
+            await pointers.delete_record(key.record.job_id, key.record.id, etag=key.etag)
+    return dropped

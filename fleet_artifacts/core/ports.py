@@ -1,0 +1,328 @@
+"""Ports: the two storage seams of the service.
+
+``BlobStore`` holds artifact bytes (``HostedBlobStore``: one whose signed URLs this
+service serves itself); ``PointerStore`` holds the small pointer documents that
+describe them, and side records beside them. Adapters live in ``fleet_artifacts.stores`` and
+raise only the project's errors (``fleet_artifacts.core.errors``).
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from datetime import datetime
+from typing import Generic, TypeVar
+
+import msgspec
+
+from fleet_artifacts.core.models import ArtifactKind, ArtifactMeta, ArtifactStatus, Pointer
+
+MAX_BLOCK_BYTES = 4000 * 1024 * 1024  # Azure's largest block
+MAX_BLOCKS = 50_000  # Azure's limit on the blocks of one committed blob
+MAX_STAGED_BLOCKS = 100_000  # Azure's limit on the uncommitted blocks of one blob
+
+
+def block_id_width(block_id_bytes: int) -> int:
+    """Length of the base64 form of a block id of this many bytes (Azure compares that length)."""
+    return 4 * -(-block_id_bytes // 3)
+
+
+class BlobWritten(msgspec.Struct, frozen=True):
+    """What a completed blob write measured on the way through."""
+
+    size_bytes: int
+    sha256: str
+
+
+class BlobInfo(msgspec.Struct, frozen=True):
+    """Properties of a committed blob."""
+
+    size_bytes: int
+    content_type: str
+    sha256: str | None = None
+
+
+class StagedChunk(msgspec.Struct, frozen=True):
+    """Bytes staged for a blob but not committed: the blocks that hold them, measured."""
+
+    block_ids: list[str]
+    size_bytes: int
+    sha256: str
+
+
+def chunk_block_id(offset: int, nonce: str) -> str:
+    """A block id naming a byte offset and the request that staged it (fixed length, as Azure wants).
+
+    The nonce keeps two requests staging the same offset from overwriting each other's blocks.
+    """
+    if len(nonce) != 8:
+        raise ValueError("the nonce must be 8 characters")
+    return base64.b64encode(f"{offset:016x}-{nonce}".encode()).decode()
+
+
+class BlobStore(abc.ABC):
+    """Artifact bytes, addressed by blob key."""
+
+    @abc.abstractmethod
+    async def write(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Stream ``chunks`` into a new blob at ``key`` and commit it.
+
+        The blob becomes visible only once every chunk was stored. If the
+        stream raises, or crosses ``max_bytes`` (PayloadTooLarge), nothing is
+        committed under ``key``.
+        """
+
+    @abc.abstractmethod
+    def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream a committed blob's bytes (from ``offset``, ``length`` of them); NotFound if absent."""
+
+    @abc.abstractmethod
+    async def info(self, key: str) -> BlobInfo | None:
+        """Return a committed blob's properties, or None if absent."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Delete a blob; True if it existed. Deleting an absent blob is not an error."""
+
+    @abc.abstractmethod
+    async def sign_read_url(
+        self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str
+    ) -> str:
+        """Return a URL that lets anyone holding it read this one blob until ``expires_at``.
+
+        The URL makes the download answer with the given Content-Disposition
+        and Content-Type.
+        """
+
+    @abc.abstractmethod
+    async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
+        """Return a URL that lets its holder create and write this one blob until ``expires_at``.
+
+        It accepts what a client sends to Azure Blob Storage for a block blob (Put Blob,
+        Put Block, Put Block List), so ``BlobClient.from_blob_url(url).upload_blob(...)``
+        works. It grants no read, and nothing on any other blob.
+        """
+
+    @abc.abstractmethod
+    def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """Every committed blob whose key starts with ``prefix``, with its last-modified time."""
+
+    @abc.abstractmethod
+    async def stage_chunk(
+        self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
+    ) -> StagedChunk:
+        """Stage bytes that start at ``offset`` of the blob-to-be, without committing anything.
+
+        Raises PayloadTooLarge past ``max_bytes``; what was staged then is never committed.
+        """
+
+    @abc.abstractmethod
+    async def commit_chunks(
+        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Commit staged blocks, in this order, as the blob; return its size and sha256."""
+
+    @abc.abstractmethod
+    async def discard_uncommitted(self, key: str) -> None:
+        """Drop blocks staged for ``key`` but never committed (an abandoned direct upload)."""
+
+
+class HostedBlobStore(BlobStore):
+    """A BlobStore whose signed URLs this service serves itself (the local backend).
+
+    Its ``sign_read_url`` and ``sign_write_url`` return root-relative URLs under the
+    prefix the app gave it; ``routes/`` serves them (GET, HEAD, and the block-blob
+    PUT protocol that the Azure SDK speaks) and anchors them to the public base URL.
+    """
+
+    @abc.abstractmethod
+    def verify_url(self, key: str, needed: str, query: Mapping[str, str], *, now: float) -> dict[str, str]:
+        """Check that a signed URL's ``query`` grants ``needed`` on ``key`` at ``now`` (Unix seconds).
+
+        Returns the signed parameters (``rscd``, ``rsct``, ``sp``, ``se``); SignatureRejected if
+        the URL was not signed here, was altered, lacks the permission or expired; InvalidInput
+        if ``key`` cannot name a blob of this store.
+        """
+
+    @abc.abstractmethod
+    async def stage_block(
+        self, key: str, block_id: bytes, chunks: AsyncIterable[bytes], *, limit: int, declared: int | None
+    ) -> None:
+        """Put Block: stage ``chunks`` as block ``block_id`` of ``key``; a later stage of the id wins.
+
+        InvalidInput if the id's base64 length differs from the other staged ids'; Conflict past
+        MAX_STAGED_BLOCKS ids; PayloadTooLarge(MAX_BLOCK_BYTES) for a block past that, and
+        PayloadTooLarge(limit) when the staged blocks (other ids) plus this one (``declared``, or
+        what arrives) exceed ``limit``. Nothing is staged under the id when it raises.
+        """
+
+    @abc.abstractmethod
+    async def commit_block_list(
+        self, key: str, entries: list[tuple[str, bytes]], *, content_type: str, limit: int
+    ) -> BlobWritten:
+        """Put Block List: commit the staged blocks named by ``entries`` in order, then drop all staged.
+
+        ``entries`` are (``Latest`` | ``Uncommitted`` | ``Committed``, block id). InvalidInput for
+        ``Committed`` (no committed blocks are kept) or an id not staged; PayloadTooLarge(limit)
+        when the blocks add up past ``limit`` (nothing committed then).
+        """
+
+
+class StoredPointer(msgspec.Struct, frozen=True):
+    """A pointer as read from the store, with the etag for compare-and-swap."""
+
+    pointer: Pointer
+    etag: str
+
+
+class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A page request over one job's pointers, newest first."""
+
+    job_id: str
+    product_id: str
+    kind: ArtifactKind | None = None
+    run_id: str | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    status: ArtifactStatus = ArtifactStatus.ACTIVE
+    limit: int = 100
+    continuation: str | None = None
+
+
+class SideRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Service state kept beside the pointers, in the job's partition, until ``expires_at``.
+
+    Subclasses are the record kinds; a record is read back only as its own kind.
+    """
+
+    id: str
+    job_id: str
+    expires_at: datetime
+
+
+class IdempotencyRecord(SideRecord, frozen=True, kw_only=True, rename="camel"):
+    """Which artifact a create with an Idempotency-Key made, kept for the retention window.
+
+    ``artifact_id`` is None while the first request holding the key is still at work.
+    """
+
+    fingerprint: str
+    artifact_id: str | None = None
+    claimed_at: datetime
+
+
+class SessionChunk(msgspec.Struct, frozen=True, array_like=True):
+    """One received range of a resumable upload and the blocks that hold it."""
+
+    start: int
+    length: int
+    sha256: str
+    block_ids: list[str]
+
+
+class UploadSession(SideRecord, frozen=True, kw_only=True, rename="camel"):
+    """A resumable upload: its artifact-to-be and the byte ranges received so far."""
+
+    product_id: str
+    artifact_id: str
+    blob_key: str
+    kind: ArtifactKind
+    file_name: str
+    content_type: str
+    run_id: str | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    total_bytes: int | None = None
+    created_at: datetime
+    chunks: list[SessionChunk] = msgspec.field(default_factory=list)
+    completed: bool = False
+
+    def meta(self) -> ArtifactMeta:
+        """The metadata the session's artifact will carry."""
+        return ArtifactMeta(**{name: getattr(self, name) for name in ArtifactMeta.__struct_fields__})
+
+
+R = TypeVar("R", bound=SideRecord)
+
+
+class StoredRecord(msgspec.Struct, Generic[R], frozen=True):
+    """A side record with the etag for compare-and-swap."""
+
+    record: R
+    etag: str
+
+
+class PointerPage(msgspec.Struct, frozen=True):
+    """One page of pointers and the opaque token for the next, if any."""
+
+    items: list[Pointer]
+    continuation: str | None
+
+
+class PointerStore(abc.ABC):
+    """Pointer documents, partitioned by job id."""
+
+    @abc.abstractmethod
+    async def create(self, pointer: Pointer) -> str:
+        """Insert a new pointer and return its etag; Conflict if the id exists."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
+        """Point read within one job; None if absent."""
+
+    @abc.abstractmethod
+    async def find(self, artifact_id: str) -> StoredPointer | None:
+        """Look a pointer up by id alone (may cost a cross-partition query)."""
+
+    @abc.abstractmethod
+    async def replace(self, pointer: Pointer, *, etag: str) -> str:
+        """Overwrite a pointer if its etag still matches; return the new etag.
+
+        Raises PreconditionFailed if it changed meanwhile, NotFound if it is gone.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, job_id: str, artifact_id: str) -> bool:
+        """Delete a pointer; True if it existed."""
+
+    @abc.abstractmethod
+    async def get_record(self, job_id: str, record_id: str, kind: type[R]) -> StoredRecord[R] | None:
+        """Read a side record of ``kind`` (a point read in the job's partition); None if absent."""
+
+    @abc.abstractmethod
+    async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
+        """Create a record (``etag`` None; Conflict if it exists) or replace it if ``etag`` matches.
+
+        Returns the new etag; PreconditionFailed if the record changed, NotFound if it is gone.
+        """
+
+    @abc.abstractmethod
+    async def expired_records(
+        self, kind: type[R], *, before: datetime, limit: int = 1000
+    ) -> list[StoredRecord[R]]:
+        """Side records of ``kind`` whose ``expiresAt`` is earlier than ``before``, across all jobs.
+
+        Stores that expire records by themselves (Cosmos per-item TTL) may return only those
+        not yet gone.
+        """
+
+    @abc.abstractmethod
+    async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
+        """Delete a record if it is unchanged since ``etag`` was read; otherwise do nothing."""
+
+    @abc.abstractmethod
+    async def expired(
+        self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` whose ``expiresAt`` is earlier than ``before``, across all jobs.
+
+        For sweepers (a cross-partition query on Cosmos); at most ``limit`` of them.
+        """
+
+    @abc.abstractmethod
+    async def list(self, query: ListQuery) -> PointerPage:
+        """Return one page of a job's pointers, newest first.
+
+        Raises InvalidInput if ``query.continuation`` was not issued by this store.
+        """

@@ -1,0 +1,94 @@
+"""Reading and deleting artifacts: list a job's, fetch one with a fresh download URL, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from litestar import delete, get
+from litestar.params import FromQuery, QueryParameter
+
+from fleet_artifacts.core.models import ArtifactKind, ArtifactOut, ArtifactPage
+from fleet_artifacts.core.ports import ListQuery
+from fleet_artifacts.core.validation import check_id, parse_tags
+from fleet_artifacts.routes.deps import (
+    ArtifactId,
+    BaseUrl,
+    JobId,
+    ProductId,
+    Svc,
+    Tag,
+    aid,
+    anchored,
+    anchored_page,
+    job,
+)
+
+Disposition = Literal["attachment", "inline"]
+DispositionParam = Annotated[
+    Disposition,
+    QueryParameter(description="Content-Disposition of the download: attachment saves, inline views."),
+]
+
+
+@get("/jobs/{job_id:str}/artifacts", operation_id="listArtifacts")
+async def list_artifacts(
+    services: Svc,
+    product_id: ProductId,
+    base_url: BaseUrl,
+    job_id: JobId,
+    kind: FromQuery[ArtifactKind | None] = None,
+    run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
+    tag: Tag = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    continuation_token: Annotated[str | None, QueryParameter(name="continuationToken")] = None,
+) -> ArtifactPage:
+    """List a job's artifacts, newest first; pass continuationToken for the next page."""
+    query = ListQuery(
+        job_id=job(job_id),
+        product_id=product_id,
+        kind=kind,
+        run_id=None if run_id is None else check_id(run_id, "runId"),
+        tags=parse_tags(tag or []),
+        limit=limit,
+        continuation=continuation_token,
+    )
+    return anchored_page(await services.artifacts.list(query), base_url)
+
+
+@get("/jobs/{job_id:str}/artifacts/{artifact_id:str}", operation_id="getJobArtifact")
+async def get_in_job(
+    services: Svc,
+    product_id: ProductId,
+    base_url: BaseUrl,
+    job_id: JobId,
+    artifact_id: ArtifactId,
+    disposition: DispositionParam = "attachment",
+) -> ArtifactOut:
+    """Fetch a pointer with a fresh download URL (a point read)."""
+    out = await services.artifacts.get(product_id, aid(artifact_id), job(job_id), disposition=disposition)
+    return anchored(out, base_url)
+
+
+@get("/artifacts/{artifact_id:str}", operation_id="getArtifact")
+async def get_by_id(
+    services: Svc,
+    product_id: ProductId,
+    base_url: BaseUrl,
+    artifact_id: ArtifactId,
+    disposition: DispositionParam = "attachment",
+) -> ArtifactOut:
+    """Fetch a pointer by id alone (a cross-partition lookup on Cosmos)."""
+    out = await services.artifacts.get(product_id, aid(artifact_id), disposition=disposition)
+    return anchored(out, base_url)
+
+
+@delete("/jobs/{job_id:str}/artifacts/{artifact_id:str}", operation_id="deleteJobArtifact")
+async def delete_in_job(services: Svc, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId) -> None:
+    """Delete an artifact's pointer and blob."""
+    await services.artifacts.delete(product_id, aid(artifact_id), job_id=job(job_id))
+
+
+@delete("/artifacts/{artifact_id:str}", operation_id="deleteArtifact")
+async def delete_by_id(services: Svc, product_id: ProductId, artifact_id: ArtifactId) -> None:
+    """Delete an artifact's pointer and blob, found by id alone."""
+    await services.artifacts.delete(product_id, aid(artifact_id))

@@ -1,0 +1,137 @@
+"""What every handler shares: the typed app state, auth, the public base URL, parameters.
+
+``create_app`` puts one ``Services`` on ``app.state.services`` in the lifespan; handlers
+get it, the caller's product and the base URL through the ``DEPENDENCIES`` below. URLs
+are built here: a store that serves its own signed URLs (the local backend) signs
+root-relative ones, which ``anchor`` makes absolute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
+
+from fleet_artifacts.core.artifacts import ArtifactService
+from fleet_artifacts.core.direct import DirectUploads
+from fleet_artifacts.core.kernel import Kernel
+from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, UploadTicket
+from fleet_artifacts.core.ports import HostedBlobStore
+from fleet_artifacts.core.sessions import SessionService
+from fleet_artifacts.core.validation import check_id
+from fleet_artifacts.routes.auth import TokenAuthority
+
+AnyRequest = Request[Any, Any, Any]
+BLOB_PATH = "/blobs"  # where a HostedBlobStore's signed URLs are served (its url_prefix + "/")
+
+
+@dataclass(frozen=True)
+class Services:
+    """The per-process objects handlers use, built once in the lifespan."""
+
+    kernel: Kernel
+    artifacts: ArtifactService
+    direct: DirectUploads
+    sessions: SessionService
+    auth: TokenAuthority
+    public_base_url: str | None
+    hosted: HostedBlobStore | None  # the blob store, when this service serves its URLs
+    # Whether a hosted store's write URL may still write ``key``: the direct upload it was
+    # issued for is open (``DirectUploads.upload_open``).
+    write_allowed: Callable[[str], Awaitable[bool]]
+
+
+def services_of(state: State) -> Services:
+    """The ``Services`` of a running app."""
+    services = state.services
+    assert isinstance(services, Services)
+    return services
+
+
+def provide_base_url(request: AnyRequest, services: NamedDependency[Services]) -> str:
+    """Where this service is reached: PUBLIC_BASE_URL, else the request's own origin."""
+    return services.public_base_url or str(request.base_url).rstrip("/")
+
+
+def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: refuse a request without a valid token before its body is read or parsed."""
+    services_of(connection.app.state).auth.product_for(connection.headers.get("authorization"))
+
+
+def authenticate(request: AnyRequest, services: NamedDependency[Services]) -> str:
+    """Resolve the caller's product from the bearer token (401 otherwise)."""
+    return services.auth.product_for(request.headers.get("authorization"))
+
+
+DEPENDENCIES = {
+    "services": Provide(services_of, sync_to_thread=False),
+    "product_id": Provide(authenticate, sync_to_thread=False),
+    "base_url": Provide(provide_base_url, sync_to_thread=False),
+}
+Svc = NamedDependency[Services]
+ProductId = NamedDependency[str]
+BaseUrl = NamedDependency[str]
+
+JobId = Annotated[str, PathParameter(description="The job the artifacts belong to (partition key).")]
+ArtifactId = Annotated[str, PathParameter(description="The artifact id returned on upload.")]
+Tag = Annotated[
+    list[str] | None,
+    QueryParameter(description="Tag as key:value; repeat for several (all must match)."),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        description="Makes the create safe to retry: the same key (per product and job, within the "
+        "retention window) returns the same artifact; reused with other metadata -> 409.",
+    ),
+]
+REPLAYED = "Idempotent-Replayed"
+
+
+def replayed_header(replayed: bool) -> dict[str, str]:
+    """``Idempotent-Replayed: true`` on an answer that replays an earlier create."""
+    return {REPLAYED: "true"} if replayed else {}
+
+
+def job(job_id: str) -> str:
+    """A checked job id from the path."""
+    return check_id(job_id, "jobId")
+
+
+def aid(artifact_id: str) -> str:
+    """A checked artifact id from the path."""
+    return check_id(artifact_id, "artifactId")
+
+
+def per_method(name: str) -> Callable[..., str]:
+    """OpenAPI operation ids for a handler serving GET and HEAD: ``name`` and ``nameHead``."""
+    return lambda _handler, method, _path: name if method == "GET" else f"{name}Head"
+
+
+def anchor(url: str, base_url: str) -> str:
+    """Make a root-relative URL (one this service serves) absolute; leave others as they are."""
+    return base_url.rstrip("/") + url if url.startswith("/") else url
+
+
+def anchored(out: ArtifactOut, base_url: str) -> ArtifactOut:
+    """An artifact whose download URL is absolute."""
+    return msgspec.structs.replace(out, download_url=anchor(out.download_url, base_url))
+
+
+def anchored_page(page: ArtifactPage, base_url: str) -> ArtifactPage:
+    """A page whose download URLs are absolute."""
+    return ArtifactPage([anchored(item, base_url) for item in page.items], page.continuation_token)
+
+
+def anchored_ticket(ticket: UploadTicket, base_url: str) -> UploadTicket:
+    """An upload ticket whose write URL is absolute."""
+    return msgspec.structs.replace(ticket, upload_url=anchor(ticket.upload_url, base_url))

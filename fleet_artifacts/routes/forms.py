@@ -1,0 +1,203 @@
+"""Readers for the three upload forms; each yields metadata and a byte stream.
+
+The form is chosen by the request's Content-Type, and only by it:
+
+- ``multipart/form-data``: metadata fields first, then one part named ``file``
+  (the last part, as with S3 POST uploads), streamed as it arrives.
+- ``application/vnd.fleet-artifact+json``: a JSON envelope with base64
+  ``content``, for small payloads (bounded by ``MAX_ENVELOPE_BYTES``).
+- anything else: the body *is* the artifact, streamed; its Content-Type is the
+  artifact's (so a ``.json`` file uploads as-is), metadata in the query string.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Mapping
+
+import msgspec
+from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
+
+from fleet_artifacts.core.errors import InvalidInput, PayloadTooLarge
+from fleet_artifacts.core.models import ArtifactKind, ArtifactMeta, UploadEnvelope
+from fleet_artifacts.core.validation import checked_meta, parse_tags
+
+ENVELOPE_MEDIA_TYPE = "application/vnd.fleet-artifact+json"
+MULTIPART_MEDIA_TYPE = "multipart/form-data"
+_FIELD_LIMIT = 16 * 1024
+_SINGLE_FIELDS = {"kind", "runId", "fileName", "contentType"}
+_TAG_FIELDS = {"tag", "tags"}
+
+
+class QueryMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """Metadata a raw-body upload gives in its query string (None where absent)."""
+
+    kind: str | None = None
+    file_name: str | None = None
+    run_id: str | None = None
+    content_type: str | None = None
+    tag: list[str] | None = None
+
+    def given(self) -> bool:
+        """Whether any field was given."""
+        return any(getattr(self, name) is not None for name in self.__struct_fields__)
+
+
+async def read_upload(
+    stream: AsyncIterator[bytes],
+    headers: Mapping[str, str],
+    query: QueryMeta,
+    *,
+    max_envelope_bytes: int,
+    max_upload_bytes: int,
+) -> tuple[ArtifactMeta, AsyncIterator[bytes]]:
+    """Read an upload in whichever form its Content-Type names: checked metadata and the bytes."""
+    media_type = headers.get("content-type", "application/octet-stream")
+    essence = media_type.split(";", 1)[0].strip().lower()
+    if essence in (MULTIPART_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE) and query.given():
+        raise InvalidInput(f"with {essence}, metadata goes in the body, not the query string")
+    if essence == MULTIPART_MEDIA_TYPE:
+        return await read_multipart(stream, media_type)
+    if essence == ENVELOPE_MEDIA_TYPE:
+        meta, content = await read_envelope(
+            stream, max_envelope_bytes=max_envelope_bytes, max_upload_bytes=max_upload_bytes
+        )
+        return meta, _once(content)
+    if (length := headers.get("content-length")) and length.isdigit() and int(length) > max_upload_bytes:
+        raise PayloadTooLarge(max_upload_bytes)  # before a byte is read: the client learns early
+    meta = checked_meta(
+        ArtifactMeta(
+            kind=parse_kind(query.kind),
+            file_name=query.file_name or "",
+            content_type=query.content_type or media_type,
+            run_id=query.run_id,
+            tags=parse_tags(query.tag or []),
+        )
+    )
+    return meta, stream
+
+
+async def _once(content: bytes) -> AsyncIterator[bytes]:
+    yield content
+
+
+async def read_bounded(stream: AsyncIterator[bytes], limit: int) -> bytes:
+    """The whole body, or PayloadTooLarge(limit) as soon as it grows past ``limit``."""
+    body = bytearray()
+    async for chunk in stream:
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(limit)
+    return bytes(body)
+
+
+def parse_kind(value: str | None) -> ArtifactKind:
+    """Return the artifact kind named by ``value``; InvalidInput if unknown or absent."""
+    if not value:
+        raise InvalidInput("kind is required", field="kind")
+    try:
+        return ArtifactKind(value)
+    except ValueError:
+        names = ", ".join(k.value for k in ArtifactKind)
+        raise InvalidInput(f"kind must be one of: {names}", field="kind") from None
+
+
+async def _events(
+    stream: AsyncIterator[bytes], parser: PushMultipartParser
+) -> AsyncIterator[MultipartSegment | bytes | None]:
+    try:
+        async for chunk in stream:
+            if chunk:
+                for event in parser.parse(chunk):
+                    yield event
+        for event in parser.parse(b""):
+            yield event
+    except MultipartError as exc:
+        raise InvalidInput(f"malformed multipart body: {exc}") from exc
+
+
+async def read_multipart(
+    stream: AsyncIterator[bytes], content_type: str
+) -> tuple[ArtifactMeta, AsyncIterator[bytes]]:
+    """Read the metadata fields, stop at the ``file`` part and return its byte stream."""
+    boundary = parse_options_header(content_type)[1].get("boundary")
+    if not boundary:
+        raise InvalidInput("multipart/form-data needs a boundary parameter")
+    parser = PushMultipartParser(boundary, max_segment_count=64)
+    events = _events(stream, parser)
+    fields: dict[str, list[str]] = {}
+    name: str | None = None
+    value = bytearray()
+    file_part: MultipartSegment | None = None
+    async for event in events:
+        if isinstance(event, MultipartSegment):
+            if event.name == "file":
+                file_part = event
+                break
+            if event.name not in _SINGLE_FIELDS | _TAG_FIELDS:
+                raise InvalidInput(f"unknown form field {event.name[:40]!r}")
+            name, value = event.name, bytearray()
+        elif event is None:
+            assert name is not None
+            try:
+                fields.setdefault(name, []).append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InvalidInput(f"form field {name!r} is not UTF-8", field=name) from None
+        else:
+            value += event
+            if len(value) > _FIELD_LIMIT:
+                raise InvalidInput(f"form field {name!r} is too long", field=name)
+    if file_part is None:
+        raise InvalidInput("the multipart body has no part named 'file'", field="file")
+    for key in _SINGLE_FIELDS & fields.keys():
+        if len(fields[key]) > 1:
+            raise InvalidInput(f"form field {key!r} is given more than once", field=key)
+
+    def one(key: str) -> str | None:
+        return fields[key][0] if key in fields else None
+
+    meta = checked_meta(
+        ArtifactMeta(
+            kind=parse_kind(one("kind")),
+            file_name=one("fileName") or file_part.filename or "",
+            content_type=one("contentType") or file_part.content_type or "",
+            run_id=one("runId"),
+            tags=parse_tags(fields.get("tag", []) + fields.get("tags", [])),
+        )
+    )
+
+    async def file_bytes() -> AsyncIterator[bytes]:
+        async for event in events:
+            if event is None:
+                break
+            assert not isinstance(event, MultipartSegment)
+            yield bytes(event)
+        # The upload commits only once the whole body proved well-formed.
+        async for event in events:
+            if isinstance(event, MultipartSegment):
+                raise InvalidInput("the 'file' part must be the last part of the form")
+        if not parser.closed:
+            raise InvalidInput("the multipart body ended early")
+
+    return meta, file_bytes()
+
+
+async def read_envelope(
+    stream: AsyncIterator[bytes], *, max_envelope_bytes: int, max_upload_bytes: int
+) -> tuple[ArtifactMeta, bytes]:
+    """Read and decode a JSON envelope; the whole body is held, hence its small bound."""
+    body = await read_bounded(stream, max_envelope_bytes)
+    try:
+        envelope = msgspec.json.decode(body, type=UploadEnvelope)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid upload envelope: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"the upload envelope is not valid JSON: {exc}") from None
+    try:
+        content = base64.b64decode(envelope.content, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("content must be standard base64", field="content") from None
+    if len(content) > max_upload_bytes:
+        raise PayloadTooLarge(max_upload_bytes)
+    return checked_meta(envelope), content

@@ -1,0 +1,153 @@
+"""The signed URLs of a store this service hosts (the local backend): ``/blobs/{key}?<sig>``.
+
+Anyone holding a URL signed by the store may use it until it expires, as with an
+Azure SAS; no bearer token is involved. GET and HEAD read (``sp=r``: Range and
+ETag supported); PUT writes (``sp=cw``) with Azure's block-blob protocol
+(``routes.blob_protocol``). Registered only when the blob store is a
+``HostedBlobStore``.
+
+Example:
+    >>> url = base_url + await store.sign_write_url(key, expires_at=soon)  # doctest: +SKIP
+    >>> BlobClient.from_blob_url(url).upload_blob(data, overwrite=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import HttpMethod, Response, put, route
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from fleet_artifacts.core.errors import InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
+from fleet_artifacts.core.ports import MAX_BLOCK_BYTES, HostedBlobStore
+from fleet_artifacts.core.validation import check_content_type
+from fleet_artifacts.routes.blob_protocol import (
+    MAX_BLOCK_LIST_BYTES,
+    ExpectedMd5,
+    check_preconditions,
+    created,
+    declared_length,
+    parse_block_id,
+    parse_block_list,
+    refuse_unsupported,
+)
+from fleet_artifacts.routes.deps import BLOB_PATH, AnyRequest, Services, per_method, services_of
+from fleet_artifacts.routes.downloads import stream_blob
+from fleet_artifacts.routes.forms import read_bounded
+
+
+def _hosted(services: Services) -> HostedBlobStore:
+    if services.hosted is None:  # the routes are registered only for a hosted store
+        raise NotFound("this service hosts no blobs")
+    return services.hosted
+
+
+@route(
+    BLOB_PATH + "/{key:path}",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    operation_id=per_method("getSignedBlob"),
+    tags=["signed URLs"],
+)
+async def signed_blob(request: AnyRequest, state: State, key: FromPath[str]) -> Response[Any]:
+    """Serve one blob to the holder of a valid signed URL (Range and ETag supported)."""
+    store = _hosted(services_of(state))
+    key = key.lstrip("/")
+    granted = store.verify_url(key, "r", dict(request.query_params), now=time.time())
+    info = await store.info(key)
+    if info is None:
+        raise NotFound("blob not found")
+    return await stream_blob(
+        store,
+        key,
+        size=info.size_bytes,
+        content_type=granted["rsct"] or info.content_type,
+        content_disposition=granted["rscd"] or "attachment",
+        etag=f'"{info.sha256}"' if info.sha256 else None,
+        headers=dict(request.headers),
+        head=request.method == "HEAD",
+    )
+
+
+@put(
+    BLOB_PATH + "/{key:path}",
+    operation_id="putSignedBlob",
+    tags=["signed URLs"],
+    request_max_body_size=None,  # Put Blob and Put Block enforce their own limits while streaming
+)
+async def signed_blob_put(request: AnyRequest, state: State, key: FromPath[str]) -> Response[bytes]:
+    """Put Blob, Put Block or Put Block List for the holder of a valid write URL."""
+    services = services_of(state)
+    store = _hosted(services)
+    limit = services.kernel.limits.max_upload_bytes
+    key = key.lstrip("/")
+    query = dict(request.query_params)
+    store.verify_url(key, "w", query, now=time.time())
+    # Unlike an Azure SAS, a local write URL dies with its upload: once the artifact is
+    # finalized, discarded or deleted, the service refuses further writes to its blob.
+    if not await services.write_allowed(key):
+        raise SignatureRejected("the upload this URL was issued for is finished or gone")
+    refuse_unsupported(request.headers, query)
+    comp = query.get("comp")
+    if comp is None:
+        return await _put_blob(request, store, key, limit)
+    if comp == "block":
+        return await _put_block(request, store, key, limit, query.get("blockid"))
+    if comp == "blocklist":
+        return await _put_block_list(request, store, key, limit)
+    raise InvalidInput(
+        f"comp={comp[:40]!r} is not supported by the local blob backend "
+        "(supported: none (Put Blob), 'block', 'blocklist')",
+        field="comp",
+    )
+
+
+async def _put_blob(request: AnyRequest, store: HostedBlobStore, key: str, limit: int) -> Response[bytes]:
+    blob_type = request.headers.get("x-ms-blob-type")
+    if blob_type != "BlockBlob":
+        raise InvalidInput("x-ms-blob-type must be 'BlockBlob' (the only kind kept)", field="x-ms-blob-type")
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(limit)  # before a byte is read: the client learns early
+    await check_preconditions(request, store, key)
+    # As on Azure, Put Blob falls back to Content-Type when x-ms-blob-content-type is absent.
+    content_type = check_content_type(
+        request.headers.get("x-ms-blob-content-type")
+        or request.headers.get("content-type")
+        or "application/octet-stream"
+    )
+    md5 = ExpectedMd5(request)
+    written = await store.write(
+        key, md5.checked(request.stream()), content_type=content_type, max_bytes=limit
+    )
+    await store.discard_uncommitted(key)  # Azure drops uncommitted blocks when a Put Blob lands
+    return created(request, etag=f'"{written.sha256}"', md5=md5.header)
+
+
+async def _put_block(
+    request: AnyRequest, store: HostedBlobStore, key: str, limit: int, raw_id: str | None
+) -> Response[bytes]:
+    block_id = parse_block_id(raw_id)
+    declared = declared_length(request)
+    if declared is not None and declared > MAX_BLOCK_BYTES:
+        raise PayloadTooLarge(MAX_BLOCK_BYTES)
+    md5 = ExpectedMd5(request)
+    await store.stage_block(key, block_id, md5.checked(request.stream()), limit=limit, declared=declared)
+    return created(request, md5=md5.header)
+
+
+async def _put_block_list(
+    request: AnyRequest, store: HostedBlobStore, key: str, limit: int
+) -> Response[bytes]:
+    declared = declared_length(request)
+    if declared is not None and declared > MAX_BLOCK_LIST_BYTES:
+        raise PayloadTooLarge(MAX_BLOCK_LIST_BYTES)
+    md5 = ExpectedMd5(request)
+    entries = parse_block_list(await read_bounded(md5.checked(request.stream()), MAX_BLOCK_LIST_BYTES))
+    await check_preconditions(request, store, key)
+    content_type = check_content_type(
+        request.headers.get("x-ms-blob-content-type") or "application/octet-stream"
+    )
+    written = await store.commit_block_list(key, entries, content_type=content_type, limit=limit)
+    return created(request, etag=f'"{written.sha256}"', md5=md5.header)

@@ -1,0 +1,45 @@
+"""The HTTP surface in one place: which handlers the app serves, under which guard."""
+
+from __future__ import annotations
+
+from litestar import Router, get
+from litestar.types import ControllerRouterHandler
+
+from fleet_artifacts.core.models import Health
+from fleet_artifacts.routes import artifacts, downloads, uploads
+from fleet_artifacts.routes.deps import DEPENDENCIES, require_token
+from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
+from fleet_artifacts.routes.sessions import UploadSessionController
+
+
+@get("/health", operation_id="health", tags=["health"])
+async def health() -> Health:
+    """Anonymous liveness probe."""
+    return Health(status="ok")
+
+
+def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
+    """Every handler; the signed ``/blobs/`` routes only when this service hosts the blobs."""
+    # One Router for /fleet: Litestar merges the methods of one path only within one router.
+    fleet = Router(
+        path="/fleet",
+        tags=["artifacts"],
+        guards=[require_token],  # every /fleet route needs a bearer token, checked before the body
+        dependencies=DEPENDENCIES,
+        route_handlers=[
+            uploads.upload,
+            uploads.start_direct_upload,
+            uploads.finalize,
+            artifacts.list_artifacts,
+            artifacts.get_in_job,
+            artifacts.get_by_id,
+            artifacts.delete_in_job,
+            artifacts.delete_by_id,
+            downloads.content_in_job,
+            downloads.content_by_id,
+        ],
+    )
+    handlers: list[ControllerRouterHandler] = [fleet, UploadSessionController, health]
+    if hosted_blobs:
+        handlers.extend([signed_blob, signed_blob_put])
+    return handlers

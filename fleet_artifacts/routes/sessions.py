@@ -1,0 +1,133 @@
+"""HTTP routes of resumable upload sessions (the protocol: ``fleet_artifacts.core.sessions``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.params import HeaderParameter, JSONBody, PathParameter
+
+from fleet_artifacts.core.models import ArtifactKind, ArtifactOut, SessionOpen
+from fleet_artifacts.core.ports import UploadSession
+from fleet_artifacts.core.sessions import ByteRange, missing_ranges, public_id
+from fleet_artifacts.routes.deps import (
+    DEPENDENCIES,
+    AnyRequest,
+    BaseUrl,
+    IdempotencyKey,
+    ProductId,
+    Svc,
+    anchored,
+    replayed_header,
+    require_token,
+)
+
+SESSIONS_PATH = "/uploads"
+SessionId = Annotated[str, PathParameter(description="The session id returned when it was opened.")]
+ContentRange = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Content-Range", description="Where the chunk goes: bytes <first>-<last>/<total or *>."
+    ),
+]
+
+
+class SessionOut(msgspec.Struct, kw_only=True, rename="camel"):
+    """A session's state, as clients see it."""
+
+    id: str
+    url: str
+    job_id: str
+    artifact_id: str
+    kind: ArtifactKind
+    file_name: str
+    content_type: str
+    run_id: str | None
+    tags: dict[str, str]
+    total_bytes: int | None
+    received_bytes: int
+    missing: list[ByteRange]
+    created_at: datetime
+    expires_at: datetime
+    completed: bool
+
+
+def session_out(session: UploadSession, base_url: str) -> SessionOut:
+    """The client's view of a session, with the URL that addresses it."""
+    sid = public_id(session.job_id, session.id)
+    return SessionOut(
+        id=sid,
+        url=f"{base_url.rstrip('/')}{SESSIONS_PATH}/{sid}",
+        job_id=session.job_id,
+        artifact_id=session.artifact_id,
+        kind=session.kind,
+        file_name=session.file_name,
+        content_type=session.content_type,
+        run_id=session.run_id,
+        tags=session.tags,
+        total_bytes=session.total_bytes,
+        received_bytes=sum(c.length for c in session.chunks),
+        missing=missing_ranges(session.chunks, session.total_bytes),
+        created_at=session.created_at,
+        expires_at=session.expires_at,
+        completed=session.completed,
+    )
+
+
+class UploadSessionController(Controller):
+    """Resumable uploads: open, send chunks in any order (retries welcome), complete or abort."""
+
+    path = SESSIONS_PATH
+    tags = ["upload sessions"]
+    guards = [require_token]
+    dependencies = DEPENDENCIES
+
+    @post("/", operation_id="openUploadSession", status_code=201)
+    async def open_session(
+        self,
+        services: Svc,
+        product_id: ProductId,
+        base_url: BaseUrl,
+        data: JSONBody[SessionOpen],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SessionOut]:
+        """Open a resumable upload session for one artifact of a job."""
+        session, replayed = await services.sessions.open(product_id, data, key=idempotency_key)
+        out = session_out(session, base_url)
+        return Response(out, status_code=201, headers={"Location": out.url, **replayed_header(replayed)})
+
+    @patch("/{session_id:str}", operation_id="sendUploadChunk", request_max_body_size=None)
+    async def send_chunk(
+        self,
+        request: AnyRequest,
+        services: Svc,
+        product_id: ProductId,
+        base_url: BaseUrl,
+        session_id: SessionId,
+        content_range: ContentRange = None,
+    ) -> SessionOut:
+        """Store one chunk at its Content-Range; answers the session's progress."""
+        session = await services.sessions.put_chunk(product_id, session_id, content_range, request.stream())
+        return session_out(session, base_url)
+
+    @get("/{session_id:str}", operation_id="getUploadSession")
+    async def progress(
+        self, services: Svc, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
+    ) -> SessionOut:
+        """Bytes received so far and the ranges still missing."""
+        session, _ = await services.sessions.load(product_id, session_id)
+        return session_out(session, base_url)
+
+    @post("/{session_id:str}/complete", operation_id="completeUploadSession", status_code=201)
+    async def complete(
+        self, services: Svc, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
+    ) -> ArtifactOut:
+        """Commit the chunks in order and create the artifact (again: the same artifact)."""
+        return anchored(await services.sessions.complete(product_id, session_id), base_url)
+
+    @delete("/{session_id:str}", operation_id="abortUploadSession")
+    async def abort(self, services: Svc, product_id: ProductId, session_id: SessionId) -> None:
+        """Abort: the session and its staged bytes are dropped."""
+        await services.sessions.abort(product_id, session_id)

@@ -1,0 +1,118 @@
+"""Creating artifacts: upload through the service (three forms), or start and finalize a direct upload."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Response, post
+from litestar.params import FromQuery, JSONBody, QueryParameter
+
+from fleet_artifacts.core.models import ArtifactOut, DirectUploadRequest, FinalizeRequest, UploadTicket
+from fleet_artifacts.core.validation import checked_meta
+from fleet_artifacts.routes.deps import (
+    AnyRequest,
+    ArtifactId,
+    BaseUrl,
+    IdempotencyKey,
+    JobId,
+    ProductId,
+    Svc,
+    Tag,
+    aid,
+    anchored,
+    anchored_ticket,
+    job,
+    replayed_header,
+)
+from fleet_artifacts.routes.forms import ENVELOPE_MEDIA_TYPE, MULTIPART_MEDIA_TYPE, QueryMeta, read_upload
+
+UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type alone:
+
+* `{MULTIPART_MEDIA_TYPE}`: fields `kind`, `fileName`, `runId`, `contentType`, `tags`
+  (repeat, `key:value`) first, then the part `file` last. Streams.
+* `{ENVELOPE_MEDIA_TYPE}`: JSON `{{"kind", "fileName", "content" (base64), "contentType",
+  "runId", "tags": {{}}}}`, for small payloads.
+* any other type: the body is the artifact (streams), stored with that Content-Type;
+  metadata in the query string (`kind`, `fileName`, `runId`, `tag`, optional `contentType`).
+"""
+
+
+@post(
+    "/jobs/{job_id:str}/artifacts",
+    operation_id="uploadArtifact",
+    description=UPLOAD_DESCRIPTION,
+    request_max_body_size=None,  # the service enforces MAX_UPLOAD_BYTES while streaming
+    status_code=201,
+)
+async def upload(
+    request: AnyRequest,
+    services: Svc,
+    product_id: ProductId,
+    base_url: BaseUrl,
+    job_id: JobId,
+    kind: FromQuery[str | None] = None,
+    file_name: Annotated[str | None, QueryParameter(name="fileName")] = None,
+    run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
+    content_type: Annotated[str | None, QueryParameter(name="contentType")] = None,
+    tag: Tag = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response[ArtifactOut]:
+    """Upload an artifact (multipart, raw body or JSON envelope)."""
+    job_id = job(job_id)
+    limits = services.kernel.limits
+    meta, chunks = await read_upload(
+        request.stream(),
+        request.headers,
+        QueryMeta(kind=kind, file_name=file_name, run_id=run_id, content_type=content_type, tag=tag),
+        max_envelope_bytes=limits.max_envelope_bytes,
+        max_upload_bytes=limits.max_upload_bytes,
+    )
+    out, replayed = await services.artifacts.upload(product_id, job_id, meta, chunks, key=idempotency_key)
+    headers = {"Location": f"/fleet/jobs/{job_id}/artifacts/{out.id}", **replayed_header(replayed)}
+    return Response(anchored(out, base_url), status_code=201, headers=headers)
+
+
+@post(
+    "/jobs/{job_id:str}/artifacts/uploads",
+    operation_id="startDirectUpload",
+    status_code=201,
+    description="Start a direct-to-blob upload: answers an UPLOADING pointer with `uploadUrl`, a "
+    "create+write URL for exactly its blob (an Azure SAS, or the local backend's signed PUT route). "
+    "Write the bytes there (e.g. `BlobClient.from_blob_url(uploadUrl).upload_blob(...)`), then "
+    "call `finalize`.",
+)
+async def start_direct_upload(
+    services: Svc,
+    product_id: ProductId,
+    base_url: BaseUrl,
+    job_id: JobId,
+    data: JSONBody[DirectUploadRequest],
+    idempotency_key: IdempotencyKey = None,
+) -> Response[UploadTicket]:
+    """Start a direct-to-blob upload."""
+    meta = checked_meta(data)
+    ticket, replayed = await services.direct.start(
+        product_id, job(job_id), meta, data.size_bytes, key=idempotency_key
+    )
+    return Response(anchored_ticket(ticket, base_url), status_code=201, headers=replayed_header(replayed))
+
+
+@post(
+    "/jobs/{job_id:str}/artifacts/{artifact_id:str}/finalize",
+    operation_id="finalizeDirectUpload",
+    status_code=200,
+    description="Check the committed blob against the client's `sizeBytes` and `sha256` (hashing it "
+    "when `verify` is true or it is at most VERIFY_MAX_BYTES), then make the artifact ACTIVE. A "
+    "mismatch answers 422 and discards the upload.",
+)
+async def finalize(
+    services: Svc,
+    product_id: ProductId,
+    base_url: BaseUrl,
+    job_id: JobId,
+    artifact_id: ArtifactId,
+    data: JSONBody[FinalizeRequest],
+) -> ArtifactOut:
+    """Finalize a direct-to-blob upload."""
+    out = await services.direct.finalize(product_id, job(job_id), aid(artifact_id), data)
+    return anchored(out, base_url)

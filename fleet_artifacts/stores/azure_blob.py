@@ -1,0 +1,332 @@
+"""Azure Blob Storage adapter (azure-storage-blob, async client).
+
+One ``BlobServiceClient`` per process, opened and closed by the app lifespan.
+Uploads are staged as blocks with a few in flight and committed with one
+``commit_block_list``: until then nothing is visible under the key, and Azure
+discards uncommitted blocks by itself after seven days. SDK errors become the
+project's errors in ``translate`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from azure.identity.aio import DefaultAzureCredential
+from azure.storage.blob import (
+    BlobBlock,
+    BlobSasPermissions,
+    ContentSettings,
+    UserDelegationKey,
+    generate_blob_sas,
+)
+from azure.storage.blob.aio import BlobServiceClient
+
+from fleet_artifacts.core.clock import utcnow
+from fleet_artifacts.core.errors import Conflict, NotFound, PayloadTooLarge, Unavailable
+from fleet_artifacts.core.ports import BlobInfo, BlobStore, BlobWritten, StagedChunk, chunk_block_id
+from fleet_artifacts.settings import Settings
+from fleet_artifacts.stores.delegation import DelegationKeyCache
+
+MAX_BLOCKS = 50_000
+DOWNLOAD_CHUNK = 4 * 1024 * 1024
+SAS_BACKDATE = timedelta(minutes=15)  # tolerate clock skew between us and the reader
+_RETRYABLE = {408, 429, 500, 502, 503, 504}
+
+
+@contextlib.contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Turn an Azure SDK failure during ``what`` into the project's error."""
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        raise NotFound(f"{what}: not found") from exc
+    except ResourceExistsError as exc:
+        raise Conflict(f"{what}: already exists") from exc
+    except ClientAuthenticationError as exc:
+        raise Unavailable(f"{what}: Blob Storage refused the service's credentials") from exc
+    except HttpResponseError as exc:
+        if getattr(exc, "error_code", None) == "InvalidBlockList":  # staged blocks expired or discarded
+            raise Conflict(f"{what}: some staged blocks are gone") from exc
+        if exc.status_code is None or exc.status_code in _RETRYABLE:
+            raise Unavailable(f"{what}: Blob Storage answered {exc.status_code}") from exc
+        raise
+    except AzureError as exc:  # connection refused, DNS, timeouts (after SDK retries)
+        raise Unavailable(f"{what}: Blob Storage is unreachable") from exc
+
+
+def _block_id(index: int) -> str:
+    # Azure wants every block id of a blob to have the same length.
+    return base64.b64encode(f"{index:08d}".encode()).decode()
+
+
+class AzureBlobStore(BlobStore):
+    """``BlobStore`` on one Azure (or Azurite) container."""
+
+    def __init__(
+        self,
+        service: BlobServiceClient,
+        container: str,
+        *,
+        block_size: int = 8 * 1024 * 1024,
+        concurrency: int = 4,
+        credential: DefaultAzureCredential | None = None,
+    ) -> None:
+        """Wrap an open service client; this store owns it and closes it in ``close``."""
+        self._service = service
+        self._container = service.get_container_client(container)
+        self._block_size = block_size
+        self._concurrency = concurrency
+        self._credential = credential
+        account_key: str | None = getattr(service.credential, "account_key", None)
+        self._account_key = account_key
+        self.delegation_keys: DelegationKeyCache[UserDelegationKey] | None = None
+        if account_key is None:
+            self.delegation_keys = DelegationKeyCache(service.get_user_delegation_key)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AzureBlobStore:
+        """Build the store from a connection string or an account URL + Entra ID."""
+        options: dict[str, Any] = {
+            "retry_total": settings.azure_retry_total,
+            # Downloads stream in 4 MiB GETs; the SDK's default first GET of 32 MiB would be
+            # held whole in memory for every concurrent download.
+            "max_single_get_size": DOWNLOAD_CHUNK,
+            "max_chunk_get_size": DOWNLOAD_CHUNK,
+        }
+        if settings.azure_storage_connection_string:
+            service = BlobServiceClient.from_connection_string(
+                settings.azure_storage_connection_string, **options
+            )
+            return cls(
+                service,
+                settings.blob_container,
+                block_size=settings.block_size_bytes,
+                concurrency=settings.upload_concurrency,
+            )
+        assert settings.azure_storage_account_url is not None  # load_settings guarantees one
+        credential = DefaultAzureCredential()
+        service = BlobServiceClient(settings.azure_storage_account_url, credential, **options)
+        return cls(
+            service,
+            settings.blob_container,
+            block_size=settings.block_size_bytes,
+            concurrency=settings.upload_concurrency,
+            credential=credential,
+        )
+
+    async def open(self) -> None:
+        """Create the container if it does not exist yet."""
+        with contextlib.suppress(Conflict), translate(f"create container {self._container.container_name}"):
+            await self._container.create_container()
+
+    async def close(self) -> None:
+        """Close the service client and the credential it uses."""
+        await self._service.close()
+        if self._credential is not None:
+            await self._credential.close()
+
+    async def write(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Stage ``chunks`` as blocks (several in flight), then commit them at once."""
+        staged = await self._stage(
+            key, chunks, max_bytes=max_bytes, block_id=lambda index, _: _block_id(index)
+        )
+        await self._commit(key, staged.block_ids, content_type=content_type, sha256=staged.sha256)
+        return BlobWritten(size_bytes=staged.size_bytes, sha256=staged.sha256)
+
+    async def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """List committed blobs under ``prefix`` (uncommitted-only blobs are not listed)."""
+        with translate(f"list blobs under {prefix}"):
+            async for blob in self._container.list_blobs(name_starts_with=prefix):
+                yield blob.name, blob.last_modified
+
+    async def stage_chunk(
+        self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
+    ) -> StagedChunk:
+        """Stage a chunk as uncommitted blocks named by their absolute offset and ``nonce``."""
+        return await self._stage(
+            key, chunks, max_bytes=max_bytes, block_id=lambda _, start: chunk_block_id(offset + start, nonce)
+        )
+
+    async def commit_chunks(
+        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Commit staged blocks in order; the digest is computed by reading the blob back.
+
+        Chunks arrive in any order, so no running digest exists; the read-back also proves
+        what Azure committed is what the service counts as the artifact.
+        """
+        if len(block_ids) > MAX_BLOCKS:
+            raise PayloadTooLarge(max_bytes)
+        await self._commit(key, block_ids, content_type=content_type, sha256=None)
+        digest, size = hashlib.sha256(), 0
+        async for chunk in self.read(key):
+            digest.update(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            await self.delete(key)
+            raise PayloadTooLarge(max_bytes)
+        blob = self._container.get_blob_client(key)
+        with translate(f"record the digest of {key}"):
+            await blob.set_blob_metadata({"sha256": digest.hexdigest()})
+        return BlobWritten(size_bytes=size, sha256=digest.hexdigest())
+
+    async def _stage(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int,
+        block_id: Callable[[int, int], str],
+    ) -> StagedChunk:
+        """Cut ``chunks`` into blocks and stage them, ``concurrency`` in flight; nothing is committed.
+
+        ``block_id(index, start)`` names the block at that index and byte offset of the stream.
+        """
+        blob = self._container.get_blob_client(key)
+        digest = hashlib.sha256()
+        size = 0
+        buffer = bytearray()
+        block_ids: list[str] = []
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def stage(one_id: str, data: bytes) -> None:
+            with translate(f"stage block of {key}"):
+                await blob.stage_block(one_id, data, length=len(data))
+
+        async def submit(data: bytes) -> None:
+            if len(block_ids) >= MAX_BLOCKS:
+                raise PayloadTooLarge(max_bytes)
+            while len(in_flight) >= self._concurrency:
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    in_flight.discard(task)
+                    task.result()
+            block_ids.append(block_id(len(block_ids), size - len(buffer)))
+            in_flight.add(asyncio.create_task(stage(block_ids[-1], data)))
+
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(max_bytes)
+                digest.update(chunk)
+                buffer += chunk
+                while len(buffer) >= self._block_size:
+                    await submit(bytes(buffer[: self._block_size]))
+                    del buffer[: self._block_size]
+            if buffer:
+                await submit(bytes(buffer))
+                buffer.clear()
+            for task in asyncio.as_completed(list(in_flight)):
+                await task
+            in_flight.clear()
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        return StagedChunk(block_ids=block_ids, size_bytes=size, sha256=digest.hexdigest())
+
+    async def _commit(self, key: str, block_ids: list[str], *, content_type: str, sha256: str | None) -> None:
+        blob = self._container.get_blob_client(key)
+        with translate(f"commit {key}"):
+            await blob.commit_block_list(
+                [BlobBlock(one_id) for one_id in block_ids],
+                content_settings=ContentSettings(content_type=content_type),
+                metadata={"sha256": sha256} if sha256 else None,
+            )
+
+    async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream a committed blob (or a range of it) chunk by chunk."""
+        blob = self._container.get_blob_client(key)
+        with translate(f"read {key}"):
+            if length == 0:
+                return
+            # No Range header unless a range is wanted: Azure answers 416 to "bytes=0-" on an empty blob.
+            ranged = offset > 0 or length is not None
+            downloader = await (
+                blob.download_blob(offset=offset, length=length) if ranged else blob.download_blob()
+            )
+            async for chunk in downloader.chunks():
+                yield chunk
+
+    async def info(self, key: str) -> BlobInfo | None:
+        """Return size and content type of a committed blob, or None."""
+        blob = self._container.get_blob_client(key)
+        try:
+            with translate(f"properties of {key}"):
+                props = await blob.get_blob_properties()
+        except NotFound:
+            return None
+        return BlobInfo(
+            size_bytes=props.size,
+            content_type=props.content_settings.content_type or "",
+            sha256=(props.metadata or {}).get("sha256"),
+        )
+
+    async def delete(self, key: str) -> bool:
+        """Delete a blob and its snapshots; False if it was not there."""
+        blob = self._container.get_blob_client(key)
+        try:
+            with translate(f"delete {key}"):
+                await blob.delete_blob(delete_snapshots="include")
+        except NotFound:
+            return False
+        return True
+
+    async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
+        """Sign a create+write SAS for this one blob (``sr=b``, ``sp=cw``): no read, no other blob."""
+        return await self._sign(key, BlobSasPermissions(create=True, write=True), expires_at, {})
+
+    async def discard_uncommitted(self, key: str) -> None:
+        """Commit an empty block list (which drops staged blocks), then delete that empty blob."""
+        if await self.info(key) is not None:
+            return  # committed: its staged leftovers go with its next commit or its deletion
+        blob = self._container.get_blob_client(key)
+        with translate(f"discard staged blocks of {key}"):
+            await blob.commit_block_list([])
+            await blob.delete_blob()
+
+    async def sign_read_url(
+        self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str
+    ) -> str:
+        """Sign a read-only SAS for this one blob (``sr=b``, ``sp=r``)."""
+        overrides = {"content_disposition": content_disposition, "content_type": content_type}
+        return await self._sign(key, BlobSasPermissions(read=True), expires_at, overrides)
+
+    async def _sign(
+        self, key: str, permission: BlobSasPermissions, expires_at: datetime, overrides: dict[str, str]
+    ) -> str:
+        blob = self._container.get_blob_client(key)
+        common: dict[str, Any] = {
+            "account_name": self._service.account_name,
+            "container_name": self._container.container_name,
+            "blob_name": key,
+            "permission": permission,
+            "expiry": expires_at,
+            "start": utcnow() - SAS_BACKDATE,
+            **overrides,
+        }
+        if blob.scheme == "https":
+            common["protocol"] = "https"
+        if self.delegation_keys is not None:
+            with translate("fetch user delegation key"):
+                udk = await self.delegation_keys.key_valid_until(expires_at)
+            sas = generate_blob_sas(user_delegation_key=udk, **common)
+        else:
+            sas = generate_blob_sas(account_key=self._account_key, **common)
+        return f"{blob.url}?{sas}"

@@ -1,0 +1,173 @@
+"""Durable file steps of the local blob backend: spool, fsync, rename, and the block staging dir.
+
+A blob or a block is streamed into a unique temp file beside its target, fsynced,
+then renamed into place, so a crash never leaves a half file under a real name.
+Blocks of one blob wait in a staging directory of their own, one file per block id,
+named by the id's bytes in hex (never the id itself): ``<hex id>.block``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from fleet_artifacts.core.errors import Conflict, InvalidInput, PayloadTooLarge, Unavailable
+from fleet_artifacts.core.ports import MAX_BLOCK_BYTES
+
+FLUSH_BYTES = 1024 * 1024  # write to disk in 1 MiB batches: few thread hops, little memory
+BLOCK_SUFFIX = ".block"
+
+
+def block_file(block_id: bytes) -> str:
+    """The staging file name of a block id."""
+    return block_id.hex() + BLOCK_SUFFIX
+
+
+def temp_beside(target: Path) -> Path:
+    """A fresh temp file name in ``target``'s directory (hidden from listings by its prefix)."""
+    return target.with_name(f".tmp-{uuid.uuid4().hex}")
+
+
+async def spool(chunks: AsyncIterable[bytes], out: BinaryIO, on_chunk: Callable[[bytes], None]) -> None:
+    """Write ``chunks`` to ``out`` in batches, ``on_chunk`` seeing each first (it may raise); fsync."""
+    pending: list[bytes] = []
+    pending_size = 0
+    async for chunk in chunks:
+        on_chunk(chunk)
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= FLUSH_BYTES:
+            await asyncio.to_thread(out.write, b"".join(pending))
+            pending, pending_size = [], 0
+    if pending:
+        await asyncio.to_thread(out.write, b"".join(pending))
+    await asyncio.to_thread(fsync_file, out)
+
+
+async def stage_file(
+    chunks: AsyncIterable[bytes], staging: Path, name: str, *, budget: int, limit: int
+) -> None:
+    """Stream into a unique temp file, fsync, then rename over the block's file.
+
+    Parallel uploads of blocks (and re-uploads of one id) never share a temp
+    file, and the rename makes the last complete upload of an id win.
+    """
+    temp = staging / f".tmp-{uuid.uuid4().hex}"
+    size = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+        if size > MAX_BLOCK_BYTES:
+            raise PayloadTooLarge(MAX_BLOCK_BYTES)
+        if size > budget:
+            raise PayloadTooLarge(limit)
+
+    try:
+        out: BinaryIO = await asyncio.to_thread(open, temp, "xb")
+        try:
+            await spool(chunks, out, count)
+        finally:
+            out.close()
+        await asyncio.to_thread(rename_durably, temp, staging / name)
+    except FileNotFoundError:
+        raise Conflict("the blob's staged blocks were committed or discarded during this upload") from None
+    except OSError as exc:
+        raise Unavailable(f"local blob staging: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def staged_sizes(staging: Path) -> dict[str, int]:
+    """Size of every file in the staging dir (blocks and in-flight temps); created if missing."""
+    staging.mkdir(parents=True, exist_ok=True)
+    sizes: dict[str, int] = {}
+    with os.scandir(staging) as entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):  # a temp renamed meanwhile
+                sizes[entry.name] = entry.stat().st_size
+    return sizes
+
+
+def block_stems(staged: Mapping[str, int]) -> list[str]:
+    """The hex ids of the staged blocks (temps left out)."""
+    return [name.removesuffix(BLOCK_SUFFIX) for name in staged if name.endswith(BLOCK_SUFFIX)]
+
+
+def resolve_blocks(staging: Path, entries: list[tuple[str, bytes]]) -> tuple[list[Path], int]:
+    """Map the listed ids to staged files in order; return them and their total size."""
+    paths: list[Path] = []
+    total = 0
+    sizes: dict[bytes, int] = {}
+    for kind, block_id in entries:
+        if kind == "Committed":
+            raise InvalidInput(
+                "the local blob backend keeps no committed blocks: list staged blocks "
+                "as <Latest> or <Uncommitted>, or upload the whole blob again (InvalidBlockList)"
+            )
+        path = staging / block_file(block_id)
+        if block_id not in sizes:
+            try:
+                sizes[block_id] = path.stat().st_size
+            except FileNotFoundError:
+                raise InvalidInput(
+                    f"block {base64.b64encode(block_id).decode()} is not staged (InvalidBlockList)"
+                ) from None
+        paths.append(path)
+        total += sizes[block_id]
+    return paths, total
+
+
+def commit_files(temp: Path, path: Path, meta: bytes) -> None:
+    """Rename a written temp into place with its sidecar (``<name>.meta``)."""
+    # The sidecar lands first: a crash between the renames leaves a sidecar
+    # without data (invisible), never data without its sidecar.
+    meta_temp = temp_beside(path)
+    with open(meta_temp, "xb") as out:
+        out.write(meta)
+        fsync_file(out)
+    os.replace(meta_temp, path.with_name(path.name + ".meta"))
+    os.replace(temp, path)
+    fsync_dir(path.parent)  # one directory fsync makes both renames durable
+
+
+def fsync_file(out: BinaryIO) -> None:
+    """Flush and fsync an open file."""
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def rename_durably(temp: Path, target: Path) -> None:
+    """Rename over ``target`` and fsync the directory, so the rename survives a crash."""
+    os.replace(temp, target)
+    fsync_dir(target.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Fsync a directory, so the renames in it survive a crash."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+async def concatenate(paths: list[Path]) -> AsyncIterator[bytes]:
+    """Yield the blocks' bytes in list order, 1 MiB at a time."""
+    for path in paths:
+        try:
+            src: BinaryIO = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError:
+            raise Conflict("a listed block vanished during the commit (committed or discarded)") from None
+        try:
+            while chunk := await asyncio.to_thread(src.read, FLUSH_BYTES):
+                yield chunk
+        finally:
+            src.close()

@@ -1,0 +1,302 @@
+"""SQLite adapter for pointer documents (the embedded default).
+
+The document is stored whole as JSON beside the few columns that queries use,
+mirroring the Cosmos layout (partition = job id). sqlite3 is synchronous, so
+every call runs in a worker thread behind one lock; WAL mode keeps readers from
+blocking on the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from fleet_artifacts.core.models import ArtifactStatus, Pointer
+from fleet_artifacts.core.ports import (
+    ListQuery,
+    PointerPage,
+    PointerStore,
+    R,
+    SideRecord,
+    StoredPointer,
+    StoredRecord,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pointers (
+    id          TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL,
+    product_id  TEXT NOT NULL,
+    created_us  INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    run_id      TEXT,
+    etag        TEXT NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pointers_by_job ON pointers (job_id, created_us DESC, id DESC);
+CREATE TABLE IF NOT EXISTS records (
+    job_id  TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    etag    TEXT NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (job_id, id)
+);
+"""
+
+_encoder = msgspec.json.Encoder()
+_pointer_decoder = msgspec.json.Decoder(Pointer)
+
+
+class _Cursor(msgspec.Struct, array_like=True):
+    """Keyset position after the last item of a page (opaque to clients)."""
+
+    created_us: int
+    id: str
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(pointer: Pointer) -> int:
+    # Integer arithmetic: a float timestamp loses the last microsecond digits.
+    return (pointer.created_at - _EPOCH) // timedelta(microseconds=1)
+
+
+def _encode_cursor(cursor: _Cursor) -> str:
+    return base64.urlsafe_b64encode(_encoder.encode(cursor)).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> _Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        cursor = msgspec.json.decode(raw, type=_Cursor)
+        if not -(2**63) <= cursor.created_us < 2**63:  # SQLite integers are 64-bit
+            raise ValueError("out of range")
+        return cursor
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidInput(
+            "continuationToken is not one this service issued", field="continuationToken"
+        ) from None
+
+
+class SqlitePointerStore(PointerStore):
+    """``PointerStore`` in one SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        """Open (and create if needed) the database at ``path`` (``:memory:`` works)."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    async def close(self) -> None:
+        """Close the database connection."""
+        await self._run(self._conn.close)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                try:
+                    return fn()
+                except sqlite3.OperationalError as exc:  # locked, disk full, I/O error
+                    raise Unavailable(f"pointer database: {exc}") from exc
+
+        return await asyncio.to_thread(locked)
+
+    @staticmethod
+    def _row(pointer: Pointer, etag: str) -> dict[str, Any]:
+        return {
+            "id": pointer.id,
+            "job_id": pointer.job_id,
+            "product_id": pointer.product_id,
+            "created_us": _micros(pointer),
+            "status": pointer.status.value,
+            "kind": pointer.kind.value,
+            "run_id": pointer.run_id,
+            "etag": etag,
+            "doc": _encoder.encode(pointer).decode(),
+        }
+
+    async def create(self, pointer: Pointer) -> str:
+        """Insert; Conflict if the id is taken."""
+        etag = uuid.uuid4().hex
+        row = self._row(pointer, etag)
+
+        def insert() -> None:
+            try:
+                self._conn.execute(
+                    "INSERT INTO pointers VALUES (:id, :job_id, :product_id, :created_us,"
+                    " :status, :kind, :run_id, :etag, :doc)",
+                    row,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"artifact {pointer.id} exists already") from exc
+
+        await self._run(insert)
+        return etag
+
+    def _select_one(self, where: str, params: tuple[str, ...]) -> StoredPointer | None:
+        sql = f"SELECT doc, etag FROM pointers WHERE {where}"  # noqa: S608 - where is a literal of this module
+        found = self._conn.execute(sql, params).fetchone()
+        if found is None:
+            return None
+        return StoredPointer(_pointer_decoder.decode(found[0]), found[1])
+
+    async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
+        """Read one pointer of one job."""
+        return await self._run(lambda: self._select_one("job_id = ? AND id = ?", (job_id, artifact_id)))
+
+    async def find(self, artifact_id: str) -> StoredPointer | None:
+        """Read one pointer by id (a primary-key lookup here)."""
+        return await self._run(lambda: self._select_one("id = ?", (artifact_id,)))
+
+    async def replace(self, pointer: Pointer, *, etag: str) -> str:
+        """Compare-and-swap on the etag."""
+        new_etag = uuid.uuid4().hex
+        row = self._row(pointer, new_etag)
+        row["old_etag"] = etag
+
+        def update() -> None:
+            changed = self._conn.execute(
+                "UPDATE pointers SET status = :status, kind = :kind, run_id = :run_id,"
+                " etag = :etag, doc = :doc, created_us = :created_us"
+                " WHERE id = :id AND job_id = :job_id AND etag = :old_etag",
+                row,
+            ).rowcount
+            if changed:
+                return
+            if self._select_one("job_id = ? AND id = ?", (pointer.job_id, pointer.id)) is None:
+                raise NotFound(f"artifact {pointer.id} not found")
+            raise PreconditionFailed(f"artifact {pointer.id} changed since it was read")
+
+        await self._run(update)
+        return new_etag
+
+    async def delete(self, job_id: str, artifact_id: str) -> bool:
+        """Delete; False if it was not there."""
+        return await self._run(
+            lambda: (
+                self._conn.execute(
+                    "DELETE FROM pointers WHERE job_id = ? AND id = ?", (job_id, artifact_id)
+                ).rowcount
+                > 0
+            )
+        )
+
+    async def get_record(self, job_id: str, record_id: str, kind: type[R]) -> StoredRecord[R] | None:
+        """Read one side record of ``kind``."""
+
+        def select() -> StoredRecord[R] | None:
+            row = self._conn.execute(
+                "SELECT doc, etag FROM records WHERE job_id = ? AND id = ? AND kind = ?",
+                (job_id, record_id, kind.__name__),
+            ).fetchone()
+            return None if row is None else StoredRecord(msgspec.json.decode(row[0], type=kind), row[1])
+
+        return await self._run(select)
+
+    async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
+        """Insert, or compare-and-swap on the etag."""
+        new_etag = uuid.uuid4().hex
+        doc = _encoder.encode(record).decode()
+
+        def write() -> None:
+            if etag is None:
+                try:
+                    self._conn.execute(
+                        "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
+                        (record.job_id, record.id, type(record).__name__, new_etag, doc),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise Conflict("the record exists already") from exc
+                return
+            changed = self._conn.execute(
+                "UPDATE records SET etag = ?, doc = ? WHERE job_id = ? AND id = ? AND etag = ?",
+                (new_etag, doc, record.job_id, record.id, etag),
+            ).rowcount
+            if not changed:
+                raise PreconditionFailed("the record changed since it was read")
+
+        await self._run(write)
+        return new_etag
+
+    async def expired_records(
+        self, kind: type[R], *, before: datetime, limit: int = 1000
+    ) -> list[StoredRecord[R]]:
+        """Records of ``kind`` past their expiry (SQLite has no TTL: this is how they go)."""
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT doc, etag FROM records WHERE kind = ?", (kind.__name__,)
+            ).fetchall()
+        )
+        records = [StoredRecord(msgspec.json.decode(doc, type=kind), etag) for doc, etag in rows]
+        return [r for r in records if r.record.expires_at < before][:limit]
+
+    async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
+        """Delete if unchanged."""
+        await self._run(
+            lambda: self._conn.execute(
+                "DELETE FROM records WHERE job_id = ? AND id = ? AND etag = ?", (job_id, record_id, etag)
+            )
+        )
+
+    async def expired(
+        self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` past their expiry (filtered here: few rows are ever in such a state)."""
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT doc, etag FROM pointers WHERE status = ?", (status.value,)
+            ).fetchall()
+        )
+        found = [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows]
+        stale = [s for s in found if s.pointer.expires_at is not None and s.pointer.expires_at < before]
+        return stale[:limit]
+
+    async def list(self, query: ListQuery) -> PointerPage:
+        """Keyset-paginated listing, newest first, ties broken by id."""
+        clauses = ["job_id = ?", "product_id = ?", "status = ?"]
+        params: list[Any] = [query.job_id, query.product_id, query.status.value]
+        if query.kind is not None:
+            clauses.append("kind = ?")
+            params.append(query.kind.value)
+        if query.run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(query.run_id)
+        for key, value in query.tags.items():
+            # Tag keys are validated to a quote-free alphabet, so the quoted JSON path is exact.
+            clauses.append("json_extract(doc, ?) = ?")
+            params += [f'$.tags."{key}"', value]
+        if query.continuation:
+            cursor = _decode_cursor(query.continuation)
+            clauses.append("(created_us < ? OR (created_us = ? AND id < ?))")
+            params += [cursor.created_us, cursor.created_us, cursor.id]
+        sql = (
+            f"SELECT doc FROM pointers WHERE {' AND '.join(clauses)}"  # noqa: S608 - literal clauses
+            " ORDER BY created_us DESC, id DESC LIMIT ?"
+        )
+        params.append(query.limit + 1)
+        rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
+        items = [_pointer_decoder.decode(row[0]) for row in rows[: query.limit]]
+        token = None
+        if len(rows) > query.limit:
+            last = items[-1]
+            token = _encode_cursor(_Cursor(_micros(last), last.id))
+        return PointerPage(items, token)

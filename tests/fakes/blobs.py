@@ -1,0 +1,227 @@
+"""``MemoryBlobStore``: the hosted blob port in dicts, with the semantics of ``LocalBlobStore``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from fleet_artifacts.core.ports import (
+    MAX_BLOCK_BYTES,
+    MAX_STAGED_BLOCKS,
+    BlobInfo,
+    BlobWritten,
+    HostedBlobStore,
+    StagedChunk,
+    block_id_width,
+    chunk_block_id,
+)
+from fleet_artifacts.stores.signing import UrlSigner
+from tests.fakes.turns import turn as _turn
+
+_READ_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Blob:
+    data: bytes
+    content_type: str
+    sha256: str
+    modified: datetime
+
+
+def _check_key(key: str) -> None:
+    """Refuse the keys ``LocalBlobStore`` refuses, so the fake is no more lenient than it."""
+    parts = key.split("/")
+    odd_part = any(part in ("", ".", "..") for part in parts) or parts[-1].startswith(".tmp-")
+    if not key or "\\" in key or "\0" in key or odd_part or key.endswith(".meta"):
+        raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
+
+
+async def _gather(chunks: AsyncIterable[bytes], *, budget: int, limit: int, block: bool = False) -> bytes:
+    """Collect a stream; PayloadTooLarge(limit) past ``budget`` (and past MAX_BLOCK_BYTES for a block)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if block and size > MAX_BLOCK_BYTES:
+            raise PayloadTooLarge(MAX_BLOCK_BYTES)
+        if size > budget:
+            raise PayloadTooLarge(limit)
+        parts.append(bytes(chunk))
+    return b"".join(parts)
+
+
+class MemoryBlobStore(HostedBlobStore):
+    """``HostedBlobStore`` in dicts, with the semantics of ``LocalBlobStore``.
+
+    Staged blocks are kept per key under their raw ids, so ``stage_chunk`` (base64 ids)
+    and ``stage_block`` (raw ids) share one namespace, as they share a staging directory
+    on the local backend.
+    """
+
+    def __init__(self, signer: UrlSigner, *, url_prefix: str) -> None:
+        """Sign URLs with ``signer``, rooted at ``url_prefix`` (where the app serves them)."""
+        self.signer = signer
+        self.url_prefix = url_prefix
+        self._blobs: dict[str, _Blob] = {}
+        self._staged: dict[str, dict[bytes, bytes]] = {}
+
+    def _commit(self, key: str, data: bytes, content_type: str) -> BlobWritten:
+        sha256 = hashlib.sha256(data).hexdigest()
+        self._blobs[key] = _Blob(data, content_type, sha256, datetime.now(UTC))
+        return BlobWritten(size_bytes=len(data), sha256=sha256)
+
+    def _still_staging(self, key: str, staging: dict[bytes, bytes]) -> None:
+        # A commit or discard while the bytes streamed in dropped this staging area.
+        if self._staged.get(key) is not staging:
+            raise Conflict("the blob's staged blocks were committed or discarded during this upload")
+
+    async def write(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Collect the stream, then commit it at once (nothing if it raises or crosses ``max_bytes``)."""
+        _check_key(key)
+        data = await _gather(chunks, budget=max_bytes, limit=max_bytes)
+        return self._commit(key, data, content_type)
+
+    async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream a committed blob (or a range of it) in 1 MiB pieces; NotFound if absent."""
+        _check_key(key)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must not be negative")
+        await _turn()
+        blob = self._blobs.get(key)
+        if blob is None:
+            raise NotFound(f"blob {key}: not found")
+        end = len(blob.data) if length is None else min(len(blob.data), offset + length)
+        for start in range(offset, end, _READ_BYTES):
+            yield blob.data[start : min(end, start + _READ_BYTES)]
+
+    async def info(self, key: str) -> BlobInfo | None:
+        """Size, content type and digest of a committed blob, or None."""
+        _check_key(key)
+        await _turn()
+        blob = self._blobs.get(key)
+        return None if blob is None else BlobInfo(len(blob.data), blob.content_type, blob.sha256)
+
+    async def delete(self, key: str) -> bool:
+        """Delete a committed blob (its staged blocks stay, as on the local backend)."""
+        _check_key(key)
+        await _turn()
+        return self._blobs.pop(key, None) is not None
+
+    async def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """Committed blobs under ``prefix`` (staged-only keys are not listed), in key order."""
+        await _turn()
+        for key, blob in sorted((k, b) for k, b in self._blobs.items() if k.startswith(prefix)):
+            yield key, blob.modified
+
+    async def stage_chunk(
+        self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
+    ) -> StagedChunk:
+        """Stage a chunk as one block named by ``offset`` and ``nonce``."""
+        _check_key(key)
+        block_id = chunk_block_id(offset, nonce)
+        staging = self._staged.setdefault(key, {})
+        data = await _gather(chunks, budget=max_bytes, limit=max_bytes, block=True)
+        self._still_staging(key, staging)
+        staging[base64.b64decode(block_id)] = data
+        return StagedChunk(
+            block_ids=[block_id], size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
+
+    async def commit_chunks(
+        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+    ) -> BlobWritten:
+        """Concatenate staged blocks in order into the blob, then drop all staged blocks of ``key``."""
+        _check_key(key)
+        await _turn()
+        try:
+            raw_ids = [base64.b64decode(block_id, validate=True) for block_id in block_ids]
+        except (binascii.Error, ValueError):
+            raise InvalidInput("a block id is not base64") from None
+        staging = self._staged.get(key, {})
+        missing = [raw for raw in raw_ids if raw not in staging]
+        if missing:
+            raise Conflict(f"{len(missing)} staged block(s) of {key} are gone (discarded or committed)")
+        data = b"".join(staging[raw] for raw in raw_ids)
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(max_bytes)
+        written = self._commit(key, data, content_type)
+        self._staged.pop(key, None)
+        return written
+
+    async def discard_uncommitted(self, key: str) -> None:
+        """Drop every block staged for ``key``."""
+        _check_key(key)
+        await _turn()
+        self._staged.pop(key, None)
+
+    async def sign_read_url(
+        self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str
+    ) -> str:
+        """Return a root-relative URL under ``url_prefix``, signed read-only."""
+        _check_key(key)
+        query = self.signer.sign(
+            key, "r", expires_at=int(expires_at.timestamp()), rscd=content_disposition, rsct=content_type
+        )
+        return f"{self.url_prefix}{quote(key)}?{query}"
+
+    async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
+        """Return a root-relative URL under ``url_prefix``, signed create+write."""
+        _check_key(key)
+        query = self.signer.sign(key, "cw", expires_at=int(expires_at.timestamp()))
+        return f"{self.url_prefix}{quote(key)}?{query}"
+
+    def verify_url(self, key: str, needed: str, query: Mapping[str, str], *, now: float) -> dict[str, str]:
+        """Check the key (InvalidInput), then the signature, permission and expiry (SignatureRejected)."""
+        _check_key(key)
+        return self.signer.verify(key, needed, query, now=now)
+
+    async def stage_block(
+        self, key: str, block_id: bytes, chunks: AsyncIterable[bytes], *, limit: int, declared: int | None
+    ) -> None:
+        """Put Block: stage ``chunks`` as ``block_id``, replacing an earlier block of that id."""
+        _check_key(key)
+        if declared is not None and declared > MAX_BLOCK_BYTES:
+            raise PayloadTooLarge(MAX_BLOCK_BYTES)
+        await _turn()
+        staging = self._staged.setdefault(key, {})
+        if any(block_id_width(len(other)) != block_id_width(len(block_id)) for other in staging):
+            raise InvalidInput("the block ids of a blob must all have the same length", field="blockid")
+        if block_id not in staging and len(staging) >= MAX_STAGED_BLOCKS:
+            raise Conflict(f"a blob holds at most {MAX_STAGED_BLOCKS} uncommitted blocks")
+        budget = limit - sum(len(data) for other, data in staging.items() if other != block_id)
+        if declared is not None and declared > budget:
+            raise PayloadTooLarge(limit)
+        data = await _gather(chunks, budget=budget, limit=limit, block=True)
+        self._still_staging(key, staging)
+        staging[block_id] = data
+
+    async def commit_block_list(
+        self, key: str, entries: list[tuple[str, bytes]], *, content_type: str, limit: int
+    ) -> BlobWritten:
+        """Put Block List: commit the listed staged blocks in order, then drop all staged blocks."""
+        _check_key(key)
+        await _turn()
+        staging = self._staged.get(key, {})
+        blocks: list[bytes] = []
+        for kind, block_id in entries:
+            if kind not in ("Latest", "Uncommitted"):
+                raise InvalidInput(f"<{kind[:40]}> blocks cannot be listed: none are kept (InvalidBlockList)")
+            if block_id not in staging:
+                raise InvalidInput(
+                    f"block {base64.b64encode(block_id).decode()} is not staged (InvalidBlockList)"
+                )
+            blocks.append(staging[block_id])
+        if sum(map(len, blocks)) > limit:
+            raise PayloadTooLarge(limit)
+        written = self._commit(key, b"".join(blocks), content_type)
+        self._staged.pop(key, None)
+        return written
