@@ -28,6 +28,7 @@ from fleet_artifacts.core.errors import ArtifactError
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.ports import BlobStore, HostedBlobStore, PointerStore
 from fleet_artifacts.core.sessions import SessionService
+from fleet_artifacts.routes.access_log import access_log
 from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
@@ -124,13 +125,16 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         loggers={"azure": {"level": "WARNING"}},  # azure-core logs every request (and SAS URLs) at INFO
         log_exceptions="never",  # the problem handlers log what deserves it
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers(hosted_blobs=settings.blob_backend == "local"),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,
         logging_config=logging_config,
     )
+    # Outermost, so unknown routes (404) and refused methods (405) get their line too.
+    app.asgi_handler = access_log(app.asgi_handler)
+    return app
 
 
 def limits_of(settings: Settings) -> Limits:

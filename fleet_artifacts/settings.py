@@ -112,11 +112,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         if field not in fields:
             raise SettingsError(f"unknown setting {name}; see .env.example for the list")
         raw = raw.strip()
+        if field == "tokens":
+            # Set but empty (or only separators) is a mistake, not a wish for the zero-config
+            # token: starting with a generated token would hide it.
+            values[field] = parse_tokens(raw)
+            if not values[field]:
+                raise SettingsError(
+                    f"{name} is set but names no token: give token:productId pairs, "
+                    "or unset it for the zero-config token"
+                )
+            continue
         if raw == "":
             continue
-        if field == "tokens":
-            values[field] = parse_tokens(raw)
-        elif field in _INT_BOUNDS:
+        if field in _INT_BOUNDS:
             low, high = _INT_BOUNDS[field]
             try:
                 number = int(raw)

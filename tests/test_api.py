@@ -253,6 +253,17 @@ def test_list_rejects_a_forged_continuation_token(client: httpx.Client, job_id: 
     assert_problem(client.get(f"/fleet/jobs/{job_id}/artifacts", params={"kind": "movie"}), 400)
 
 
+def test_a_continuation_token_reused_with_other_filters_is_400(client: httpx.Client, job_id: str) -> None:
+    for n in range(2):
+        assert upload_raw(client, job_id, b"x", runId="r1", fileName=f"{n}.log").status_code == 201
+    first = client.get(f"/fleet/jobs/{job_id}/artifacts", params={"runId": "r1", "limit": 1}).json()
+    token = first["continuationToken"]
+    same = client.get(f"/fleet/jobs/{job_id}/artifacts", params={"runId": "r1", "continuationToken": token})
+    assert same.status_code == 200 and len(same.json()["items"]) == 1
+    other = client.get(f"/fleet/jobs/{job_id}/artifacts", params={"kind": "log", "continuationToken": token})
+    assert assert_problem(other, 400)["field"] == "continuationToken"
+
+
 # -- delete --------------------------------------------------------------------------------------
 
 

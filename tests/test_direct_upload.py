@@ -28,6 +28,8 @@ async def test_direct_upload_then_finalize_is_active_and_downloadable(
     ticket = start(client, job_id, runId="r1", tags={"os": "linux"})
     assert ticket["status"] == "UPLOADING" and ticket["uploadUrl"].startswith("http")
     assert ticket["expiresAt"] == ticket["uploadUrlExpiresAt"]
+    # No digest is known yet, and none is claimed to be verified.
+    assert ticket["sha256"] is None and ticket["sha256Verified"] is False
     # Not offered while uploading: neither fetched nor listed.
     assert_problem(client.get(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}"), 404)
     assert client.get(f"/fleet/jobs/{job_id}/artifacts").json()["items"] == []

@@ -77,6 +77,44 @@ def test_worker_and_dashboard_flow(service: str) -> None:
         assert httpx.get(f"{service}/health").json() == {"status": "ok"}
 
 
+def test_one_access_line_per_request_and_no_signed_url_in_the_log(azurite: Azurite, tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
+            env=serve_env(azurite.connection_string, tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port, proc=proc)
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN_A}"}
+            ) as c:
+                for n in range(3):
+                    c.post(
+                        "/fleet/jobs/j-log/artifacts",
+                        params={"kind": "log", "fileName": f"{n}.log"},
+                        content=b"x",
+                    )
+                page = c.get("/fleet/jobs/j-log/artifacts").json()  # signs three download URLs
+                assert len(page["items"]) == 3
+                assert httpx.get(page["items"][0]["downloadUrl"]).status_code == 200
+                assert c.get("/no/such/route").status_code == 404
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    log = log_path.read_text(errors="replace")
+    lines = [line for line in log.splitlines() if "fleet_artifacts.access" in line]
+    assert len(lines) == 5, log  # 3 uploads, 1 list, 1 unknown route; the download went to Azurite
+    assert sum("POST /fleet/jobs/{job_id}/artifacts 201 " in line for line in lines) == 3, lines
+    assert any("GET /fleet/jobs/{job_id}/artifacts 200 " in line for line in lines), lines
+    assert any("GET /no/such/route 404 " in line for line in lines), lines
+    assert all(line.rstrip().endswith("ms") for line in lines), lines
+    assert "sig=" not in log and "signed read URL" not in log  # issuance is DEBUG, never a URL
+
+
 def test_unreachable_blob_storage_is_a_clear_startup_error(tmp_path: Path) -> None:
     closed = free_port()
     cs = (
@@ -107,6 +145,22 @@ def test_missing_configuration_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unknown setting FLEET_ARTIFACTS_TOKENZ" in proc.stderr
+
+
+@pytest.mark.parametrize("tokens", ["", "   ", ",,", " , "])
+def test_a_set_but_empty_token_list_refuses_to_start(tmp_path: Path, tokens: str) -> None:
+    env = clean_env() | {"FLEET_ARTIFACTS_TOKENS": tokens}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "FLEET_ARTIFACTS_TOKENS is set but names no token" in proc.stderr
+    assert not (tmp_path / "fleet-artifacts-data" / "token").exists()  # no token was made
 
 
 def start_zero_config(cwd: Path) -> tuple[subprocess.Popen[bytes], str, str, list[str]]:

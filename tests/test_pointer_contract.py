@@ -177,6 +177,27 @@ async def test_foreign_continuation_token_is_invalid_input(pointers: PointerStor
             await pointers.list(ListQuery(job_id="j", product_id="p", continuation=token))
 
 
+async def test_a_token_is_bound_to_the_filters_it_was_issued_for(pointers: PointerStore) -> None:
+    for n in range(3):
+        await pointers.create(make("job-f", n, run_id="r1", tags={"os": "linux"}))
+    first = await pointers.list(ListQuery(job_id="job-f", product_id="prod-a", run_id="r1", limit=1))
+    assert first.continuation is not None
+    same = ListQuery(
+        job_id="job-f", product_id="prod-a", run_id="r1", limit=2, continuation=first.continuation
+    )
+    assert len((await pointers.list(same)).items) == 2  # another page size is the same listing
+    for other in (
+        {"run_id": "r2"},
+        {"run_id": None},
+        {"kind": ArtifactKind.LOG},
+        {"tags": {"os": "linux"}},
+        {"job_id": "job-g"},
+        {"product_id": "prod-b"},
+    ):
+        with pytest.raises(InvalidInput):
+            await pointers.list(msgspec.structs.replace(same, **other))
+
+
 async def test_idempotency_records_are_created_once_and_swapped_by_etag(pointers: PointerStore) -> None:
     record = IdempotencyRecord(
         id="idem-" + secrets.token_hex(8),

@@ -104,7 +104,8 @@ class DirectUploads:
             job_id=job_id,
             blob_key=blob_key(product_id, job_id, artifact_id, meta.kind),
             size_bytes=size_bytes or 0,
-            sha256="",
+            sha256=None,
+            sha256_verified=False,
             created_at=now,
             expires_at=now + self.kernel.limits.upload_url_ttl,
             status=ArtifactStatus.UPLOADING,
@@ -116,7 +117,7 @@ class DirectUploads:
         # The write URL never outlives the upload's deadline.
         assert pointer.expires_at is not None
         url = await self.kernel.blobs.sign_write_url(pointer.blob_key, expires_at=pointer.expires_at)
-        log.info("signed write URL for %s until %s", pointer.blob_key, pointer.expires_at.isoformat())
+        log.debug("signed write URL for %s until %s", pointer.blob_key, pointer.expires_at.isoformat())
         return UploadTicket(
             **msgspec.structs.asdict(pointer),
             upload_url=url,

@@ -100,7 +100,7 @@ class Kernel:
             content_disposition=content_disposition(pointer.file_name, disposition),
             content_type=pointer.content_type,
         )
-        log.info("signed read URL for %s until %s", pointer.blob_key, expires_at.isoformat())
+        log.debug("signed read URL for %s until %s", pointer.blob_key, expires_at.isoformat())
         return url, expires_at
 
     async def present(self, pointer: Pointer, *, disposition: str = "attachment") -> ArtifactOut:

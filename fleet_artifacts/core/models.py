@@ -62,13 +62,13 @@ class Pointer(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=False)
     blob_key: str
     content_type: str
     size_bytes: int
-    sha256: str
+    sha256: str | None  # None while UPLOADING: no bytes are known yet
     created_at: datetime
     expires_at: datetime | None = None
     tags: dict[str, str] = msgspec.field(default_factory=dict)
     status: ArtifactStatus = ArtifactStatus.ACTIVE
     # False when the sha256 is the client's claim (a large direct upload finalized without
-    # verification); True when the service hashed the bytes itself.
+    # verification) or there is none yet (UPLOADING); True when the service hashed the bytes itself.
     sha256_verified: bool = True
 
     @classmethod

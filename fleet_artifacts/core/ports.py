@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -189,6 +190,15 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     status: ArtifactStatus = ArtifactStatus.ACTIVE
     limit: int = 100
     continuation: str | None = None
+
+    def filters_digest(self) -> str:
+        """A short digest of what the query selects (not its page size or position).
+
+        A store binds its continuation tokens to it, so a token reused with other filters
+        is refused instead of resuming a different listing at a foreign position.
+        """
+        shape = [self.job_id, self.product_id, self.kind, self.run_id, sorted(self.tags.items()), self.status]
+        return hashlib.sha256(msgspec.json.encode(shape)).hexdigest()[:16]
 
 
 class SideRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -101,7 +101,7 @@ async def _content(
         size=pointer.size_bytes,
         content_type=pointer.content_type,
         content_disposition=content_disposition(pointer.file_name, disposition),
-        etag=f'"{pointer.sha256}"',
+        etag=f'"{pointer.sha256}"' if pointer.sha256 else None,
         headers=dict(request.headers),
         head=request.method == "HEAD",
     )

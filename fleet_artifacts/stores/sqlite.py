@@ -62,10 +62,11 @@ _pointer_decoder = msgspec.json.Decoder(Pointer)
 
 
 class _Cursor(msgspec.Struct, array_like=True):
-    """Keyset position after the last item of a page (opaque to clients)."""
+    """Keyset position after the last item of a page, bound to the query's filters (opaque to clients)."""
 
     created_us: int
     id: str
+    filters: str  # ListQuery.filters_digest() of the query that issued it
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -80,16 +81,18 @@ def _encode_cursor(cursor: _Cursor) -> str:
     return base64.urlsafe_b64encode(_encoder.encode(cursor)).decode().rstrip("=")
 
 
-def _decode_cursor(token: str) -> _Cursor:
+def _decode_cursor(token: str, query: ListQuery) -> _Cursor:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         cursor = msgspec.json.decode(raw, type=_Cursor)
         if not -(2**63) <= cursor.created_us < 2**63:  # SQLite integers are 64-bit
             raise ValueError("out of range")
+        if cursor.filters != query.filters_digest():
+            raise ValueError("issued for other filters")
         return cursor
     except (ValueError, msgspec.DecodeError):
         raise InvalidInput(
-            "continuationToken is not one this service issued", field="continuationToken"
+            "continuationToken is not one this service issued for this query", field="continuationToken"
         ) from None
 
 
@@ -285,7 +288,7 @@ class SqlitePointerStore(PointerStore):
             clauses.append("json_extract(doc, ?) = ?")
             params += [f'$.tags."{key}"', value]
         if query.continuation:
-            cursor = _decode_cursor(query.continuation)
+            cursor = _decode_cursor(query.continuation, query)
             clauses.append("(created_us < ? OR (created_us = ? AND id < ?))")
             params += [cursor.created_us, cursor.created_us, cursor.id]
         sql = (
@@ -298,5 +301,5 @@ class SqlitePointerStore(PointerStore):
         token = None
         if len(rows) > query.limit:
             last = items[-1]
-            token = _encode_cursor(_Cursor(_micros(last), last.id))
+            token = _encode_cursor(_Cursor(_micros(last), last.id, query.filters_digest()))
         return PointerPage(items, token)

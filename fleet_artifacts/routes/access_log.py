@@ -1,0 +1,43 @@
+"""One access line per request: method, route, status, duration. Never the query string.
+
+uvicorn's own access log is off because it prints every signed URL's query string,
+signature included; this line names the route template (``/fleet/jobs/{job_id}/...``)
+where one matched, else the path, and nothing of the query.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("fleet_artifacts.access")
+
+
+def access_log(app: ASGIApp) -> ASGIApp:
+    """Wrap ``app`` so each HTTP request logs one INFO line when its response ends."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        method = scope["method"]
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app fails before it answers
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        finally:
+            route = scope.get("path_template") or scope["path"]
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.info("%s %s %d %.1fms", method, route, status, elapsed_ms)
+
+    return middleware
