@@ -342,6 +342,8 @@ def test_unknown_id_is_404(client: httpx.Client, job_id: str) -> None:
         ({"fileName": "a"}, "kind"),
         ({"kind": "log"}, "fileName"),
         ({"kind": "log", "fileName": "a", "contentType": "not a type"}, "contentType"),
+        ({"kind": "log", "fileName": "a", "tags": "os:linux"}, "tags"),  # the parameter is `tag`
+        ({"kind": "log", "fileName": "a", "colour": "red"}, "colour"),
     ],
 )
 async def test_invalid_metadata_is_400_and_stores_nothing(
@@ -351,6 +353,61 @@ async def test_invalid_metadata_is_400_and_stores_nothing(
     assert assert_problem(r, 400)["field"] == field
     assert client.get(f"/fleet/jobs/{job_id}/artifacts").json()["items"] == []
     assert await blob_names(settings, f"fleet/prod-a/{job_id}/") == []
+
+
+async def test_a_form_encoded_body_is_refused_with_a_hint(
+    client: httpx.Client, settings: Settings, job_id: str
+) -> None:
+    r = client.post(
+        f"/fleet/jobs/{job_id}/artifacts",
+        params={"kind": "log", "fileName": "a.log"},
+        content=b"line one&line two",  # what `curl -d @a.log` sends
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert "--data-binary" in str(assert_problem(r, 415)["detail"])
+    assert await blob_names(settings, f"fleet/prod-a/{job_id}/") == []
+
+
+def test_fields_after_the_file_part_are_named_in_the_error(client: httpx.Client, job_id: str) -> None:
+    r = client.post(
+        f"/fleet/jobs/{job_id}/artifacts",
+        content=multipart_body([("file", b"data", "a.txt"), ("kind", b"log", None)]),
+        headers={"Content-Type": "multipart/form-data; boundary=b0undary"},
+    )
+    assert "before the file part" in str(assert_problem(r, 400)["detail"])
+
+
+@pytest.mark.parametrize(
+    ("file_name", "expected"),
+    [
+        ("report.json", "application/json"),
+        ("run.log", "text/plain"),
+        ("dist.tar.gz", "application/gzip"),
+        ("LICENSE", "application/octet-stream"),
+    ],
+)
+def test_a_missing_content_type_is_guessed_from_the_file_name(
+    client: httpx.Client, job_id: str, file_name: str, expected: str
+) -> None:
+    raw = client.post(  # no Content-Type header at all
+        f"/fleet/jobs/{job_id}/artifacts", params={"kind": "data", "fileName": file_name}, content=b"{}"
+    )
+    assert raw.status_code == 201, raw.text
+    assert raw.json()["contentType"] == expected
+    part = client.post(  # a file part without its own Content-Type
+        f"/fleet/jobs/{job_id}/artifacts",
+        content=multipart_body([("kind", b"data", None), ("file", b"{}", file_name)]),
+        headers={"Content-Type": "multipart/form-data; boundary=b0undary"},
+    )
+    assert part.status_code == 201, part.text
+    assert part.json()["contentType"] == expected
+    envelope = client.post(
+        f"/fleet/jobs/{job_id}/artifacts",
+        json={"kind": "data", "fileName": file_name, "content": "e30="},
+        headers={"Content-Type": "application/vnd.fleet-artifact+json"},
+    )
+    assert envelope.status_code == 201, envelope.text
+    assert envelope.json()["contentType"] == expected
 
 
 def test_traversal_job_ids_are_400(client: httpx.Client) -> None:

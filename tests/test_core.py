@@ -22,8 +22,8 @@ from fleet_artifacts.core.gc import sweep_stale_uploads
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.models import (
     ArtifactKind,
-    ArtifactMeta,
     ArtifactStatus,
+    CheckedMeta,
     FinalizeRequest,
     Pointer,
     SessionOpen,
@@ -34,7 +34,7 @@ from fleet_artifacts.stores.signing import UrlSigner
 from tests.fakes import MemoryBlobStore, MemoryPointerStore
 from tests.helpers import BLOBS
 
-META = ArtifactMeta(kind=ArtifactKind.LOG, file_name="run.log", content_type="text/plain")
+META = CheckedMeta(kind=ArtifactKind.LOG, file_name="run.log", content_type="text/plain")
 
 
 class Clock:

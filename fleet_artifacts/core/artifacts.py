@@ -14,7 +14,7 @@ import msgspec
 from fleet_artifacts.core.errors import PreconditionFailed
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.keys import blob_key
-from fleet_artifacts.core.models import ArtifactMeta, ArtifactOut, ArtifactPage, Pointer
+from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, CheckedMeta, Pointer
 from fleet_artifacts.core.ports import ListQuery
 from fleet_artifacts.core.validation import check_id
 
@@ -30,7 +30,7 @@ class ArtifactService:
         self,
         product_id: str,
         job_id: str,
-        meta: ArtifactMeta,
+        meta: CheckedMeta,
         chunks: AsyncIterable[bytes],
         *,
         key: str | None = None,
@@ -60,7 +60,7 @@ class ArtifactService:
         )
 
     async def _store(
-        self, product_id: str, job_id: str, meta: ArtifactMeta, chunks: AsyncIterable[bytes]
+        self, product_id: str, job_id: str, meta: CheckedMeta, chunks: AsyncIterable[bytes]
     ) -> ArtifactOut:
         kernel = self.kernel
         artifact_id = kernel.new_id()

@@ -24,9 +24,9 @@ from fleet_artifacts.core.errors import (
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.keys import blob_key, parse_blob_key
 from fleet_artifacts.core.models import (
-    ArtifactMeta,
     ArtifactOut,
     ArtifactStatus,
+    CheckedMeta,
     FinalizeRequest,
     Pointer,
     UploadTicket,
@@ -49,7 +49,7 @@ class DirectUploads:
         self,
         product_id: str,
         job_id: str,
-        meta: ArtifactMeta,
+        meta: CheckedMeta,
         size_bytes: int | None,
         *,
         key: str | None = None,
@@ -82,7 +82,7 @@ class DirectUploads:
         )
 
     async def _open(
-        self, product_id: str, job_id: str, meta: ArtifactMeta, size_bytes: int | None
+        self, product_id: str, job_id: str, meta: CheckedMeta, size_bytes: int | None
     ) -> UploadTicket:
         """Create an UPLOADING pointer and a write URL for exactly its blob.
 

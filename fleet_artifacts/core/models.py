@@ -45,9 +45,15 @@ class ArtifactMeta(msgspec.Struct, kw_only=True, rename="camel"):
 
     kind: ArtifactKind
     file_name: str
-    content_type: str = "application/octet-stream"
+    content_type: str | None = None  # left out: guessed from file_name
     run_id: str | None = None
     tags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class CheckedMeta(ArtifactMeta, kw_only=True, rename="camel"):
+    """Metadata whose every field was checked (``validation.checked_meta``); its content type is known."""
+
+    content_type: str
 
 
 class Pointer(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=False):
@@ -72,7 +78,7 @@ class Pointer(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=False)
     sha256_verified: bool = True
 
     @classmethod
-    def of(cls, meta: ArtifactMeta, **fields: Any) -> Pointer:
+    def of(cls, meta: CheckedMeta, **fields: Any) -> Pointer:
         """A pointer carrying ``meta``; ``fields`` give the rest (id, productId, jobId, blobKey...)."""
         return cls(**msgspec.structs.asdict(meta), **fields)
 

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from fleet_artifacts.core.models import ArtifactKind, ArtifactMeta, ArtifactStatus, Pointer
+from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, CheckedMeta, Pointer
 
 MAX_BLOCK_BYTES = 4000 * 1024 * 1024  # Azure's largest block
 MAX_BLOCKS = 50_000  # Azure's limit on the blocks of one committed blob
@@ -248,9 +248,9 @@ class UploadSession(SideRecord, frozen=True, kw_only=True, rename="camel"):
     chunks: list[SessionChunk] = msgspec.field(default_factory=list)
     completed: bool = False
 
-    def meta(self) -> ArtifactMeta:
-        """The metadata the session's artifact will carry."""
-        return ArtifactMeta(**{name: getattr(self, name) for name in ArtifactMeta.__struct_fields__})
+    def meta(self) -> CheckedMeta:
+        """The metadata the session's artifact will carry (checked when the session was opened)."""
+        return CheckedMeta(**{name: getattr(self, name) for name in CheckedMeta.__struct_fields__})
 
 
 R = TypeVar("R", bound=SideRecord)

@@ -9,11 +9,12 @@ traversal rules so a careless consumer that writes it to disk stays safe.
 
 from __future__ import annotations
 
+import mimetypes
 import re
 import unicodedata
 
 from fleet_artifacts.core.errors import InvalidInput
-from fleet_artifacts.core.models import ArtifactMeta
+from fleet_artifacts.core.models import ArtifactMeta, CheckedMeta
 
 MAX_ID_LENGTH = 128
 MAX_FILE_NAME_LENGTH = 255
@@ -110,6 +111,32 @@ def parse_tags(pairs: list[str]) -> dict[str, str]:
     return check_tags(tags)
 
 
+# Python's built-in table only (no /etc/mime.types), so every machine guesses alike.
+_MIME_TYPES = mimetypes.MimeTypes()
+for _ext, _type in {
+    ".log": "text/plain",
+    ".out": "text/plain",
+    ".ndjson": "application/x-ndjson",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".md": "text/markdown",
+}.items():
+    _MIME_TYPES.add_type(_type, _ext)
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
+
+
+def guess_content_type(file_name: str) -> str:
+    """The media type a file name suggests, ``application/octet-stream`` when it suggests none.
+
+    >>> guess_content_type("run.log"), guess_content_type("dist.tar.gz"), guess_content_type("LICENSE")
+    ('text/plain', 'application/gzip', 'application/octet-stream')
+    """
+    media_type, encoding = _MIME_TYPES.guess_type(file_name, strict=False)
+    if encoding is not None:  # a compressed file is served as what it is: compressed bytes
+        return _COMPRESSED.get(encoding, "application/octet-stream")
+    return media_type or "application/octet-stream"
+
+
 def check_content_type(value: str) -> str:
     """Return ``value`` if it is a well-formed media type."""
     value = value.strip()
@@ -121,16 +148,21 @@ def check_content_type(value: str) -> str:
     return value
 
 
-def checked_meta(meta: ArtifactMeta) -> ArtifactMeta:
+def checked_meta(meta: ArtifactMeta) -> CheckedMeta:
     """Return the metadata of an upload with every field checked (InvalidInput on the first bad one).
 
-    The result is a plain ``ArtifactMeta`` whatever request struct carried it, so an
+    A content type left out is guessed from the file name.
+
+    The result is a ``CheckedMeta`` whatever request struct carried it, so an
     idempotency fingerprint of it is the same on every create path.
     """
-    return ArtifactMeta(
+    file_name = check_file_name(meta.file_name)
+    return CheckedMeta(
         kind=meta.kind,
-        file_name=check_file_name(meta.file_name),
-        content_type=check_content_type(meta.content_type or "application/octet-stream"),
+        file_name=file_name,
+        content_type=check_content_type(meta.content_type)
+        if meta.content_type
+        else guess_content_type(file_name),
         run_id=None if meta.run_id is None else check_id(meta.run_id, "runId"),
         tags=check_tags(meta.tags),
     )

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import msgspec
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
-from fleet_artifacts.core.errors import InvalidInput, PayloadTooLarge
-from fleet_artifacts.core.models import ArtifactKind, ArtifactMeta, UploadEnvelope
+from fleet_artifacts.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from fleet_artifacts.core.models import ArtifactKind, ArtifactMeta, CheckedMeta, UploadEnvelope
 from fleet_artifacts.core.validation import checked_meta, parse_tags
 
 ENVELOPE_MEDIA_TYPE = "application/vnd.fleet-artifact+json"
@@ -28,6 +28,10 @@ MULTIPART_MEDIA_TYPE = "multipart/form-data"
 _FIELD_LIMIT = 16 * 1024
 _SINGLE_FIELDS = {"kind", "runId", "fileName", "contentType"}
 _TAG_FIELDS = {"tag", "tags"}
+
+
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+QUERY_FIELDS = ("kind", "fileName", "runId", "contentType", "tag")
 
 
 class QueryMeta(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +48,16 @@ class QueryMeta(msgspec.Struct, frozen=True, kw_only=True):
         return any(getattr(self, name) is not None for name in self.__struct_fields__)
 
 
+def refuse_unknown_query(names: Iterable[str]) -> None:
+    """InvalidInput naming the first query parameter the upload route does not read."""
+    for name in names:
+        if name not in QUERY_FIELDS:
+            hint = " (tags are given as tag=key:value, repeated)" if name == "tags" else ""
+            raise InvalidInput(
+                f"unknown query parameter {name[:40]!r}{hint}; known: {', '.join(QUERY_FIELDS)}", field=name
+            )
+
+
 async def read_upload(
     stream: AsyncIterator[bytes],
     headers: Mapping[str, str],
@@ -51,14 +65,22 @@ async def read_upload(
     *,
     max_envelope_bytes: int,
     max_upload_bytes: int,
-) -> tuple[ArtifactMeta, AsyncIterator[bytes]]:
+) -> tuple[CheckedMeta, AsyncIterator[bytes]]:
     """Read an upload in whichever form its Content-Type names: checked metadata and the bytes."""
-    media_type = headers.get("content-type", "application/octet-stream")
-    essence = media_type.split(";", 1)[0].strip().lower()
+    media_type = headers.get("content-type")
+    essence = (media_type or "").split(";", 1)[0].strip().lower()
+    if essence == FORM_MEDIA_TYPE:
+        # What `curl -d` sends: a form encoding of the bytes, not the file. Storing it would keep
+        # a mangled copy (curl -d even drops newlines) under the file's name.
+        raise UnsupportedMediaType(
+            f"{FORM_MEDIA_TYPE} is a form encoding, not a file: send the bytes as they are with "
+            "their own type (curl --data-binary @FILE -H 'Content-Type: text/plain'), or as "
+            "multipart/form-data (curl -F kind=log -F file=@FILE)"
+        )
     if essence in (MULTIPART_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE) and query.given():
         raise InvalidInput(f"with {essence}, metadata goes in the body, not the query string")
     if essence == MULTIPART_MEDIA_TYPE:
-        return await read_multipart(stream, media_type)
+        return await read_multipart(stream, media_type or "")
     if essence == ENVELOPE_MEDIA_TYPE:
         meta, content = await read_envelope(
             stream, max_envelope_bytes=max_envelope_bytes, max_upload_bytes=max_upload_bytes
@@ -70,7 +92,7 @@ async def read_upload(
         ArtifactMeta(
             kind=parse_kind(query.kind),
             file_name=query.file_name or "",
-            content_type=query.content_type or media_type,
+            content_type=query.content_type or media_type,  # neither: guessed from fileName
             run_id=query.run_id,
             tags=parse_tags(query.tag or []),
         )
@@ -119,7 +141,7 @@ async def _events(
 
 async def read_multipart(
     stream: AsyncIterator[bytes], content_type: str
-) -> tuple[ArtifactMeta, AsyncIterator[bytes]]:
+) -> tuple[CheckedMeta, AsyncIterator[bytes]]:
     """Read the metadata fields, stop at the ``file`` part and return its byte stream."""
     boundary = parse_options_header(content_type)[1].get("boundary")
     if not boundary:
@@ -150,6 +172,10 @@ async def read_multipart(
                 raise InvalidInput(f"form field {name!r} is too long", field=name)
     if file_part is None:
         raise InvalidInput("the multipart body has no part named 'file'", field="file")
+    if "kind" not in fields:  # fields after the file part are never read: say so
+        raise InvalidInput(
+            "kind is required: send kind and the other fields before the file part", field="kind"
+        )
     for key in _SINGLE_FIELDS & fields.keys():
         if len(fields[key]) > 1:
             raise InvalidInput(f"form field {key!r} is given more than once", field=key)
@@ -161,7 +187,7 @@ async def read_multipart(
         ArtifactMeta(
             kind=parse_kind(one("kind")),
             file_name=one("fileName") or file_part.filename or "",
-            content_type=one("contentType") or file_part.content_type or "",
+            content_type=one("contentType") or file_part.content_type,  # neither: guessed from the name
             run_id=one("runId"),
             tags=parse_tags(fields.get("tag", []) + fields.get("tags", [])),
         )
@@ -185,7 +211,7 @@ async def read_multipart(
 
 async def read_envelope(
     stream: AsyncIterator[bytes], *, max_envelope_bytes: int, max_upload_bytes: int
-) -> tuple[ArtifactMeta, bytes]:
+) -> tuple[CheckedMeta, bytes]:
     """Read and decode a JSON envelope; the whole body is held, hence its small bound."""
     body = await read_bounded(stream, max_envelope_bytes)
     try:

@@ -24,7 +24,13 @@ from fleet_artifacts.routes.deps import (
     job,
     replayed_header,
 )
-from fleet_artifacts.routes.forms import ENVELOPE_MEDIA_TYPE, MULTIPART_MEDIA_TYPE, QueryMeta, read_upload
+from fleet_artifacts.routes.forms import (
+    ENVELOPE_MEDIA_TYPE,
+    MULTIPART_MEDIA_TYPE,
+    QueryMeta,
+    read_upload,
+    refuse_unknown_query,
+)
 
 UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type alone:
 
@@ -59,6 +65,7 @@ async def upload(
 ) -> Response[ArtifactOut]:
     """Upload an artifact (multipart, raw body or JSON envelope)."""
     job_id = job(job_id)
+    refuse_unknown_query(request.query_params.keys())
     limits = services.kernel.limits
     meta, chunks = await read_upload(
         request.stream(),
