@@ -56,6 +56,28 @@ def test_single_put_upload_works_too(client: httpx.Client, job_id: str) -> None:
     assert finalize(client, ticket, data).json()["status"] == "ACTIVE"
 
 
+@pytest.mark.parametrize("size", [100, 300 * 1024])  # below and above the suite's VERIFY_MAX_BYTES
+def test_a_plain_put_with_the_ticket_headers_and_a_finalize_without_digest(
+    client: httpx.Client, job_id: str, size: int
+) -> None:
+    data = secrets.token_bytes(size)
+    ticket = start(client, job_id, contentType="application/gzip")
+    assert ticket["uploadHeaders"] == {
+        "x-ms-blob-type": "BlockBlob",
+        "x-ms-blob-content-type": "application/gzip",
+    }
+    put = httpx.put(ticket["uploadUrl"], content=data, headers=ticket["uploadHeaders"], timeout=60)  # curl -T
+    assert put.status_code == 201, put.text
+    r = client.post(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}/finalize", json={"sizeBytes": size})
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["sha256"] == hashlib.sha256(data).hexdigest() and done["sha256Verified"] is True
+    got = httpx.get(done["downloadUrl"], timeout=60)
+    assert got.content == data and got.headers["content-type"] == "application/gzip"
+    again = client.post(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}/finalize", json={"sizeBytes": size})
+    assert again.status_code == 200 and again.json()["id"] == ticket["id"]  # a retried finalize
+
+
 @pytest.mark.parametrize("lie", ["size", "sha256"])
 async def test_a_wrong_claim_is_422_and_leaves_no_blob(
     client: httpx.Client, settings: Settings, job_id: str, lie: str

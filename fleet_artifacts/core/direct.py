@@ -122,6 +122,8 @@ class DirectUploads:
             **msgspec.structs.asdict(pointer),
             upload_url=url,
             upload_url_expires_at=pointer.expires_at,
+            # What a single-shot PUT of the whole file needs (curl -T FILE -H ...), on both backends.
+            upload_headers={"x-ms-blob-type": "BlockBlob", "x-ms-blob-content-type": pointer.content_type},
         )
 
     async def finalize(
@@ -130,14 +132,15 @@ class DirectUploads:
         """Check the committed blob against the client's claim, then flip the pointer to ACTIVE.
 
         A size or digest mismatch removes blob and pointer (422): the upload must start over.
+        Without a claimed sha256 the service hashes the blob and records that digest.
         Finalizing an ACTIVE artifact again with the same claim returns it (a retried call).
         """
-        if not _SHA256.fullmatch(claim.sha256):
+        if claim.sha256 is not None and not _SHA256.fullmatch(claim.sha256):
             raise InvalidInput("sha256 must be 64 lowercase hex digits", field="sha256")
         stored = await self.kernel.lookup(product_id, artifact_id, job_id)
         pointer = stored.pointer
         if pointer.status is ArtifactStatus.ACTIVE:
-            if (pointer.size_bytes, pointer.sha256) == (claim.size_bytes, claim.sha256):
+            if pointer.size_bytes == claim.size_bytes and claim.sha256 in (None, pointer.sha256):
                 return await self.kernel.present(pointer)
             raise Conflict("the artifact was already finalized with another size or digest")
         if pointer.status is not ArtifactStatus.UPLOADING:
@@ -158,21 +161,23 @@ class DirectUploads:
                     f"the committed blob has {info.size_bytes} bytes, not {expected}; "
                     "the upload was discarded"
                 )
-        verified = claim.verify or info.size_bytes <= self.kernel.limits.verify_max_bytes
+        sha256 = claim.sha256
+        verified = claim.verify or sha256 is None or info.size_bytes <= self.kernel.limits.verify_max_bytes
         if verified:
             digest = hashlib.sha256()
             async for chunk in self.kernel.blobs.read(pointer.blob_key):
                 digest.update(chunk)
-            if digest.hexdigest() != claim.sha256:
+            if sha256 is not None and digest.hexdigest() != sha256:
                 await self._abandon(stored)
                 raise Unprocessable(
                     "the committed blob's sha256 differs from the claim; the upload was discarded"
                 )
+            sha256 = digest.hexdigest()
         active = msgspec.structs.replace(
             pointer,
             status=ArtifactStatus.ACTIVE,
             size_bytes=info.size_bytes,
-            sha256=claim.sha256,
+            sha256=sha256,
             sha256_verified=verified,
             expires_at=None,
         )

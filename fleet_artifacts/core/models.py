@@ -125,13 +125,14 @@ class UploadTicket(Pointer, kw_only=True, rename="camel"):
 
     upload_url: str
     upload_url_expires_at: datetime
+    upload_headers: dict[str, str]  # send these with a single PUT of the whole file to upload_url
 
 
 class FinalizeRequest(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
     """What the client claims it uploaded; checked against the committed blob."""
 
     size_bytes: int
-    sha256: str
+    sha256: str | None = None  # left out: the service hashes the blob and records its digest
     verify: bool = False
 
 
