@@ -93,10 +93,16 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         raise SettingsError("no bearer tokens configured (FLEET_ARTIFACTS_TOKENS)")
 
     limits = limits_of(settings)
+    # Routes are fixed before the stores open: the signed /blobs/ routes exist exactly when the
+    # configured blob store is one this service hosts (checked once the store is open).
+    hosts_blobs = settings.blob_backend == "local"
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_stores(settings) as (blobs, pointers):
+            hosted = blobs if isinstance(blobs, HostedBlobStore) else None
+            if (hosted is not None) != hosts_blobs:
+                raise StartupError(f"blob backend {settings.blob_backend!r} opened a {type(blobs).__name__}")
             kernel = Kernel(blobs, pointers, limits=limits)
             direct = DirectUploads(kernel)
             app.state.services = Services(
@@ -106,7 +112,7 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
                 sessions=SessionService(kernel),
                 auth=TokenAuthority(settings.tokens),
                 public_base_url=settings.public_base_url,
-                hosted=blobs if isinstance(blobs, HostedBlobStore) else None,
+                hosted=hosted,
                 write_allowed=direct.upload_open,
             )
             yield
@@ -126,7 +132,7 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         log_exceptions="never",  # the problem handlers log what deserves it
     )
     app = Litestar(
-        route_handlers=route_handlers(hosted_blobs=settings.blob_backend == "local"),
+        route_handlers=route_handlers(hosted_blobs=hosts_blobs),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,

@@ -198,3 +198,17 @@ async def test_the_sweep_removes_only_uploads_past_their_deadline() -> None:
     assert await w.pointers.get("j1", stale.id) is None and await w.pointers.get("j1", fresh.id) is not None
     with pytest.raises(Conflict):  # its staged blocks went with it
         await w.blobs.commit_chunks(stale.blob_key, staged.block_ids, content_type="a/b", max_bytes=10)
+
+
+async def test_the_sweep_finishes_a_removal_a_crash_interrupted() -> None:
+    w = World()
+    ticket, _ = await w.direct.start("p", "j1", META, None)
+    await w.blobs.write(ticket.blob_key, body(b"half"), content_type="text/plain", max_bytes=10)
+    stored = await w.kernel.lookup("p", ticket.id, "j1")
+    # The claim of a removal landed, then the process died before blob and pointer went.
+    await w.pointers.replace(
+        msgspec.structs.replace(stored.pointer, status=ArtifactStatus.DELETING), etag=stored.etag
+    )
+    later = w.clock.now + timedelta(hours=2)
+    assert await sweep_stale_uploads(w.kernel, now=later) == [ticket.blob_key]
+    assert await w.pointers.get("j1", ticket.id) is None and await w.keys() == []

@@ -7,16 +7,15 @@ pointer, retire) belong to the ``Kernel``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
-from datetime import datetime
 
 import msgspec
 
 from fleet_artifacts.core.errors import PreconditionFailed
-from fleet_artifacts.core.kernel import Kernel
+from fleet_artifacts.core.kernel import Kernel, SignedUrl
 from fleet_artifacts.core.keys import blob_key
-from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, CheckedMeta, Pointer
+from fleet_artifacts.core.models import ArtifactMeta, ArtifactOut, ArtifactPage, CheckedMeta, Pointer
 from fleet_artifacts.core.ports import ListQuery
-from fleet_artifacts.core.validation import check_id
+from fleet_artifacts.core.validation import check_id, checked_meta
 
 
 class ArtifactService:
@@ -30,16 +29,20 @@ class ArtifactService:
         self,
         product_id: str,
         job_id: str,
-        meta: CheckedMeta,
+        meta: ArtifactMeta,
         chunks: AsyncIterable[bytes],
         *,
         key: str | None = None,
     ) -> tuple[ArtifactOut, bool]:
-        """Store the bytes, then the pointer (once per Idempotency-Key ``key``); ``(artifact, replayed)``."""
+        """Store the bytes, then the pointer (once per Idempotency-Key ``key``); ``(artifact, replayed)``.
+
+        ``meta`` is checked here (InvalidInput) before a byte of ``chunks`` is read.
+        """
         check_id(job_id, "jobId")
+        checked = checked_meta(meta)
 
         async def create() -> ArtifactOut:
-            return await self._store(product_id, job_id, meta, chunks)
+            return await self._store(product_id, job_id, checked, chunks)
 
         async def replay(artifact_id: str) -> ArtifactOut:
             return await self.kernel.present(await self.kernel.active(product_id, artifact_id, job_id))
@@ -52,7 +55,7 @@ class ArtifactService:
             job_id=job_id,
             key=key,
             operation="upload",
-            request=msgspec.structs.asdict(meta),
+            request=msgspec.structs.asdict(checked),
             create=create,
             created_id=lambda out: out.id,
             replay=replay,
@@ -95,8 +98,8 @@ class ArtifactService:
 
     async def download_url(
         self, product_id: str, artifact_id: str, job_id: str | None = None, *, disposition: str = "attachment"
-    ) -> tuple[str, datetime]:
-        """A freshly signed download URL of an active artifact, with its expiry (for redirects)."""
+    ) -> SignedUrl:
+        """A freshly signed download URL of an active artifact (for redirects)."""
         pointer = await self.kernel.active(product_id, artifact_id, job_id)
         return await self.kernel.sign(pointer, disposition=disposition)
 

@@ -24,6 +24,7 @@ from fleet_artifacts.core.errors import (
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.keys import blob_key, parse_blob_key
 from fleet_artifacts.core.models import (
+    ArtifactMeta,
     ArtifactOut,
     ArtifactStatus,
     CheckedMeta,
@@ -32,7 +33,7 @@ from fleet_artifacts.core.models import (
     UploadTicket,
 )
 from fleet_artifacts.core.ports import StoredPointer
-from fleet_artifacts.core.validation import check_id
+from fleet_artifacts.core.validation import check_id, checked_meta
 
 log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -49,7 +50,7 @@ class DirectUploads:
         self,
         product_id: str,
         job_id: str,
-        meta: CheckedMeta,
+        requested: ArtifactMeta,
         size_bytes: int | None,
         *,
         key: str | None = None,
@@ -58,6 +59,7 @@ class DirectUploads:
 
         A replay re-signs the write URL of the upload the key started.
         """
+        meta = checked_meta(requested)
         check_id(job_id, "jobId")
 
         async def replay(artifact_id: str) -> UploadTicket:
@@ -90,7 +92,6 @@ class DirectUploads:
         signed PUT route), then calls ``finalize``. Past ``expiresAt`` the upload is stale:
         never served, refused by finalize, and removed by ``fleet-artifacts gc --stale-uploads``.
         """
-        check_id(job_id, "jobId")
         if size_bytes is not None:
             if size_bytes < 0:
                 raise InvalidInput("sizeBytes cannot be negative", field="sizeBytes")

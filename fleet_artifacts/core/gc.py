@@ -24,15 +24,26 @@ async def sweep_stale_uploads(
 ) -> list[str]:
     """Remove direct uploads never finalized by their deadline: blob, staged blocks, then pointer.
 
-    The pointer goes last, so an interrupted sweep is finished by the next one. Returns the
-    blob keys of the uploads removed (or that would be, with ``dry_run``).
+    Also finishes the removals a crash interrupted: an upload claimed for removal (DELETING,
+    its deadline kept) whose blob or pointer is still there. The pointer goes last, so an
+    interrupted sweep is finished by the next one. Returns the blob keys of the uploads
+    removed (or that would be, with ``dry_run``).
     """
+    removed: list[str] = []
+    for status in (ArtifactStatus.UPLOADING, ArtifactStatus.DELETING):
+        removed += await _sweep_expired(kernel, status, now=now, dry_run=dry_run, batch=batch)
+    return removed
+
+
+async def _sweep_expired(
+    kernel: Kernel, status: ArtifactStatus, *, now: datetime, dry_run: bool, batch: int
+) -> list[str]:
     removed: list[str] = []
     seen: set[str] = set()
     while True:
         stale = [
             s
-            for s in await kernel.pointers.expired(ArtifactStatus.UPLOADING, before=now, limit=batch)
+            for s in await kernel.pointers.expired(status, before=now, limit=batch)
             if s.pointer.id not in seen
         ]
         if not stale:
@@ -44,8 +55,9 @@ async def sweep_stale_uploads(
             elif await kernel.retire(stored):
                 removed.append(stored.pointer.blob_key)
                 log.info(
-                    "removed stale upload %s (deadline %s)",
+                    "removed stale upload %s (%s, deadline %s)",
                     stored.pointer.blob_key,
+                    status.value,
                     stored.pointer.expires_at,
                 )
         if dry_run or len(stale) < batch:

@@ -10,7 +10,8 @@ Write order is blob first, pointer second; a failed pointer write deletes the
 blob, so no pointer ever names missing bytes and no committed blob is left
 without a pointer. Retiring marks the pointer DELETING (by etag) before touching
 the blob, so a crash half-way leaves a pointer that is hidden from readers and
-that a repeated DELETE or the next sweep finishes.
+that a repeated DELETE finishes (or, for an unfinished upload, the next
+``gc --stale-uploads``).
 
 URLs a store signs are returned as the store made them: a store that serves its
 own URLs (the local backend) makes root-relative ones, which ``routes/`` anchors.
@@ -27,7 +28,7 @@ import msgspec
 from fleet_artifacts.core.clock import new_id, utcnow
 from fleet_artifacts.core.errors import Conflict, NotFound, PayloadTooLarge, PreconditionFailed
 from fleet_artifacts.core.idempotency import Idempotency
-from fleet_artifacts.core.keys import content_disposition
+from fleet_artifacts.core.keys import content_disposition, signed_disposition
 from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, Pointer
 from fleet_artifacts.core.ports import BlobStore, PointerStore, StoredPointer
 
@@ -44,6 +45,14 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     verify_max_bytes: int = 64 * 1024 * 1024
     idempotency_retention: timedelta = timedelta(days=1)
     session_ttl: timedelta = timedelta(days=1)
+
+
+class SignedUrl(msgspec.Struct, frozen=True, kw_only=True):
+    """A read URL for one blob, as the store signed it."""
+
+    url: str
+    expires_at: datetime
+    disposition: str  # as signed: "attachment" where "inline" was asked for an active type
 
 
 class Kernel:
@@ -91,25 +100,32 @@ class Kernel:
             raise NotFound("artifact not found")
         return stored.pointer
 
-    async def sign(self, pointer: Pointer, *, disposition: str = "attachment") -> tuple[str, datetime]:
-        """Sign a fresh read URL for a pointer's blob; return it with its expiry."""
+    async def sign(self, pointer: Pointer, *, disposition: str = "attachment") -> SignedUrl:
+        """Sign a fresh read URL for a pointer's blob.
+
+        ``inline`` is granted only to types a browser shows without running them
+        (``keys.inline_safe``); any other type is signed as an attachment, since the
+        storage origin that serves the URL can add no Content-Security-Policy.
+        """
         expires_at = self.now() + self.limits.sas_ttl
+        signed_as = signed_disposition(pointer.content_type, disposition)
         url = await self.blobs.sign_read_url(
             pointer.blob_key,
             expires_at=expires_at,
-            content_disposition=content_disposition(pointer.file_name, disposition),
+            content_disposition=content_disposition(pointer.file_name, signed_as),
             content_type=pointer.content_type,
         )
         log.debug("signed read URL for %s until %s", pointer.blob_key, expires_at.isoformat())
-        return url, expires_at
+        return SignedUrl(url=url, expires_at=expires_at, disposition=signed_as)
 
     async def present(self, pointer: Pointer, *, disposition: str = "attachment") -> ArtifactOut:
         """Attach a freshly signed, short-lived download URL to a pointer."""
-        url, expires_at = await self.sign(pointer, disposition=disposition)
+        signed = await self.sign(pointer, disposition=disposition)
         return ArtifactOut(
             **msgspec.structs.asdict(pointer),
-            download_url=url,
-            download_url_expires_at=expires_at,
+            download_url=signed.url,
+            download_url_expires_at=signed.expires_at,
+            download_disposition=signed.disposition,
         )
 
     async def commit_pointer(self, pointer: Pointer, *, concurrent_ok: bool = False) -> None:

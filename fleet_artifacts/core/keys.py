@@ -1,4 +1,4 @@
-"""Names derived from an artifact: its blob key, and the Content-Disposition its downloads carry."""
+"""Names derived from an artifact: its blob key, and how its downloads present themselves."""
 
 from __future__ import annotations
 
@@ -29,3 +29,38 @@ def content_disposition(file_name: str, disposition: str = "attachment") -> str:
     """
     fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\%' else "_" for ch in file_name)
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+# Types a browser shows without running anything of the file's: raster images, media, PDF,
+# plain text and data. Everything else (HTML, XHTML, SVG, XML, JavaScript, unknown types) could
+# run script on the origin that serves it, and a signed URL is served by the storage account,
+# where no Content-Security-Policy can be added: those are only ever signed as attachments.
+_PASSIVE_PREFIXES = ("image/", "video/", "audio/")
+_ACTIVE_IMAGES = frozenset({"image/svg+xml"})
+_PASSIVE_TYPES = frozenset(
+    {
+        "text/plain",
+        "text/csv",
+        "text/markdown",
+        "application/json",
+        "application/x-ndjson",
+        "application/pdf",
+    }
+)
+
+
+def inline_safe(content_type: str) -> bool:
+    """Whether a download of this type may be viewed inline from a signed URL.
+
+    >>> inline_safe("image/png"), inline_safe("text/plain; charset=utf-8"), inline_safe("image/svg+xml")
+    (True, True, False)
+    """
+    essence = content_type.split(";", 1)[0].strip().lower()
+    if essence in _ACTIVE_IMAGES:
+        return False
+    return essence in _PASSIVE_TYPES or essence.startswith(_PASSIVE_PREFIXES)
+
+
+def signed_disposition(content_type: str, asked: str) -> str:
+    """The disposition a signed URL gets: ``inline`` only for types safe to view inline."""
+    return asked if asked == "attachment" or inline_safe(content_type) else "attachment"

@@ -88,6 +88,9 @@ class ArtifactOut(Pointer, kw_only=True, rename="camel"):
 
     download_url: str
     download_url_expires_at: datetime
+    # How downloadUrl presents the file: "inline" only for types safe to view from the storage
+    # origin (images, media, PDF, plain text, JSON); else "attachment", whatever was asked.
+    download_disposition: str = "attachment"
 
 
 class ArtifactPage(msgspec.Struct, rename="camel"):

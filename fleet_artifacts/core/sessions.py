@@ -109,8 +109,7 @@ class SessionService:
         if request.size_bytes is not None:
             if request.size_bytes < 0:
                 raise InvalidInput("sizeBytes cannot be negative", field="sizeBytes")
-            if request.size_bytes > self._max:
-                raise PayloadTooLarge(self._max)
+            self.kernel.check_size(request.size_bytes)
         job_id = check_id(request.job_id, "jobId")
         now = self.kernel.now()
         artifact_id = self.kernel.new_id()

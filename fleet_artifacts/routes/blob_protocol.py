@@ -32,7 +32,7 @@ from litestar import Response
 from fleet_artifacts.core.errors import Conflict, InvalidInput, PreconditionFailed
 from fleet_artifacts.core.ports import MAX_BLOCKS, BlobStore, block_id_width
 from fleet_artifacts.routes.deps import AnyRequest
-from fleet_artifacts.routes.downloads import etag_matches
+from fleet_artifacts.routes.streaming import etag_matches
 
 MAX_BLOCK_LIST_BYTES = 4 * 1024 * 1024  # 50,000 ids of 64 bytes fit with room to spare
 MAX_BLOCK_ID_BYTES = 64
@@ -146,24 +146,25 @@ class ExpectedMd5:
 
     def __init__(self, request: AnyRequest) -> None:
         self.header = request.headers.get("content-md5")
-        self._expected: bytes | None = None
-        if self.header is not None:
-            try:
-                self._expected = base64.b64decode(self.header, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidInput("Content-MD5 must be base64", field="Content-MD5") from None
 
     async def checked(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Pass the chunks on; raise after the last one if they do not match the header.
 
-        Raising before the stream ends keeps a commit from completing on a mismatch.
+        Raising before the stream ends keeps a commit from completing on a mismatch. The
+        header is read when the body is, so the checks made before the body come first.
         """
-        digest = hashlib.md5(usedforsecurity=False) if self._expected is not None else None
+        expected: bytes | None = None
+        if self.header is not None:
+            try:
+                expected = base64.b64decode(self.header, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput("Content-MD5 must be base64", field="Content-MD5") from None
+        digest = hashlib.md5(usedforsecurity=False) if expected is not None else None
         async for chunk in chunks:
             if digest is not None:
                 digest.update(chunk)
             yield chunk
-        if digest is not None and digest.digest() != self._expected:
+        if digest is not None and digest.digest() != expected:
             raise InvalidInput("the body does not match its Content-MD5 (Md5Mismatch)", field="Content-MD5")
 
 

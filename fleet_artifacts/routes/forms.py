@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import msgspec
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from fleet_artifacts.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from fleet_artifacts.core.models import ArtifactKind, ArtifactMeta, CheckedMeta, UploadEnvelope
-from fleet_artifacts.core.validation import checked_meta, parse_tags
+from fleet_artifacts.core.models import ArtifactKind, ArtifactMeta, UploadEnvelope
+from fleet_artifacts.core.validation import parse_tags
 
 ENVELOPE_MEDIA_TYPE = "application/vnd.fleet-artifact+json"
 MULTIPART_MEDIA_TYPE = "multipart/form-data"
@@ -64,9 +64,12 @@ async def read_upload(
     query: QueryMeta,
     *,
     max_envelope_bytes: int,
-    max_upload_bytes: int,
-) -> tuple[CheckedMeta, AsyncIterator[bytes]]:
-    """Read an upload in whichever form its Content-Type names: checked metadata and the bytes."""
+    check_size: Callable[[int], None],
+) -> tuple[ArtifactMeta, AsyncIterator[bytes]]:
+    """Read an upload in whichever form its Content-Type names: its metadata and its bytes.
+
+    ``check_size`` refuses a declared or decoded size over the upload limit (PayloadTooLarge).
+    """
     media_type = headers.get("content-type")
     essence = (media_type or "").split(";", 1)[0].strip().lower()
     if essence == FORM_MEDIA_TYPE:
@@ -82,20 +85,17 @@ async def read_upload(
     if essence == MULTIPART_MEDIA_TYPE:
         return await read_multipart(stream, media_type or "")
     if essence == ENVELOPE_MEDIA_TYPE:
-        meta, content = await read_envelope(
-            stream, max_envelope_bytes=max_envelope_bytes, max_upload_bytes=max_upload_bytes
-        )
+        meta, content = await read_envelope(stream, max_envelope_bytes=max_envelope_bytes)
+        check_size(len(content))
         return meta, _once(content)
-    if (length := headers.get("content-length")) and length.isdigit() and int(length) > max_upload_bytes:
-        raise PayloadTooLarge(max_upload_bytes)  # before a byte is read: the client learns early
-    meta = checked_meta(
-        ArtifactMeta(
-            kind=parse_kind(query.kind),
-            file_name=query.file_name or "",
-            content_type=query.content_type or media_type,  # neither: guessed from fileName
-            run_id=query.run_id,
-            tags=parse_tags(query.tag or []),
-        )
+    if (length := headers.get("content-length")) and length.isdigit():
+        check_size(int(length))  # before a byte is read: the client learns early
+    meta = ArtifactMeta(
+        kind=parse_kind(query.kind),
+        file_name=query.file_name or "",
+        content_type=query.content_type or media_type,  # neither: guessed from fileName
+        run_id=query.run_id,
+        tags=parse_tags(query.tag or []),
     )
     return meta, stream
 
@@ -141,7 +141,7 @@ async def _events(
 
 async def read_multipart(
     stream: AsyncIterator[bytes], content_type: str
-) -> tuple[CheckedMeta, AsyncIterator[bytes]]:
+) -> tuple[ArtifactMeta, AsyncIterator[bytes]]:
     """Read the metadata fields, stop at the ``file`` part and return its byte stream."""
     boundary = parse_options_header(content_type)[1].get("boundary")
     if not boundary:
@@ -183,14 +183,12 @@ async def read_multipart(
     def one(key: str) -> str | None:
         return fields[key][0] if key in fields else None
 
-    meta = checked_meta(
-        ArtifactMeta(
-            kind=parse_kind(one("kind")),
-            file_name=one("fileName") or file_part.filename or "",
-            content_type=one("contentType") or file_part.content_type,  # neither: guessed from the name
-            run_id=one("runId"),
-            tags=parse_tags(fields.get("tag", []) + fields.get("tags", [])),
-        )
+    meta = ArtifactMeta(
+        kind=parse_kind(one("kind")),
+        file_name=one("fileName") or file_part.filename or "",
+        content_type=one("contentType") or file_part.content_type,  # neither: guessed from the name
+        run_id=one("runId"),
+        tags=parse_tags(fields.get("tag", []) + fields.get("tags", [])),
     )
 
     async def file_bytes() -> AsyncIterator[bytes]:
@@ -210,8 +208,8 @@ async def read_multipart(
 
 
 async def read_envelope(
-    stream: AsyncIterator[bytes], *, max_envelope_bytes: int, max_upload_bytes: int
-) -> tuple[CheckedMeta, bytes]:
+    stream: AsyncIterator[bytes], *, max_envelope_bytes: int
+) -> tuple[ArtifactMeta, bytes]:
     """Read and decode a JSON envelope; the whole body is held, hence its small bound."""
     body = await read_bounded(stream, max_envelope_bytes)
     try:
@@ -224,6 +222,4 @@ async def read_envelope(
         content = base64.b64decode(envelope.content, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("content must be standard base64", field="content") from None
-    if len(content) > max_upload_bytes:
-        raise PayloadTooLarge(max_upload_bytes)
-    return checked_meta(envelope), content
+    return envelope, content

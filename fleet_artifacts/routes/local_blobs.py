@@ -24,6 +24,7 @@ from fleet_artifacts.core.errors import InvalidInput, NotFound, PayloadTooLarge,
 from fleet_artifacts.core.ports import MAX_BLOCK_BYTES, HostedBlobStore
 from fleet_artifacts.core.validation import check_content_type
 from fleet_artifacts.routes.blob_protocol import (
+    API_VERSION,
     MAX_BLOCK_LIST_BYTES,
     ExpectedMd5,
     check_preconditions,
@@ -34,13 +35,16 @@ from fleet_artifacts.routes.blob_protocol import (
     refuse_unsupported,
 )
 from fleet_artifacts.routes.deps import BLOB_PATH, AnyRequest, Services, per_method, services_of
-from fleet_artifacts.routes.downloads import stream_blob
 from fleet_artifacts.routes.forms import read_bounded
+from fleet_artifacts.routes.streaming import Served, stream_blob
+
+# What Get Blob answers on Azure and the Azure SDK reads back (the version is one it knows).
+AZURE_BLOB_HEADERS = (("x-ms-blob-type", "BlockBlob"), ("x-ms-version", API_VERSION))
 
 
 def _hosted(services: Services) -> HostedBlobStore:
-    if services.hosted is None:  # the routes are registered only for a hosted store
-        raise NotFound("this service hosts no blobs")
+    # These routes are registered only when the blob store is hosted (create_app checks it).
+    assert services.hosted is not None
     return services.hosted
 
 
@@ -58,16 +62,15 @@ async def signed_blob(request: AnyRequest, state: State, key: FromPath[str]) -> 
     info = await store.info(key)
     if info is None:
         raise NotFound("blob not found")
-    return await stream_blob(
-        store,
-        key,
+    served = Served(
+        key=key,
         size=info.size_bytes,
         content_type=granted["rsct"] or info.content_type,
         content_disposition=granted["rscd"] or "attachment",
         etag=f'"{info.sha256}"' if info.sha256 else None,
-        headers=dict(request.headers),
-        head=request.method == "HEAD",
+        extra=AZURE_BLOB_HEADERS,
     )
+    return await stream_blob(store, served, request.headers, head=request.method == "HEAD")
 
 
 @put(

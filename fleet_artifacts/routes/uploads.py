@@ -8,7 +8,6 @@ from litestar import Response, post
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from fleet_artifacts.core.models import ArtifactOut, DirectUploadRequest, FinalizeRequest, UploadTicket
-from fleet_artifacts.core.validation import checked_meta
 from fleet_artifacts.routes.deps import (
     AnyRequest,
     ArtifactId,
@@ -72,7 +71,7 @@ async def upload(
         request.headers,
         QueryMeta(kind=kind, file_name=file_name, run_id=run_id, content_type=content_type, tag=tag),
         max_envelope_bytes=limits.max_envelope_bytes,
-        max_upload_bytes=limits.max_upload_bytes,
+        check_size=services.kernel.check_size,
     )
     out, replayed = await services.artifacts.upload(product_id, job_id, meta, chunks, key=idempotency_key)
     headers = {"Location": f"/fleet/jobs/{job_id}/artifacts/{out.id}", **replayed_header(replayed)}
@@ -97,9 +96,8 @@ async def start_direct_upload(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[UploadTicket]:
     """Start a direct-to-blob upload."""
-    meta = checked_meta(data)
     ticket, replayed = await services.direct.start(
-        product_id, job(job_id), meta, data.size_bytes, key=idempotency_key
+        product_id, job_id, data, data.size_bytes, key=idempotency_key
     )
     return Response(anchored_ticket(ticket, base_url), status_code=201, headers=replayed_header(replayed))
 
