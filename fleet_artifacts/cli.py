@@ -133,6 +133,7 @@ def serve(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from fleet_artifacts.app import create_app
+    from fleet_artifacts.serving import bounded_protocol
 
     data_dir = settings.data_dir.resolve()
     token_note = f"{len(settings.tokens)} configured in FLEET_ARTIFACTS_TOKENS"
@@ -165,6 +166,11 @@ def serve(settings: Settings, host: str, port: int) -> int:
     # A failing lifespan (say, Blob Storage unreachable) is logged by uvicorn, which then exits 3.
     # No access log: it would print every signed URL's query string, signature included.
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level=settings.log_level.lower(), access_log=False
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        http=bounded_protocol(settings.max_header_bytes, settings.header_timeout_seconds),
     )
     return 0

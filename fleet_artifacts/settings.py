@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     block_size_bytes: int = 8 * MiB
     upload_concurrency: int = 4
     azure_retry_total: int = 3
+    max_header_bytes: int = 64 * 1024
+    header_timeout_seconds: int = 10
     log_level: str = "INFO"
 
 
@@ -74,6 +76,8 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "block_size_bytes": (64 * 1024, 4000 * MiB),
     "upload_concurrency": (1, 64),
     "azure_retry_total": (0, 10),
+    "max_header_bytes": (4 * 1024, 1024 * 1024),
+    "header_timeout_seconds": (1, 300),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "blob_backend": ("local", "azure"),
