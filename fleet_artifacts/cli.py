@@ -1,4 +1,4 @@
-"""Command line: ``fleet-artifacts serve [--host H] [--port P]`` and ``fleet-artifacts cosmos-init``."""
+"""Command line: ``fleet-artifacts serve``, ``cosmos-init`` and ``gc`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -18,18 +18,38 @@ DEFAULT_PRODUCT = "default"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet-artifacts", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP service (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+    parser = argparse.ArgumentParser(
+        prog="fleet-artifacts",
+        description="An artifact store for CI fleets: bytes in Azure Blob Storage (or a local "
+        "directory), pointers in Cosmos DB (or SQLite), fresh signed links. Configured by "
+        "FLEET_ARTIFACTS_* variables (see .env.example).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP service (uvicorn)",
+        description="Run the HTTP service until interrupted. With no configuration it stores blobs "
+        "and pointers in ./fleet-artifacts-data and prints a bearer token made for product 'default'.",
+    )
+    serve.add_argument(
+        "--host", help="address to bind (default: FLEET_ARTIFACTS_HOST, else 127.0.0.1; 0.0.0.0 for all)"
+    )
+    serve.add_argument(
+        "--port", type=int, help="port to bind (default: FLEET_ARTIFACTS_PORT, else 8080; 0 picks a free one)"
+    )
     commands.add_parser(
         "cosmos-init",
         help="create the Cosmos DB database and container if missing (idempotent)",
         description="Create the configured Cosmos DB database and container (partition key /jobId, "
         "per-item TTL on, the indexing policy the queries need) if they are missing.",
     )
-    gc = commands.add_parser("gc", help="remove what clients left behind")
+    gc = commands.add_parser(
+        "gc",
+        help="remove what clients left behind",
+        description="Run the chosen sweeps once against the configured stores; prints one line per "
+        "item removed (or, with --dry-run, that would be) and a count per kind.",
+    )
     gc.add_argument(
         "--stale-uploads",
         action="store_true",
@@ -60,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fleet-artifacts: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return serve(settings, args.host, args.port)
+        return serve(settings, args.host or settings.host, settings.port if args.port is None else args.port)
     if args.command == "gc":
         if not (args.stale_uploads or args.orphans):
             print("fleet-artifacts: gc needs --stale-uploads and/or --orphans", file=sys.stderr)
@@ -76,37 +96,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def collect(settings: Settings, *, stale_uploads: bool, orphans: bool, grace: int, dry_run: bool) -> int:
-    """Run the chosen sweeps once against the configured stores."""
+    """Run the chosen sweeps once against the configured stores; print what went, per kind."""
     import asyncio
     from datetime import timedelta
 
     from fleet_artifacts.app import StartupError, limits_of, open_stores
     from fleet_artifacts.core.clock import utcnow
-    from fleet_artifacts.core.gc import sweep_expired_records, sweep_orphan_blobs, sweep_stale_uploads
+    from fleet_artifacts.core.gc import (
+        sweep_expired_keys,
+        sweep_expired_sessions,
+        sweep_orphan_blobs,
+        sweep_stale_uploads,
+    )
     from fleet_artifacts.core.kernel import Kernel
 
-    async def run() -> list[str]:
-        removed: list[str] = []
+    async def run() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
         async with open_stores(settings) as (blobs, pointers):
             kernel = Kernel(blobs, pointers, limits=limits_of(settings))
             now = utcnow()
             if stale_uploads:
-                removed += await sweep_stale_uploads(kernel, now=now, dry_run=dry_run)
-                removed += await sweep_expired_records(kernel, now=now, dry_run=dry_run)
+                found["stale upload"] = await sweep_stale_uploads(kernel, now=now, dry_run=dry_run)
+                found["expired upload session"] = await sweep_expired_sessions(
+                    kernel, now=now, dry_run=dry_run
+                )
+                found["expired idempotency key"] = await sweep_expired_keys(kernel, now=now, dry_run=dry_run)
             if orphans:
                 cutoff = now - timedelta(seconds=grace)
-                removed += await sweep_orphan_blobs(kernel, older_than=cutoff, dry_run=dry_run)
-        return removed
+                found["orphan blob"] = await sweep_orphan_blobs(kernel, older_than=cutoff, dry_run=dry_run)
+        return found
 
     try:
-        removed = asyncio.run(run())
+        found = asyncio.run(run())
     except StartupError as exc:
         print(f"fleet-artifacts: gc failed: {exc}", file=sys.stderr)
         return 1
     verb = "would remove" if dry_run else "removed"
-    for key in removed:
-        print(f"{verb} {key}")
-    print(f"{verb} {len(removed)} blob(s)")
+    for kind, items in found.items():
+        for item in items:
+            print(f"{verb} {kind} {item}")
+    print(f"{verb} " + ", ".join(f"{len(items)} {kind}(s)" for kind, items in found.items()))
     return 0
 
 
@@ -129,7 +158,9 @@ def init_cosmos(settings: Settings) -> int:
 
 
 def serve(settings: Settings, host: str, port: int) -> int:
-    """Print where things are, then run the app under uvicorn until interrupted."""
+    """Run the app under uvicorn until interrupted; say where it listens once the socket is bound."""
+    import socket
+
     import uvicorn
 
     from fleet_artifacts.app import create_app
@@ -155,17 +186,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
         )
     else:
         pointers = f"SQLite {data_dir / 'pointers.sqlite3'}"
-    print(
-        f"fleet-artifacts {__version__} listening on http://{host}:{port}\n"
-        f"  blobs:        {blobs}\n"
-        f"  pointers:     {pointers}\n"
-        f"  bearer token: {token_note}\n"
-        f"  API docs:     http://{host}:{port}/docs",
-        flush=True,
-    )
-    # A failing lifespan (say, Blob Storage unreachable) is logged by uvicorn, which then exits 3.
-    # No access log: it would print every signed URL's query string, signature included.
-    uvicorn.run(
+    # No uvicorn access log: it would print every signed URL's query string, signature included.
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -173,4 +195,26 @@ def serve(settings: Settings, host: str, port: int) -> int:
         access_log=False,
         http=bounded_protocol(settings.max_header_bytes, settings.header_timeout_seconds),
     )
-    return 0
+
+    class Announcing(uvicorn.Server):
+        """Says where it listens once the sockets are bound and the app started, not before."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.started:
+                return
+            bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else port
+            origin = f"http://{host}:{bound}"
+            print(
+                f"fleet-artifacts {__version__} listening on {origin}\n"
+                f"  blobs:        {blobs}\n"
+                f"  pointers:     {pointers}\n"
+                f"  bearer token: {token_note}\n"
+                f"  API docs:     {origin}/docs",
+                flush=True,
+            )
+
+    server = Announcing(config)
+    server.run()
+    # A failing lifespan (say, Blob Storage unreachable) is logged by uvicorn; exit 3 as uvicorn.run does.
+    return 0 if server.started else 3

@@ -26,7 +26,7 @@ _SLICE = 4096
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` that refuses request heads over ``max_head_bytes`` or slower than ``head_timeout``."""
+    """``HttpToolsProtocol`` refusing heads over ``max_head_bytes`` or slower than ``head_timeout``."""
 
     max_head_bytes = 64 * 1024
     head_timeout = 10.0
@@ -87,7 +87,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, detail: str) -> None:
         self._cancel_head_timer()
         titles = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
-        body = json.dumps({"type": "about:blank", "title": titles[status], "status": status, "detail": detail})
+        body = json.dumps(
+            {"type": "about:blank", "title": titles[status], "status": status, "detail": detail}
+        )
         head = (
             f"HTTP/1.1 {status} {titles[status]}\r\n"
             "content-type: application/problem+json\r\n"

@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the service can be configured with (see ``.env.example``)."""
 
     tokens: dict[str, str] = msgspec.field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8080
     blob_backend: BlobBackend = "local"
     azure_storage_connection_string: str | None = None
     azure_storage_account_url: str | None = None
@@ -77,6 +79,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "upload_concurrency": (1, 64),
     "azure_retry_total": (0, 10),
     "max_header_bytes": (4 * 1024, 1024 * 1024),
+    "port": (0, 65535),
     "header_timeout_seconds": (1, 300),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from fleet_artifacts.core.clock import utcnow
-from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
 from fleet_artifacts.core.ports import BlobStore, HostedBlobStore
 from fleet_artifacts.stores.signing import UrlSigner
 from tests.conftest import BLOB_BACKENDS, blob_server
@@ -189,3 +190,69 @@ async def test_committed_lists_committed_blobs_under_a_prefix(blobs: BlobStore) 
     listed = {key: modified async for key, modified in blobs.committed(prefix)}
     assert set(listed) == {prefix + "a-log", prefix + "b-log"}  # staged-only is not committed
     assert all(modified.tzinfo is not None for modified in listed.values())
+
+
+def hosted(blobs: BlobStore) -> HostedBlobStore:
+    if not isinstance(blobs, HostedBlobStore):
+        pytest.skip(
+            "an Azure SAS cannot be revoked before it expires, so seal cannot stop it (README: Limits)"
+        )
+    return blobs
+
+
+async def test_a_sealed_key_takes_no_more_writes_through_signed_urls(blobs: BlobStore) -> None:
+    store, k = hosted(blobs), key()
+
+    async def yes() -> bool:
+        return True
+
+    async def no() -> bool:
+        return False
+
+    await store.put_blob(k, chunks_of(b"first", 2), content_type="a/b", limit=100, may_commit=yes)
+    with pytest.raises(SignatureRejected):  # the upload ended: the caller says no
+        await store.put_blob(k, chunks_of(b"late", 2), content_type="a/b", limit=100, may_commit=no)
+    await store.seal(k)
+    await store.seal(k)  # sealing twice is sealing
+    with pytest.raises(SignatureRejected):
+        await store.put_blob(k, chunks_of(b"late", 2), content_type="a/b", limit=100, may_commit=yes)
+    await store.stage_block(k, b"block-1", chunks_of(b"staged", 3), limit=100, declared=None)
+    with pytest.raises(SignatureRejected):
+        await store.commit_block_list(
+            k, [("Latest", b"block-1")], content_type="a/b", limit=100, may_commit=yes
+        )
+    assert await read_all(store, k) == b"first"
+    # The service's own writes are not writes through a URL; deleting ends the seal with the blob.
+    await store.write(k, chunks_of(b"own", 3), content_type="a/b", max_bytes=100)
+    assert await store.delete(k)
+    await store.put_blob(k, chunks_of(b"anew", 2), content_type="a/b", limit=100, may_commit=yes)
+    assert await read_all(store, k) == b"anew"
+    assert [name async for name, _ in store.committed(k.rsplit("/", 1)[0] + "/")] == [k]  # no sidecars
+
+
+async def test_a_seal_waits_for_a_write_about_to_land(blobs: BlobStore) -> None:
+    store, k = hosted(blobs), key()
+    asked = asyncio.Event()
+    proceed = asyncio.Event()
+
+    async def slow_yes() -> bool:  # the write has been checked and is about to land
+        asked.set()
+        await proceed.wait()
+        return True
+
+    writing = asyncio.create_task(
+        store.put_blob(k, chunks_of(b"lands", 5), content_type="a/b", limit=100, may_commit=slow_yes)
+    )
+    await asyncio.wait_for(asked.wait(), 10)
+    sealing = asyncio.create_task(store.seal(k))
+    await asyncio.sleep(0.2)
+    proceed.set()
+    await asyncio.wait_for(asyncio.gather(writing, sealing, return_exceptions=True), 10)
+    # Either the write landed before the seal, or the seal came first and refused it: never both.
+    if writing.exception() is None:
+        assert await read_all(store, k) == b"lands"
+    else:
+        assert isinstance(writing.exception(), SignatureRejected)
+        assert await store.info(k) is None
+    with pytest.raises(SignatureRejected):
+        await store.put_blob(k, chunks_of(b"after", 5), content_type="a/b", limit=100, may_commit=slow_yes)

@@ -165,6 +165,34 @@ def test_bad_upload_requests(client: httpx.Client, job_id: str, body: dict[str, 
     assert_problem(client.post(f"/fleet/jobs/{job_id}/artifacts/uploads", json=body), status)
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kind": "build", "fileName": "x", "sizeBytes": "1"}, "sizeBytes"),  # a number must be a number
+        ({"kind": "build", "fileName": "x", "sizeBytes": 1.5}, "sizeBytes"),
+        ({"kind": "build", "fileName": "x", "colour": "red"}, "colour"),
+        ({"kind": "build", "fileName": "x", "tags": {"os": 1}}, "tags"),
+        ({"fileName": "x"}, "kind"),
+        ({"kind": "build", "fileName": 7}, "fileName"),
+    ],
+)
+def test_json_bodies_are_decoded_strictly_and_name_the_field(
+    client: httpx.Client, job_id: str, body: dict[str, Any], field: str
+) -> None:
+    started = client.post(f"/fleet/jobs/{job_id}/artifacts/uploads", json=body)
+    assert assert_problem(started, 400)["field"] == field
+    opened = client.post("/uploads", json={"jobId": job_id, **body})
+    assert assert_problem(opened, 400)["field"] == field
+    ticket = start(client, job_id)
+    claim = {"sizeBytes": "5"} if field != "colour" else {"sizeBytes": 5, "colour": "red"}
+    finalized = client.post(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}/finalize", json=claim)
+    assert assert_problem(finalized, 400)["field"] == ("colour" if field == "colour" else "sizeBytes")
+    not_json = client.post(
+        f"/fleet/jobs/{job_id}/artifacts/uploads", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert_problem(not_json, 400)
+
+
 async def test_gc_removes_uploads_past_their_deadline(
     client: httpx.Client, settings: Settings, job_id: str
 ) -> None:
@@ -196,7 +224,8 @@ async def test_gc_removes_uploads_past_their_deadline(
     assert await blob_names(settings, f"fleet/prod-a/{job_id}/") == [finished["blobKey"]] or (
         settings.blob_backend == "local"
         and await blob_names(settings, f"fleet/prod-a/{job_id}/")
-        == sorted([finished["blobKey"], finished["blobKey"] + ".meta"])
+        # Beside the blob: its type and digest, and the mark that its write URL is dead.
+        == sorted([finished["blobKey"], finished["blobKey"] + ".meta", finished["blobKey"] + ".sealed"])
     )
     if settings.blob_backend == "local":
         staging = settings.data_dir / "staging"

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from fleet_artifacts import __version__
 from tests.conftest import TOKEN_A
 from tests.helpers import clean_env
-from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, free_port, wait_for_port
+from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, REPO, Azurite, free_port, wait_for_port
 
 
 def serve_env(connection_string: str, data_dir: Path) -> dict[str, str]:
@@ -163,6 +168,71 @@ def test_a_set_but_empty_token_list_refuses_to_start(tmp_path: Path, tokens: str
     assert not (tmp_path / "fleet-artifacts-data" / "token").exists()  # no token was made
 
 
+def test_version_and_a_port_in_use_is_an_error_without_a_banner(tmp_path: Path) -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "--version"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert version.returncode == 0 and version.stdout.strip() == f"fleet-artifacts {__version__}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = clean_env() | {"FLEET_ARTIFACTS_PORT": str(port)}  # the env equivalent of --port
+        proc = subprocess.run(
+            [sys.executable, "-m", "fleet_artifacts", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert proc.returncode != 0
+    assert "listening on" not in proc.stdout  # never claimed an address it could not bind
+    assert "address already in use" in (proc.stdout + proc.stderr).lower()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_dev_azurite_says_where_its_token_lives_and_stops_azurite_with_it(tmp_path: Path) -> None:
+    if port_open(10000):
+        pytest.skip("port 10000, where scripts/dev-azurite runs Azurite, is taken on this machine")
+    port = free_port()
+    env = clean_env() | {"PORT": str(port), "FLEET_ARTIFACTS_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "scripts" / "dev-azurite")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal would give it
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        for raw in iter(proc.stdout.readline, b""):
+            seen.append(raw.decode(errors="replace").rstrip())
+            if "listening on" in seen[-1]:
+                break
+        assert any("bearer token for product my-product" in line and "kept in" in line for line in seen), seen
+        assert port_open(10000)  # Azurite is up
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        proc.wait(timeout=60)  # Azurite takes about 12 s to close gracefully
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for _ in range(50):
+        if not port_open(10000):
+            break
+        time.sleep(0.1)
+    assert not port_open(10000), "Azurite outlived scripts/dev-azurite"
+
+
 def start_zero_config(cwd: Path) -> tuple[subprocess.Popen[bytes], str, str, list[str]]:
     """`fleet-artifacts serve` with no configuration at all, in ``cwd``; returns its banner."""
     port = free_port()
@@ -174,9 +244,15 @@ def start_zero_config(cwd: Path) -> tuple[subprocess.Popen[bytes], str, str, lis
         stderr=subprocess.STDOUT,
     )
     assert proc.stdout is not None
-    banner = [proc.stdout.readline().decode().rstrip() for _ in range(5)]
+    for line in iter(proc.stdout.readline, b""):  # uvicorn's own start-up lines come first
+        if b"listening on" in line:
+            banner = [line.decode().rstrip()] + [proc.stdout.readline().decode().rstrip() for _ in range(4)]
+            break
+    else:
+        raise AssertionError("serve ended without saying where it listens")
     token = next(line.split()[2] for line in banner if "bearer token:" in line)
-    wait_for_port(port, proc=proc)
+    # The banner comes once the socket is bound: a connection succeeds at once, no waiting.
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
     return proc, f"http://127.0.0.1:{port}", token, banner
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -14,7 +15,9 @@ from fleet_artifacts.app import open_stores
 from fleet_artifacts.core.clock import utcnow
 from fleet_artifacts.core.gc import sweep_orphan_blobs
 from fleet_artifacts.core.kernel import Kernel
-from fleet_artifacts.settings import Settings
+from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, CheckedMeta, Pointer
+from fleet_artifacts.core.ports import IdempotencyRecord
+from fleet_artifacts.settings import Settings, load_settings
 from tests.helpers import clean_env, upload_raw
 
 
@@ -41,7 +44,7 @@ async def test_orphans_are_swept_and_named_blobs_kept(
     assert client.get(f"/fleet/artifacts/{kept['id']}/content").content == b"has a pointer"
 
 
-def test_gc_cli_needs_a_sweep_and_runs_both(tmp_path: Path) -> None:
+async def test_gc_cli_reports_each_kind_and_dry_run_removes_nothing(tmp_path: Path) -> None:
     env = clean_env() | {
         "FLEET_ARTIFACTS_TOKENS": "gc-token-0123456789abcdef:p",
         "FLEET_ARTIFACTS_DATA_DIR": str(tmp_path),
@@ -50,12 +53,54 @@ def test_gc_cli_needs_a_sweep_and_runs_both(tmp_path: Path) -> None:
         [sys.executable, "-m", "fleet_artifacts", "gc"], env=env, capture_output=True, text=True
     )
     assert bare.returncode == 2 and "--stale-uploads and/or --orphans" in bare.stderr
-    both = subprocess.run(
-        [sys.executable, "-m", "fleet_artifacts", "gc", "--stale-uploads", "--orphans", "--dry-run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    settings = load_settings(env)
+    past = utcnow() - timedelta(days=3)
+    stale = Pointer.of(
+        CheckedMeta(kind=ArtifactKind.BUILD, file_name="b.tgz", content_type="application/gzip"),
+        id="a" * 32,
+        product_id="p",
+        job_id="j",
+        blob_key=f"fleet/p/j/{'a' * 32}-build",
+        size_bytes=0,
+        sha256=None,
+        created_at=past,
+        expires_at=past + timedelta(hours=1),
+        status=ArtifactStatus.UPLOADING,
     )
-    assert both.returncode == 0, both.stderr
-    assert "would remove 0 blob(s)" in both.stdout
+    key = IdempotencyRecord(
+        id="idem-x", job_id="j", fingerprint="f", claimed_at=past, expires_at=past, artifact_id="z"
+    )
+    orphan = f"fleet/p/j/{'b' * 32}-log"
+    async with open_stores(settings) as (blobs, pointers):
+        await pointers.create(stale)
+        await pointers.put_record(key, etag=None)
+        await blobs.write(orphan, once(b"no pointer"), content_type="text/plain", max_bytes=100)
+    old = past.timestamp()
+    os.utime(settings.data_dir / "blobs" / orphan, (old, old))  # past the grace period
+
+    def gc(*extra: str) -> list[str]:
+        run = subprocess.run(
+            [sys.executable, "-m", "fleet_artifacts", "gc", "--stale-uploads", "--orphans", *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.splitlines()
+
+    expected = [
+        f"would remove stale upload {stale.blob_key}",
+        "would remove expired idempotency key j/idem-x",
+        f"would remove orphan blob {orphan}",
+        "would remove 1 stale upload(s), 0 expired upload session(s), 1 expired idempotency key(s), "
+        "1 orphan blob(s)",
+    ]
+    assert gc("--dry-run") == expected
+    assert gc("--dry-run") == expected  # a dry run removed nothing
+    assert gc() == [line.replace("would remove", "removed") for line in expected]
+    nothing_left = ", ".join(
+        f"0 {kind}(s)"
+        for kind in ("stale upload", "expired upload session", "expired idempotency key", "orphan blob")
+    )
+    assert gc() == [f"removed {nothing_left}"]

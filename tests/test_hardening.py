@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from fleet_artifacts.stores.local_blob import LocalBlobStore
 from fleet_artifacts.stores.signing import UrlSigner
 from fleet_artifacts.stores.sqlite import SqlitePointerStore
 from tests.conftest import TOKEN_A, make_settings
-from tests.helpers import BLOBS, assert_problem, finalize, start, upload_raw, write
+from tests.helpers import BLOBS, assert_problem, blob_names, finalize, start, upload_raw, write
 from tests.servers import Azurite, ThreadedServer
 
 
@@ -43,6 +45,56 @@ def test_local_write_url_dies_with_its_upload(client: httpx.Client, settings: Se
             write(ticket["uploadUrl"], b"EVIL", blocks=False)
         assert refused.value.status_code == 403
     assert client.get(f"/fleet/artifacts/{finished['id']}/content").content == b"final bytes"
+
+
+class PausedBody:
+    """A request body that sends its first chunk, then waits for ``release`` before the rest."""
+
+    def __init__(self, first: bytes, rest: bytes) -> None:
+        self.first, self.rest = first, rest
+        self.sent, self.release = threading.Event(), threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        self.sent.set()
+        assert self.release.wait(timeout=30)
+        yield self.rest
+
+
+def put_paused(url: str, body: PausedBody) -> tuple[threading.Thread, list[httpx.Response]]:
+    """A Put Blob whose body is still streaming until ``body.release`` is set."""
+    answers: list[httpx.Response] = []
+    headers = {"x-ms-blob-type": "BlockBlob"}
+    thread = threading.Thread(
+        target=lambda: answers.append(httpx.put(url, content=body, headers=headers, timeout=60))
+    )
+    thread.start()
+    assert body.sent.wait(timeout=30)
+    time.sleep(0.5)  # the server has checked the URL and is reading the body
+    return thread, answers
+
+
+@pytest.mark.parametrize("ending", ["finalize", "delete"])
+async def test_a_write_still_streaming_when_the_upload_ends_never_lands(
+    client: httpx.Client, settings: Settings, job_id: str, ending: str
+) -> None:
+    if settings.blob_backend != "local":
+        pytest.skip("an Azure SAS cannot be revoked before it expires (README: Limits)")
+    ticket = start(client, job_id)
+    write(ticket["uploadUrl"], b"verified bytes", blocks=False)
+    body = PausedBody(b"EVIL ", b"bytes that arrive late")
+    thread, answers = put_paused(ticket["uploadUrl"], body)
+    if ending == "finalize":
+        assert finalize(client, ticket, b"verified bytes").status_code == 200
+    else:
+        assert client.delete(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}").status_code == 204
+    body.release.set()
+    thread.join(timeout=60)
+    assert answers and answers[0].status_code == 403, answers
+    if ending == "finalize":
+        assert client.get(f"/fleet/artifacts/{ticket['id']}/content").content == b"verified bytes"
+    else:  # nothing recreated the deleted blob: no orphan
+        assert await blob_names(settings, ticket["blobKey"]) == []
 
 
 def test_finalize_checks_the_size_announced_at_start(client: httpx.Client, job_id: str) -> None:

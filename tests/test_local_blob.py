@@ -26,6 +26,7 @@ from fleet_artifacts.stores.signing import UrlSigner, load_or_create_key
         "a\0b",
         "x/",
         "k.meta",
+        "fleet/p/j/1-log.sealed",
         "d/.tmp-123",
     ],
 )

@@ -195,7 +195,7 @@ async def test_gc_drops_expired_sessions_and_their_staged_bytes(
 
     from fleet_artifacts.app import open_stores
     from fleet_artifacts.core.clock import utcnow
-    from fleet_artifacts.core.gc import sweep_expired_records
+    from fleet_artifacts.core.gc import sweep_expired_keys, sweep_expired_sessions
     from fleet_artifacts.core.kernel import Kernel
 
     session = open_session(client, job_id)
@@ -209,12 +209,11 @@ async def test_gc_drops_expired_sessions_and_their_staged_bytes(
     key = f"fleet/prod-a/{job_id}/{session['artifactId']}-build"
     staging = settings.data_dir / "staging" / hashlib.sha256(key.encode()).hexdigest()
     async with open_stores(settings) as (blobs, pointers):
-        assert key not in await sweep_expired_records(
-            Kernel(blobs, pointers), now=utcnow()
-        )  # nothing expired yet
+        assert key not in await sweep_expired_sessions(Kernel(blobs, pointers), now=utcnow())  # none yet
         later = utcnow() + timedelta(seconds=settings.session_ttl_seconds + 60)
         later = max(later, utcnow() + timedelta(seconds=settings.idempotency_retention_seconds + 60))
-        assert key in await sweep_expired_records(Kernel(blobs, pointers), now=later)
+        assert key in await sweep_expired_sessions(Kernel(blobs, pointers), now=later)
+        assert await sweep_expired_keys(Kernel(blobs, pointers), now=later)  # ours among them
     assert_problem(client.get(f"/uploads/{session['id']}"), 404)
     if settings.blob_backend == "local":
         assert not staging.exists()

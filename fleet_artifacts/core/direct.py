@@ -148,9 +148,13 @@ class DirectUploads:
             raise NotFound("artifact not found")
         if pointer.expires_at is not None and pointer.expires_at <= self.kernel.now():
             raise Conflict("the upload's deadline has passed; start a new upload")
-        info = await self.kernel.blobs.info(pointer.blob_key)
-        if info is None:
+        if await self.kernel.blobs.info(pointer.blob_key) is None:
             raise Conflict("nothing is committed under the upload URL yet")
+        # No write through the upload URL lands after this: what is hashed below stays the blob.
+        await self.kernel.blobs.seal(pointer.blob_key)
+        info = await self.kernel.blobs.info(pointer.blob_key)
+        if info is None:  # deleted meanwhile (a concurrent discard): start over
+            raise Conflict("the upload was discarded meanwhile; start a new upload")
         if info.size_bytes > self.kernel.limits.max_upload_bytes:  # a SAS cannot cap a size: check it here
             await self._abandon(stored)
             raise PayloadTooLarge(self.kernel.limits.max_upload_bytes)

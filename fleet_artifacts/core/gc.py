@@ -87,11 +87,11 @@ async def sweep_orphan_blobs(kernel: Kernel, *, older_than: datetime, dry_run: b
     return removed
 
 
-async def sweep_expired_records(kernel: Kernel, *, now: datetime, dry_run: bool = False) -> list[str]:
-    """Drop expired resumable sessions (with their staged bytes) and expired idempotency keys.
+async def sweep_expired_sessions(kernel: Kernel, *, now: datetime, dry_run: bool = False) -> list[str]:
+    """Drop expired resumable sessions with their staged bytes; return the sessions' blob keys.
 
-    Returns the blob keys of the sessions dropped. Cosmos removes expired records by its own
-    TTL (staged blocks on Azure go after seven days); SQLite and the local staging dir need this.
+    Cosmos removes expired records by its own TTL (staged blocks on Azure go after seven
+    days); SQLite and the local staging dir need this.
     """
     blobs, pointers = kernel.blobs, kernel.pointers
     dropped: list[str] = []
@@ -104,7 +104,14 @@ async def sweep_expired_records(kernel: Kernel, *, now: datetime, dry_run: bool 
             await blobs.discard_uncommitted(session.blob_key)
         await pointers.delete_record(session.job_id, session.id, etag=stored.etag)
         log.info("removed expired upload session %s/%s", session.job_id, session.id)
-    if not dry_run:
-        for key in await pointers.expired_records(IdempotencyRecord, before=now):
-            await pointers.delete_record(key.record.job_id, key.record.id, etag=key.etag)
+    return dropped
+
+
+async def sweep_expired_keys(kernel: Kernel, *, now: datetime, dry_run: bool = False) -> list[str]:
+    """Drop Idempotency-Key records past their retention; return them as ``jobId/recordId``."""
+    dropped: list[str] = []
+    for stored in await kernel.pointers.expired_records(IdempotencyRecord, before=now):
+        dropped.append(f"{stored.record.job_id}/{stored.record.id}")
+        if not dry_run:
+            await kernel.pointers.delete_record(stored.record.job_id, stored.record.id, etag=stored.etag)
     return dropped

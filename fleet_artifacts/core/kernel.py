@@ -168,6 +168,7 @@ class Kernel:
                 )
             except (PreconditionFailed, NotFound):
                 return False
+        await self.blobs.seal(pointer.blob_key)  # a write URL still streaming cannot recreate it
         await self.blobs.delete(pointer.blob_key)
         await self.blobs.discard_uncommitted(pointer.blob_key)  # an UPLOADING one's staged blocks
         return await self.pointers.delete(pointer.job_id, pointer.id)

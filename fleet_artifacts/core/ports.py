@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import base64
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -130,6 +130,20 @@ class BlobStore(abc.ABC):
     async def discard_uncommitted(self, key: str) -> None:
         """Drop blocks staged for ``key`` but never committed (an abandoned direct upload)."""
 
+    @abc.abstractmethod
+    async def seal(self, key: str) -> None:
+        """From now on, no write through a URL from ``sign_write_url`` lands on ``key``.
+
+        Finalize seals before it hashes the blob, and retire before it deletes one, so a
+        write still streaming then can neither replace verified bytes nor recreate a deleted
+        blob. A store whose write URLs it cannot revoke (an Azure SAS) does nothing here; the
+        README says so under Limits.
+        """
+
+
+# Asked at the moment a write through a signed URL would land: may it still?
+MayCommit = Callable[[], Awaitable[bool]]
+
 
 class HostedBlobStore(BlobStore):
     """A BlobStore whose signed URLs this service serves itself (the local backend).
@@ -161,14 +175,32 @@ class HostedBlobStore(BlobStore):
         """
 
     @abc.abstractmethod
+    async def put_blob(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int, may_commit: MayCommit
+    ) -> BlobWritten:
+        """Put Blob through a write URL: ``write``, then drop what was staged, as Azure does.
+
+        The bytes become the blob only if, at the moment they would, ``key`` is not sealed and
+        ``may_commit()`` (asked then, excluding ``seal`` meanwhile) still says yes; otherwise
+        SignatureRejected and nothing changes.
+        """
+
+    @abc.abstractmethod
     async def commit_block_list(
-        self, key: str, entries: list[tuple[str, bytes]], *, content_type: str, limit: int
+        self,
+        key: str,
+        entries: list[tuple[str, bytes]],
+        *,
+        content_type: str,
+        limit: int,
+        may_commit: MayCommit,
     ) -> BlobWritten:
         """Put Block List: commit the staged blocks named by ``entries`` in order, then drop all staged.
 
         ``entries`` are (``Latest`` | ``Uncommitted`` | ``Committed``, block id). InvalidInput for
         ``Committed`` (no committed blocks are kept) or an id not staged; PayloadTooLarge(limit)
-        when the blocks add up past ``limit`` (nothing committed then).
+        when the blocks add up past ``limit`` (nothing committed then). Committed only while
+        unsealed and ``may_commit()``, as ``put_blob``.
         """
 
 

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from fleet_artifacts.core.errors import InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
-from fleet_artifacts.core.ports import MAX_BLOCK_BYTES, HostedBlobStore
+from fleet_artifacts.core.ports import MAX_BLOCK_BYTES, HostedBlobStore, MayCommit
 from fleet_artifacts.core.validation import check_content_type
 from fleet_artifacts.routes.blob_protocol import (
     API_VERSION,
@@ -89,16 +90,18 @@ async def signed_blob_put(request: AnyRequest, state: State, key: FromPath[str])
     store.verify_url(key, "w", query, now=time.time())
     # Unlike an Azure SAS, a local write URL dies with its upload: once the artifact is
     # finalized, discarded or deleted, the service refuses further writes to its blob.
-    if not await services.write_allowed(key):
+    # Asked again, under the store's lock, at the moment the bytes would become the blob.
+    may_commit = functools.partial(services.write_allowed, key)
+    if not await may_commit():
         raise SignatureRejected("the upload this URL was issued for is finished or gone")
     refuse_unsupported(request.headers, query)
     comp = query.get("comp")
     if comp is None:
-        return await _put_blob(request, store, key, limit)
+        return await _put_blob(request, store, key, limit, may_commit)
     if comp == "block":
         return await _put_block(request, store, key, limit, query.get("blockid"))
     if comp == "blocklist":
-        return await _put_block_list(request, store, key, limit)
+        return await _put_block_list(request, store, key, limit, may_commit)
     raise InvalidInput(
         f"comp={comp[:40]!r} is not supported by the local blob backend "
         "(supported: none (Put Blob), 'block', 'blocklist')",
@@ -106,7 +109,9 @@ async def signed_blob_put(request: AnyRequest, state: State, key: FromPath[str])
     )
 
 
-async def _put_blob(request: AnyRequest, store: HostedBlobStore, key: str, limit: int) -> Response[bytes]:
+async def _put_blob(
+    request: AnyRequest, store: HostedBlobStore, key: str, limit: int, may_commit: MayCommit
+) -> Response[bytes]:
     blob_type = request.headers.get("x-ms-blob-type")
     if blob_type != "BlockBlob":
         raise InvalidInput("x-ms-blob-type must be 'BlockBlob' (the only kind kept)", field="x-ms-blob-type")
@@ -121,10 +126,9 @@ async def _put_blob(request: AnyRequest, store: HostedBlobStore, key: str, limit
         or "application/octet-stream"
     )
     md5 = ExpectedMd5(request)
-    written = await store.write(
-        key, md5.checked(request.stream()), content_type=content_type, max_bytes=limit
+    written = await store.put_blob(
+        key, md5.checked(request.stream()), content_type=content_type, limit=limit, may_commit=may_commit
     )
-    await store.discard_uncommitted(key)  # Azure drops uncommitted blocks when a Put Blob lands
     return created(request, etag=f'"{written.sha256}"', md5=md5.header)
 
 
@@ -141,7 +145,7 @@ async def _put_block(
 
 
 async def _put_block_list(
-    request: AnyRequest, store: HostedBlobStore, key: str, limit: int
+    request: AnyRequest, store: HostedBlobStore, key: str, limit: int, may_commit: MayCommit
 ) -> Response[bytes]:
     declared = declared_length(request)
     if declared is not None and declared > MAX_BLOCK_LIST_BYTES:
@@ -152,5 +156,7 @@ async def _put_block_list(
     content_type = check_content_type(
         request.headers.get("x-ms-blob-content-type") or "application/octet-stream"
     )
-    written = await store.commit_block_list(key, entries, content_type=content_type, limit=limit)
+    written = await store.commit_block_list(
+        key, entries, content_type=content_type, limit=limit, may_commit=may_commit
+    )
     return created(request, etag=f'"{written.sha256}"', md5=md5.header)

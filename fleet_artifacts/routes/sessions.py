@@ -23,6 +23,7 @@ from fleet_artifacts.routes.deps import (
     replayed_header,
     require_token,
 )
+from fleet_artifacts.routes.strict_json import StrictJSON
 
 SESSIONS_PATH = "/uploads"
 SessionId = Annotated[str, PathParameter(description="The session id returned when it was opened.")]
@@ -84,7 +85,13 @@ class UploadSessionController(Controller):
     guards = [require_token]
     dependencies = DEPENDENCIES
 
-    @post("/", operation_id="openUploadSession", status_code=201)
+    @post(
+        "/",
+        operation_id="openUploadSession",
+        status_code=201,
+        dto=StrictJSON[SessionOpen],
+        return_dto=None,
+    )
     async def open_session(
         self,
         services: Svc,

@@ -30,6 +30,7 @@ from fleet_artifacts.routes.forms import (
     read_upload,
     refuse_unknown_query,
 )
+from fleet_artifacts.routes.strict_json import StrictJSON
 
 UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type alone:
 
@@ -80,6 +81,8 @@ async def upload(
 
 @post(
     "/jobs/{job_id:str}/artifacts/uploads",
+    dto=StrictJSON[DirectUploadRequest],
+    return_dto=None,
     operation_id="startDirectUpload",
     status_code=201,
     description="Start a direct-to-blob upload: answers an UPLOADING pointer with `uploadUrl`, a "
@@ -104,6 +107,8 @@ async def start_direct_upload(
 
 @post(
     "/jobs/{job_id:str}/artifacts/{artifact_id:str}/finalize",
+    dto=StrictJSON[FinalizeRequest],
+    return_dto=None,
     operation_id="finalizeDirectUpload",
     status_code=200,
     description="Check the committed blob against the client's `sizeBytes` and `sha256` (hashing it "

@@ -292,6 +292,9 @@ class AzureBlobStore(BlobStore):
         """Sign a create+write SAS for this one blob (``sr=b``, ``sp=cw``): no read, no other blob."""
         return await self._sign(key, BlobSasPermissions(create=True, write=True), expires_at, {})
 
+    async def seal(self, key: str) -> None:
+        """Nothing can be done: a SAS lives until it expires (README: Limits)."""
+
     async def discard_uncommitted(self, key: str) -> None:
         """Commit an empty block list (which drops staged blocks), then delete that empty blob."""
         if await self.info(key) is not None:

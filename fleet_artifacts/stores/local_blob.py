@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import hashlib
+import os
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -23,12 +25,20 @@ from urllib.parse import quote
 
 import msgspec
 
-from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unavailable
+from fleet_artifacts.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    SignatureRejected,
+    Unavailable,
+)
 from fleet_artifacts.core.ports import (
     MAX_STAGED_BLOCKS,
     BlobInfo,
     BlobWritten,
     HostedBlobStore,
+    MayCommit,
     StagedChunk,
     block_id_width,
     chunk_block_id,
@@ -39,6 +49,7 @@ from fleet_artifacts.stores.local_files import (
     block_stems,
     commit_files,
     concatenate,
+    fsync_dir,
     resolve_blocks,
     spool,
     stage_file,
@@ -46,6 +57,9 @@ from fleet_artifacts.stores.local_files import (
     temp_beside,
 )
 from fleet_artifacts.stores.signing import UrlSigner
+
+# Beside a blob: its content type and digest (.meta), and whether its write URLs are dead (.sealed).
+_SIDECARS = (".meta", ".sealed")
 
 
 class _Meta(msgspec.Struct):
@@ -64,6 +78,8 @@ class LocalBlobStore(HostedBlobStore):
         self.url_prefix = url_prefix
         # Blocks of direct uploads wait here (outside the blob root) until committed.
         self.staging_root = self.root.parent / "staging"
+        self.lock_root = self.root.parent / "locks"
+        self.lock_root.mkdir(exist_ok=True)
 
     def staging_dir(self, key: str) -> Path:
         """Where the uncommitted blocks of ``key`` are kept (one directory per blob)."""
@@ -81,7 +97,7 @@ class LocalBlobStore(HostedBlobStore):
             found = []
             for path in self.root.rglob("*"):
                 name = path.name
-                if not path.is_file() or name.endswith(".meta") or name.startswith(".tmp-"):
+                if not path.is_file() or name.endswith(_SIDECARS) or name.startswith(".tmp-"):
                     continue
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
@@ -159,15 +175,61 @@ class LocalBlobStore(HostedBlobStore):
         await stage_file(chunks, staging, name, budget=budget, limit=limit)
 
     async def commit_block_list(
-        self, key: str, entries: list[tuple[str, bytes]], *, content_type: str, limit: int
+        self,
+        key: str,
+        entries: list[tuple[str, bytes]],
+        *,
+        content_type: str,
+        limit: int,
+        may_commit: MayCommit,
     ) -> BlobWritten:
         """Put Block List: concatenate the listed staged blocks into the blob, then drop the staging dir."""
         paths, total = await asyncio.to_thread(resolve_blocks, self.staging_dir(key), entries)
         if total > limit:
             raise PayloadTooLarge(limit)
-        written = await self.write(key, concatenate(paths), content_type=content_type, max_bytes=limit)
+        return await self.put_blob(
+            key, concatenate(paths), content_type=content_type, limit=limit, may_commit=may_commit
+        )
+
+    async def put_blob(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int, may_commit: MayCommit
+    ) -> BlobWritten:
+        """Put Blob: spool the bytes, then rename them into place only if the write may still land."""
+
+        async def guard() -> None:
+            if await asyncio.to_thread(self._sealed(key).exists) or not await may_commit():
+                raise SignatureRejected("the upload this URL was issued for is finished or gone")
+
+        written = await self._write(key, chunks, content_type=content_type, max_bytes=limit, guard=guard)
         await self.discard_uncommitted(key)  # committed or not listed: Azure drops them all
         return written
+
+    async def seal(self, key: str) -> None:
+        """Mark ``key`` sealed (``<key>.sealed``), excluding a write that is about to land."""
+        marker = self._sealed(key)
+        async with self._key_lock(key):
+
+            def touch() -> None:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                fsync_dir(marker.parent)
+
+            await asyncio.to_thread(touch)
+
+    def _sealed(self, key: str) -> Path:
+        path = self.path_of(key)
+        return path.with_name(path.name + ".sealed")
+
+    @contextlib.asynccontextmanager
+    async def _key_lock(self, key: str) -> AsyncIterator[None]:
+        """An exclusive lock on ``key`` across processes sharing the data dir (striped over 256 files)."""
+        stripe = self.lock_root / hashlib.sha256(key.encode()).hexdigest()[:2]
+        fd = await asyncio.to_thread(os.open, stripe, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the last descriptor releases the lock
 
     def path_of(self, key: str) -> Path:
         """Resolve a key to its file, refusing anything that would leave the root."""
@@ -177,7 +239,7 @@ class LocalBlobStore(HostedBlobStore):
             or "\\" in key
             or "\0" in key
             or any(part in ("", ".", "..") for part in parts)
-            or key.endswith(".meta")
+            or key.endswith(_SIDECARS)
             or parts[-1].startswith(".tmp-")
         ):
             raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
@@ -190,6 +252,17 @@ class LocalBlobStore(HostedBlobStore):
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
     ) -> BlobWritten:
         """Stream into a temp file beside the target, fsync, then rename into place."""
+        return await self._write(key, chunks, content_type=content_type, max_bytes=max_bytes, guard=None)
+
+    async def _write(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        guard: Callable[[], Awaitable[None]] | None,
+    ) -> BlobWritten:
         path = self.path_of(key)
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         temp = temp_beside(path)
@@ -210,7 +283,12 @@ class LocalBlobStore(HostedBlobStore):
             finally:
                 out.close()
             meta = msgspec.json.encode(_Meta(content_type=content_type, sha256=digest.hexdigest()))
-            await asyncio.to_thread(commit_files, temp, path, meta)
+            if guard is None:
+                await asyncio.to_thread(commit_files, temp, path, meta)
+            else:  # the check and the rename under one lock: seal() cannot slip in between
+                async with self._key_lock(key):
+                    await guard()
+                    await asyncio.to_thread(commit_files, temp, path, meta)
         except OSError as exc:
             raise Unavailable(f"local blob store: {exc.strerror or exc}") from exc
         finally:
@@ -254,12 +332,13 @@ class LocalBlobStore(HostedBlobStore):
         return await asyncio.to_thread(stat)
 
     async def delete(self, key: str) -> bool:
-        """Remove the file and its sidecar; False if there was no file."""
+        """Remove the file and its sidecars; False if there was no file."""
         path = self.path_of(key)
 
         def remove() -> bool:
-            with contextlib.suppress(FileNotFoundError):
-                path.with_name(path.name + ".meta").unlink()
+            for sidecar in _SIDECARS:
+                with contextlib.suppress(FileNotFoundError):
+                    path.with_name(path.name + sidecar).unlink()
             try:
                 path.unlink()
             except FileNotFoundError:

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
 from fleet_artifacts.core.ports import (
     MAX_BLOCK_BYTES,
     MAX_STAGED_BLOCKS,
     BlobInfo,
     BlobWritten,
     HostedBlobStore,
+    MayCommit,
     StagedChunk,
     block_id_width,
     chunk_block_id,
@@ -39,7 +40,7 @@ def _check_key(key: str) -> None:
     """Refuse the keys ``LocalBlobStore`` refuses, so the fake is no more lenient than it."""
     parts = key.split("/")
     odd_part = any(part in ("", ".", "..") for part in parts) or parts[-1].startswith(".tmp-")
-    if not key or "\\" in key or "\0" in key or odd_part or key.endswith(".meta"):
+    if not key or "\\" in key or "\0" in key or odd_part or key.endswith((".meta", ".sealed")):
         raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
 
 
@@ -71,6 +72,7 @@ class MemoryBlobStore(HostedBlobStore):
         self.url_prefix = url_prefix
         self._blobs: dict[str, _Blob] = {}
         self._staged: dict[str, dict[bytes, bytes]] = {}
+        self._sealed: set[str] = set()
 
     def _commit(self, key: str, data: bytes, content_type: str) -> BlobWritten:
         sha256 = hashlib.sha256(data).hexdigest()
@@ -111,9 +113,10 @@ class MemoryBlobStore(HostedBlobStore):
         return None if blob is None else BlobInfo(len(blob.data), blob.content_type, blob.sha256)
 
     async def delete(self, key: str) -> bool:
-        """Delete a committed blob (its staged blocks stay, as on the local backend)."""
+        """Delete a committed blob and its seal (its staged blocks stay, as on the local backend)."""
         _check_key(key)
         await _turn()
+        self._sealed.discard(key)
         return self._blobs.pop(key, None) is not None
 
     async def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
@@ -204,8 +207,36 @@ class MemoryBlobStore(HostedBlobStore):
         self._still_staging(key, staging)
         staging[block_id] = data
 
+    async def seal(self, key: str) -> None:
+        """Mark ``key`` sealed: writes through signed URLs stop landing on it."""
+        _check_key(key)
+        await _turn()
+        self._sealed.add(key)
+
+    async def _may_land(self, key: str, may_commit: MayCommit) -> None:
+        # Sealed is read after the last await, so a seal() during may_commit() is seen.
+        if not await may_commit() or key in self._sealed:
+            raise SignatureRejected("the upload this URL was issued for is finished or gone")
+
+    async def put_blob(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, limit: int, may_commit: MayCommit
+    ) -> BlobWritten:
+        """Put Blob: the bytes become the blob only while unsealed and ``may_commit()``."""
+        _check_key(key)
+        data = await _gather(chunks, budget=limit, limit=limit)
+        await self._may_land(key, may_commit)
+        written = self._commit(key, data, content_type)
+        self._staged.pop(key, None)
+        return written
+
     async def commit_block_list(
-        self, key: str, entries: list[tuple[str, bytes]], *, content_type: str, limit: int
+        self,
+        key: str,
+        entries: list[tuple[str, bytes]],
+        *,
+        content_type: str,
+        limit: int,
+        may_commit: MayCommit,
     ) -> BlobWritten:
         """Put Block List: commit the listed staged blocks in order, then drop all staged blocks."""
         _check_key(key)
@@ -222,6 +253,7 @@ class MemoryBlobStore(HostedBlobStore):
             blocks.append(staging[block_id])
         if sum(map(len, blocks)) > limit:
             raise PayloadTooLarge(limit)
+        await self._may_land(key, may_commit)
         written = self._commit(key, b"".join(blocks), content_type)
         self._staged.pop(key, None)
         return written
