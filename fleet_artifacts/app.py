@@ -20,6 +20,7 @@ from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.routes import HTTPRoute
 
 from fleet_artifacts import __version__
 from fleet_artifacts.core.artifacts import ArtifactService
@@ -28,11 +29,11 @@ from fleet_artifacts.core.errors import ArtifactError
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.ports import BlobStore, HostedBlobStore, PointerStore
 from fleet_artifacts.core.sessions import SessionService
-from fleet_artifacts.routes.access_log import access_log
+from fleet_artifacts.routes.access_log import access_log, true_allow
 from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
-from fleet_artifacts.routes.router import route_handlers
+from fleet_artifacts.routes.router import DOCS_ASSETS, docs_assets, route_handlers
 from fleet_artifacts.settings import Settings, SettingsError
 from fleet_artifacts.stores.azure_blob import AzureBlobStore
 from fleet_artifacts.stores.cosmos import CosmosPointerStore
@@ -120,11 +121,23 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
     openapi = OpenAPIConfig(
         title="fleet-artifacts",
         version=__version__,
-        description="Artifact store for CI fleets: bytes in Azure Blob, pointers in a database.",
+        description="Artifact store for CI fleets: bytes in Azure Blob, pointers in a database. "
+        "Every error is application/problem+json.",
         path="/docs",
-        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+        # The page's scripts come from the service itself (a packaged Swagger UI): no CDN, so
+        # the docs work on a machine with no internet access.
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path="/",
+                js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                favicon="",
+            ),
+            JsonRenderPlugin(),
+        ],
+        # The bearer scheme; the operations that need it say so themselves (not /health, /docs, /blobs).
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-        security=[{"bearer": []}],
     )
     logging_config = LoggingConfig(
         root={"level": settings.log_level, "handlers": ["queue_listener"]},
@@ -132,14 +145,19 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
         log_exceptions="never",  # the problem handlers log what deserves it
     )
     app = Litestar(
-        route_handlers=route_handlers(hosted_blobs=hosts_blobs),
+        route_handlers=[*route_handlers(hosted_blobs=hosts_blobs), docs_assets()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,
         logging_config=logging_config,
     )
+    allowed = {
+        route.path_format: sorted(str(getattr(m, "value", m)) for m in route.methods)
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    }
     # Outermost, so unknown routes (404) and refused methods (405) get their line too.
-    app.asgi_handler = access_log(app.asgi_handler)
+    app.asgi_handler = access_log(true_allow(app.asgi_handler, allowed))
     return app
 
 

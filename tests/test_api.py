@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import secrets
 import socket
 from collections.abc import Iterator
@@ -304,6 +305,59 @@ def test_health_and_docs_are_anonymous(server: ThreadedServer) -> None:
     spec = httpx.get(f"{server.url}/docs/openapi.json").json()
     assert "/fleet/jobs/{job_id}/artifacts" in spec["paths"]
     assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_the_docs_page_loads_everything_from_the_service(server: ThreadedServer) -> None:
+    page = httpx.get(f"{server.url}/docs").text
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page)
+    assert assets, page[:500]
+    for asset in assets:  # no CDN: the page works on a machine with no internet access
+        assert asset.startswith("/"), asset
+        fetched = httpx.get(server.url + asset)
+        assert fetched.status_code == 200 and len(fetched.content) > 1000, asset
+    assert "http://" not in page and "https://" not in page.replace(server.url, "")
+
+
+def test_the_openapi_document_says_what_each_operation_needs_and_answers(server: ThreadedServer) -> None:
+    spec = httpx.get(f"{server.url}/docs/openapi.json").json()
+    assert "security" not in spec  # no global requirement: each operation states its own
+    operations = {
+        op["operationId"]: op
+        for item in spec["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict)
+    }
+    for op_id, op in operations.items():
+        needs_token = not op_id.startswith(("health", "getSignedBlob", "putSignedBlob"))
+        assert bool(op.get("security")) == needs_token, op_id
+        for status, answer in op["responses"].items():
+            if int(status) >= 400:
+                assert "application/problem+json" in answer["content"], (op_id, status)
+    upload = operations["uploadArtifact"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/vnd.fleet-artifact+json", "*/*"} <= set(upload)
+    assert "application/octet-stream" in operations["sendUploadChunk"]["requestBody"]["content"]
+    job_param = next(p for p in operations["listArtifacts"]["parameters"] if p["name"] == "job_id")
+    assert job_param["schema"]["pattern"] and job_param["schema"]["maxLength"] == 128
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/no/such/route", 404),
+        ("PUT", "/health", 405),
+        ("GET", "/fleet/jobs/j/artifacts?limit=abc", 400),
+    ],
+)
+def test_framework_errors_are_problems_of_the_same_shape(
+    client: httpx.Client, method: str, path: str, status: int
+) -> None:
+    body = assert_problem(client.request(method, path), status)
+    assert {"type", "title", "status", "detail", "instance"} <= set(body)
+    if status == 400:
+        assert body["field"] == "limit"
+        assert body["invalidParams"] == [
+            {"name": "limit", "reason": "Expected `int`, got `str`", "in": "query"}
+        ]
 
 
 def test_other_products_artifact_is_404(client: httpx.Client, server: ThreadedServer, job_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import pytest
@@ -13,6 +14,8 @@ from fleet_artifacts.core.errors import InvalidInput, Unauthenticated
 from fleet_artifacts.core.keys import blob_key, content_disposition
 from fleet_artifacts.core.models import ArtifactKind
 from fleet_artifacts.core.validation import (
+    ID_PATTERN,
+    TAG_PATTERN,
     check_content_type,
     check_file_name,
     check_id,
@@ -163,3 +166,15 @@ def test_content_type_rules() -> None:
     for bad in ("text", "text/", "/plain", "text/plain\r\nX-Evil: 1", "a/b; c"):
         with pytest.raises(InvalidInput):
             check_content_type(bad)
+
+
+@given(st.text(alphabet="ab9._-:+= /\\é", max_size=12))
+def test_the_documented_patterns_agree_with_the_checks(text: str) -> None:
+    try:
+        check_id(text, "jobId")
+        accepted = True
+    except InvalidInput:
+        accepted = False
+    assert bool(re.fullmatch(ID_PATTERN, text)) == accepted
+    if re.fullmatch(TAG_PATTERN, text):  # the tag pattern is a subset of what is accepted
+        assert parse_tags([text])

@@ -24,6 +24,12 @@ MAX_TAG_VALUE_LENGTH = 256
 MAX_CONTENT_TYPE_LENGTH = 255
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# The same rule as one regular expression (no lookaround, for JSON Schema generators):
+# alphanumerics, '_' and '-', with single dots between them; starts with a letter or digit.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\.?$"
+TAG_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9_+=-]*(?:\.[A-Za-z0-9_+=-]+)*\.?:[ -~]{0,256}$"  # a subset: ASCII values
+)
 _TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")  # no ':', which splits tag=key:value
 _CONTENT_TYPE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"

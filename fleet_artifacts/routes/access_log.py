@@ -41,3 +41,29 @@ def access_log(app: ASGIApp) -> ASGIApp:
             log.info("%s %s %d %.1fms", method, route, status, elapsed_ms)
 
     return middleware
+
+
+def true_allow(app: ASGIApp, methods: dict[str, list[str]]) -> ASGIApp:
+    """Answer OPTIONS with every method of the path, not only those of the first handler merged.
+
+    Litestar's automatic OPTIONS handler lists the methods of the route it was made for;
+    when handlers of one path are merged from several places (GET and DELETE of one
+    artifact, say), its Allow misses some. ``methods`` maps path templates to all of them.
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "OPTIONS":
+            await app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            template = scope.get("path_template")
+            if message["type"] == "http.response.start" and template in methods:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                headers.append((b"allow", ", ".join(methods[template]).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return middleware

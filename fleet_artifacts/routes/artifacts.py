@@ -22,6 +22,7 @@ from fleet_artifacts.routes.deps import (
     anchored_page,
     job,
 )
+from fleet_artifacts.routes.openapi import problems
 
 Disposition = Literal["attachment", "inline"]
 DispositionParam = Annotated[
@@ -30,7 +31,7 @@ DispositionParam = Annotated[
 ]
 
 
-@get("/jobs/{job_id:str}/artifacts", operation_id="listArtifacts")
+@get("/jobs/{job_id:str}/artifacts", operation_id="listArtifacts", responses=problems(400, 401, 503))
 async def list_artifacts(
     services: Svc,
     product_id: ProductId,
@@ -55,7 +56,11 @@ async def list_artifacts(
     return anchored_page(await services.artifacts.list(query), base_url)
 
 
-@get("/jobs/{job_id:str}/artifacts/{artifact_id:str}", operation_id="getJobArtifact")
+@get(
+    "/jobs/{job_id:str}/artifacts/{artifact_id:str}",
+    operation_id="getJobArtifact",
+    responses=problems(400, 401, 404, 503),
+)
 async def get_in_job(
     services: Svc,
     product_id: ProductId,
@@ -69,7 +74,7 @@ async def get_in_job(
     return anchored(out, base_url)
 
 
-@get("/artifacts/{artifact_id:str}", operation_id="getArtifact")
+@get("/artifacts/{artifact_id:str}", operation_id="getArtifact", responses=problems(400, 401, 404, 503))
 async def get_by_id(
     services: Svc,
     product_id: ProductId,
@@ -82,13 +87,19 @@ async def get_by_id(
     return anchored(out, base_url)
 
 
-@delete("/jobs/{job_id:str}/artifacts/{artifact_id:str}", operation_id="deleteJobArtifact")
+@delete(
+    "/jobs/{job_id:str}/artifacts/{artifact_id:str}",
+    operation_id="deleteJobArtifact",
+    responses=problems(400, 401, 404, 412, 503),
+)
 async def delete_in_job(services: Svc, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId) -> None:
     """Delete an artifact's pointer and blob."""
     await services.artifacts.delete(product_id, aid(artifact_id), job_id=job(job_id))
 
 
-@delete("/artifacts/{artifact_id:str}", operation_id="deleteArtifact")
+@delete(
+    "/artifacts/{artifact_id:str}", operation_id="deleteArtifact", responses=problems(400, 401, 404, 412, 503)
+)
 async def delete_by_id(services: Svc, product_id: ProductId, artifact_id: ArtifactId) -> None:
     """Delete an artifact's pointer and blob, found by id alone."""
     await services.artifacts.delete(product_id, aid(artifact_id))

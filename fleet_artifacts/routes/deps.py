@@ -18,6 +18,8 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import Schema, SecurityRequirement
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from fleet_artifacts.core.artifacts import ArtifactService
@@ -26,7 +28,7 @@ from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, UploadTicket
 from fleet_artifacts.core.ports import HostedBlobStore
 from fleet_artifacts.core.sessions import SessionService
-from fleet_artifacts.core.validation import check_id
+from fleet_artifacts.core.validation import ID_PATTERN, MAX_ID_LENGTH, TAG_PATTERN, check_id
 from fleet_artifacts.routes.auth import TokenAuthority
 
 AnyRequest = Request[Any, Any, Any]
@@ -80,11 +82,20 @@ Svc = NamedDependency[Services]
 ProductId = NamedDependency[str]
 BaseUrl = NamedDependency[str]
 
-JobId = Annotated[str, PathParameter(description="The job the artifacts belong to (partition key).")]
-ArtifactId = Annotated[str, PathParameter(description="The artifact id returned on upload.")]
+# The pattern is for the document only (schema_extra): the service checks ids itself, naming the field.
+_ID = {"pattern": ID_PATTERN, "maxLength": MAX_ID_LENGTH}
+JobId = Annotated[
+    str, PathParameter(description="The job the artifacts belong to (partition key).", schema_extra=_ID)
+]
+ArtifactId = Annotated[
+    str, PathParameter(description="The artifact id returned on upload.", schema_extra=_ID)
+]
 Tag = Annotated[
     list[str] | None,
-    QueryParameter(description="Tag as key:value; repeat for several (all must match)."),
+    QueryParameter(
+        description="Tag as key:value; repeat for several (all must match).",
+        schema_extra={"items": Schema(type=OpenAPIType.STRING, pattern=TAG_PATTERN)},
+    ),
 ]
 IdempotencyKey = Annotated[
     str | None,
@@ -95,6 +106,7 @@ IdempotencyKey = Annotated[
     ),
 ]
 REPLAYED = "Idempotent-Replayed"
+BEARER: SecurityRequirement = {"bearer": []}  # in the OpenAPI document of every guarded operation
 
 
 def replayed_header(replayed: bool) -> dict[str, str]:

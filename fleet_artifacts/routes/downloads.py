@@ -24,6 +24,7 @@ from fleet_artifacts.routes.deps import (
     job,
     per_method,
 )
+from fleet_artifacts.routes.openapi import ANY_MEDIA_TYPE, DOWNLOAD_ANSWERS, REDIRECT_ANSWER, problems
 from fleet_artifacts.routes.streaming import Served, stream_blob
 
 CONTENT_DESCRIPTION = """Streams the artifact's bytes with Content-Type, Content-Length,
@@ -36,7 +37,9 @@ a fresh signed URL instead."""
 @route(
     "/jobs/{job_id:str}/artifacts/{artifact_id:str}/content",
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    media_type=ANY_MEDIA_TYPE,  # the artifact's own type
     operation_id=per_method("downloadJobArtifact"),
+    responses={**problems(400, 401, 404, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
     description=CONTENT_DESCRIPTION,
 )
 async def content_in_job(
@@ -58,7 +61,9 @@ async def content_in_job(
 @route(
     "/artifacts/{artifact_id:str}/content",
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    media_type=ANY_MEDIA_TYPE,  # the artifact's own type
     operation_id=per_method("downloadArtifact"),
+    responses={**problems(400, 401, 404, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
     description=CONTENT_DESCRIPTION,
 )
 async def content_by_id(
@@ -86,7 +91,12 @@ async def _content(
 ) -> Response[Any]:
     if redirect:
         signed = await services.artifacts.download_url(*which, disposition=disposition)
-        return Redirect(anchor(signed.url, base_url), status_code=302, headers={"Cache-Control": "no-store"})
+        return Redirect(
+            anchor(signed.url, base_url),
+            status_code=302,
+            headers={"Cache-Control": "no-store"},
+            media_type="text/plain",  # not the route's "any type": a redirect has no artifact body
+        )
     pointer: Pointer = await services.artifacts.content(*which)
     served = Served(
         key=pointer.blob_key,

@@ -37,6 +37,7 @@ from fleet_artifacts.routes.blob_protocol import (
 )
 from fleet_artifacts.routes.deps import BLOB_PATH, AnyRequest, Services, per_method, services_of
 from fleet_artifacts.routes.forms import read_bounded
+from fleet_artifacts.routes.openapi import ANY_MEDIA_TYPE, DOWNLOAD_ANSWERS, BlobPutOperation, problems
 from fleet_artifacts.routes.streaming import Served, stream_blob
 
 # What Get Blob answers on Azure and the Azure SDK reads back (the version is one it knows).
@@ -52,7 +53,9 @@ def _hosted(services: Services) -> HostedBlobStore:
 @route(
     BLOB_PATH + "/{key:path}",
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    media_type=ANY_MEDIA_TYPE,  # the artifact's own type
     operation_id=per_method("getSignedBlob"),
+    responses={**problems(400, 403, 404, 412, 416, 503), **DOWNLOAD_ANSWERS},
     tags=["signed URLs"],
 )
 async def signed_blob(request: AnyRequest, state: State, key: FromPath[str]) -> Response[Any]:
@@ -77,6 +80,9 @@ async def signed_blob(request: AnyRequest, state: State, key: FromPath[str]) -> 
 @put(
     BLOB_PATH + "/{key:path}",
     operation_id="putSignedBlob",
+    status_code=201,
+    responses=problems(400, 403, 409, 412, 413, 503),
+    operation_class=BlobPutOperation,
     tags=["signed URLs"],
     request_max_body_size=None,  # Put Blob and Put Block enforce their own limits while streaming
 )

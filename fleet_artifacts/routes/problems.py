@@ -1,8 +1,11 @@
 """One table from errors to RFC 9457 problem documents.
 
-Every error response of the service is ``application/problem+json``: the
-project's own errors by the table below, Litestar's HTTP exceptions (routing,
-validation, body limits) by their status, anything else as a logged 500.
+Every error response of the service is ``application/problem+json`` with ``type``,
+``title``, ``status``, ``detail`` and ``instance``; a 400 about parameters adds ``field``
+(the first) and ``invalidParams`` (``name``, ``reason``, ``in``). The project's own errors
+are mapped by the table below, Litestar's HTTP exceptions (routing, validation, body
+limits) by their status, anything else is a logged 500. ``Problem`` is that shape, for
+the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -11,12 +14,36 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from fleet_artifacts.core import errors
 
 log = logging.getLogger(__name__)
+
+
+class InvalidParam(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One parameter a 400 refused."""
+
+    name: str
+    reason: str
+    in_: str | None = msgspec.field(default=None, name="in")
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """An RFC 9457 problem document, as every error response of the service is."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    field: str | None = None
+    invalid_params: list[InvalidParam] | None = None
+    limit_bytes: int | None = None
+
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://fleet-artifacts.dev/problems/"
 
@@ -75,6 +102,7 @@ def artifact_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, errors.InvalidInput) and exc.field:
         extra["field"] = exc.field
+        extra["invalidParams"] = [{"name": exc.field, "reason": exc.detail}]
     if isinstance(exc, errors.PayloadTooLarge):
         extra["limitBytes"] = exc.limit
     return problem(status, exc.detail, slug=slug, instance=request.url.path, headers=headers, **extra)
@@ -84,10 +112,21 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     """Answer Litestar's own HTTP exceptions (404 route, 405, 400 validation, 413)."""
     assert isinstance(exc, HTTPException)
     extra: dict[str, Any] = {}
-    if isinstance(exc, ValidationException) and exc.extra:
-        extra["errors"] = exc.extra
     detail = exc.detail or HTTPStatus(exc.status_code).phrase
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        # The same shape as the service's own 400s: the first field, and every invalid parameter.
+        params = [_invalid_param(e) for e in exc.extra if isinstance(e, dict)]
+        if params:
+            extra["field"] = params[0]["name"]
+            extra["invalidParams"] = params
+            detail = "; ".join(f"{p['in']} parameter {p['name']!r}: {p['reason']}" for p in params)
     return problem(exc.status_code, detail, instance=request.url.path, headers=exc.headers, **extra)
+
+
+def _invalid_param(error: dict[str, Any]) -> dict[str, str]:
+    source = error.get("source", "body")
+    where = str(getattr(source, "value", source))  # Litestar gives a ParamType or a plain string
+    return {"name": str(error.get("key", "")), "reason": str(error.get("message", "")), "in": where}
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

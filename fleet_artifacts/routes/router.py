@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import swagger_ui_bundle
 from litestar import Router, get
+from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from fleet_artifacts.core.models import Health
 from fleet_artifacts.routes import artifacts, downloads, uploads
-from fleet_artifacts.routes.deps import DEPENDENCIES, require_token
+from fleet_artifacts.routes.deps import BEARER, DEPENDENCIES, require_token
 from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
 from fleet_artifacts.routes.sessions import UploadSessionController
+
+DOCS_ASSETS = "/docs/assets"
 
 
 @get("/health", operation_id="health", tags=["health"])
 async def health() -> Health:
     """Anonymous liveness probe."""
     return Health(status="ok")
+
+
+def docs_assets() -> Router:
+    """Swagger UI's files, from the swagger-ui-bundle package, for the /docs page."""
+    return create_static_files_router(
+        path=DOCS_ASSETS, directories=[swagger_ui_bundle.swagger_ui_path], include_in_schema=False
+    )
 
 
 def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
@@ -25,6 +36,7 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
         path="/fleet",
         tags=["artifacts"],
         guards=[require_token],  # every /fleet route needs a bearer token, checked before the body
+        security=[BEARER],
         dependencies=DEPENDENCIES,
         route_handlers=[
             uploads.upload,

@@ -11,8 +11,9 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter
 
 from fleet_artifacts.core.models import ArtifactKind, ArtifactOut, SessionOpen
 from fleet_artifacts.core.ports import UploadSession
-from fleet_artifacts.core.sessions import ByteRange, missing_ranges, public_id
+from fleet_artifacts.core.sessions import missing_ranges, public_id
 from fleet_artifacts.routes.deps import (
+    BEARER,
     DEPENDENCIES,
     AnyRequest,
     BaseUrl,
@@ -23,6 +24,7 @@ from fleet_artifacts.routes.deps import (
     replayed_header,
     require_token,
 )
+from fleet_artifacts.routes.openapi import ChunkOperation, problems
 from fleet_artifacts.routes.strict_json import StrictJSON
 
 SESSIONS_PATH = "/uploads"
@@ -30,7 +32,9 @@ SessionId = Annotated[str, PathParameter(description="The session id returned wh
 ContentRange = Annotated[
     str | None,
     HeaderParameter(
-        name="Content-Range", description="Where the chunk goes: bytes <first>-<last>/<total or *>."
+        name="Content-Range",
+        description="Where the chunk goes: bytes <first>-<last>/<total or *>.",
+        schema_extra={"pattern": r"^bytes \d{1,19}-\d{1,19}/(\d{1,19}|\*)$"},
     ),
 ]
 
@@ -49,7 +53,7 @@ class SessionOut(msgspec.Struct, kw_only=True, rename="camel"):
     tags: dict[str, str]
     total_bytes: int | None
     received_bytes: int
-    missing: list[ByteRange]
+    missing: list[tuple[int, int]]  # inclusive [first, last] ranges not received yet
     created_at: datetime
     expires_at: datetime
     completed: bool
@@ -70,7 +74,7 @@ def session_out(session: UploadSession, base_url: str) -> SessionOut:
         tags=session.tags,
         total_bytes=session.total_bytes,
         received_bytes=sum(c.length for c in session.chunks),
-        missing=missing_ranges(session.chunks, session.total_bytes),
+        missing=[(gap.first, gap.last) for gap in missing_ranges(session.chunks, session.total_bytes)],
         created_at=session.created_at,
         expires_at=session.expires_at,
         completed=session.completed,
@@ -83,11 +87,13 @@ class UploadSessionController(Controller):
     path = SESSIONS_PATH
     tags = ["upload sessions"]
     guards = [require_token]
+    security = [BEARER]
     dependencies = DEPENDENCIES
 
     @post(
         "/",
         operation_id="openUploadSession",
+        responses=problems(400, 401, 409, 413, 503),
         status_code=201,
         dto=StrictJSON[SessionOpen],
         return_dto=None,
@@ -105,7 +111,13 @@ class UploadSessionController(Controller):
         out = session_out(session, base_url)
         return Response(out, status_code=201, headers={"Location": out.url, **replayed_header(replayed)})
 
-    @patch("/{session_id:str}", operation_id="sendUploadChunk", request_max_body_size=None)
+    @patch(
+        "/{session_id:str}",
+        operation_id="sendUploadChunk",
+        responses=problems(400, 401, 404, 409, 413, 503),
+        operation_class=ChunkOperation,
+        request_max_body_size=None,
+    )
     async def send_chunk(
         self,
         request: AnyRequest,
@@ -119,7 +131,7 @@ class UploadSessionController(Controller):
         session = await services.sessions.put_chunk(product_id, session_id, content_range, request.stream())
         return session_out(session, base_url)
 
-    @get("/{session_id:str}", operation_id="getUploadSession")
+    @get("/{session_id:str}", operation_id="getUploadSession", responses=problems(400, 401, 404, 503))
     async def progress(
         self, services: Svc, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
     ) -> SessionOut:
@@ -127,14 +139,19 @@ class UploadSessionController(Controller):
         session, _ = await services.sessions.load(product_id, session_id)
         return session_out(session, base_url)
 
-    @post("/{session_id:str}/complete", operation_id="completeUploadSession", status_code=201)
+    @post(
+        "/{session_id:str}/complete",
+        operation_id="completeUploadSession",
+        responses=problems(400, 401, 404, 409, 413, 503),
+        status_code=201,
+    )
     async def complete(
         self, services: Svc, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
     ) -> ArtifactOut:
         """Commit the chunks in order and create the artifact (again: the same artifact)."""
         return anchored(await services.sessions.complete(product_id, session_id), base_url)
 
-    @delete("/{session_id:str}", operation_id="abortUploadSession")
+    @delete("/{session_id:str}", operation_id="abortUploadSession", responses=problems(400, 401, 404, 503))
     async def abort(self, services: Svc, product_id: ProductId, session_id: SessionId) -> None:
         """Abort: the session and its staged bytes are dropped."""
         await services.sessions.abort(product_id, session_id)

@@ -30,6 +30,7 @@ from fleet_artifacts.routes.forms import (
     read_upload,
     refuse_unknown_query,
 )
+from fleet_artifacts.routes.openapi import UploadOperation, problems
 from fleet_artifacts.routes.strict_json import StrictJSON
 
 UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type alone:
@@ -46,6 +47,8 @@ UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type
 @post(
     "/jobs/{job_id:str}/artifacts",
     operation_id="uploadArtifact",
+    responses=problems(400, 401, 409, 413, 415, 503),
+    operation_class=UploadOperation,
     description=UPLOAD_DESCRIPTION,
     request_max_body_size=None,  # the service enforces MAX_UPLOAD_BYTES while streaming
     status_code=201,
@@ -84,6 +87,7 @@ async def upload(
     dto=StrictJSON[DirectUploadRequest],
     return_dto=None,
     operation_id="startDirectUpload",
+    responses=problems(400, 401, 409, 413, 503),
     status_code=201,
     description="Start a direct-to-blob upload: answers an UPLOADING pointer with `uploadUrl`, a "
     "create+write URL for exactly its blob (an Azure SAS, or the local backend's signed PUT route). "
@@ -110,6 +114,7 @@ async def start_direct_upload(
     dto=StrictJSON[FinalizeRequest],
     return_dto=None,
     operation_id="finalizeDirectUpload",
+    responses=problems(400, 401, 404, 409, 413, 422, 503),
     status_code=200,
     description="Check the committed blob against the client's `sizeBytes` and `sha256` (hashing it "
     "when `verify` is true or it is at most VERIFY_MAX_BYTES), then make the artifact ACTIVE. A "
