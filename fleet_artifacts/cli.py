@@ -17,6 +17,17 @@ TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
 DEFAULT_PRODUCT = "default"
 
 
+def _port(value: str) -> int:
+    """A TCP port, 0 to 65535 (argparse type)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleet-artifacts",
@@ -36,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         "--host", help="address to bind (default: FLEET_ARTIFACTS_HOST, else 127.0.0.1; 0.0.0.0 for all)"
     )
     serve.add_argument(
-        "--port", type=int, help="port to bind (default: FLEET_ARTIFACTS_PORT, else 8080; 0 picks a free one)"
+        "--port",
+        type=_port,
+        help="port to bind (default: FLEET_ARTIFACTS_PORT, else 8080; 0 picks a free one)",
     )
     commands.add_parser(
         "cosmos-init",

@@ -26,7 +26,12 @@ _SLICE = 4096
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` refusing heads over ``max_head_bytes`` or slower than ``head_timeout``."""
+    """``HttpToolsProtocol`` refusing heads over ``max_head_bytes`` or slower than ``head_timeout``.
+
+    A head is the request line and headers, and also a chunked body's trailer section (header
+    fields after the last chunk, which httptools joins the same way): bytes fed to the parser
+    that are neither head nor body count against the same bound until the next body bytes.
+    """
 
     max_head_bytes = 64 * 1024
     head_timeout = 10.0
@@ -36,17 +41,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # between requests, and while a request's head arrives
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_bytes = 0  # body bytes the parser handed over, all told
+        self._framing_bytes = 0  # bytes since the last body bytes that were not body: chunk framing, trailers
 
     def data_received(self, data: bytes) -> None:
         """Count the bytes of a head while it arrives; past the bound answer 431 and stop reading."""
         if not self._in_head:
-            super().data_received(data)
+            self._feed_body(data)
             return
         view = memoryview(data)
         while view and self._in_head:
             piece, view = view[:_SLICE], view[_SLICE:]
-            if self._head_bytes == 0 and self._head_timer is None:
-                self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
             self._head_bytes += len(piece)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(431, "the request head (request line and headers) is too large")
@@ -55,19 +60,42 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self.transport.is_closing():
                 return
         if view:  # the head ended inside this read: the rest is body (or the next request)
-            super().data_received(bytes(view))
+            self._feed_body(bytes(view))
+
+    def _feed_body(self, data: bytes) -> None:
+        before = self._body_bytes
+        super().data_received(data)
+        body = self._body_bytes - before
+        other = len(data) - body
+        # Chunk framing between body bytes is a few bytes; trailers come after the last of them.
+        self._framing_bytes = other if body else self._framing_bytes + other
+        if self._framing_bytes > self.max_head_bytes and not self.transport.is_closing():
+            self._refuse(431, "the request's trailer section is too large")
+
+    def on_message_begin(self) -> None:
+        """The first byte of a head: from now on it has ``head_timeout`` to arrive whole."""
+        super().on_message_begin()
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         """A whole head arrived in time and in bounds."""
         self._in_head = False
         self._head_bytes = 0
+        self._framing_bytes = 0
         self._cancel_head_timer()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """Body bytes: count them, so what is not body can be told apart."""
+        self._body_bytes += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         """The body is in: the next bytes on this connection start another head."""
         super().on_message_complete()
         self._in_head = True
+        self._head_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the head timer with the connection."""
@@ -81,15 +109,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self._in_head and self._head_bytes > 0 and not self.transport.is_closing():
+        if self._in_head and not self.transport.is_closing():
             self._refuse(408, "the request head did not arrive in time")
 
     def _refuse(self, status: int, detail: str) -> None:
         self._cancel_head_timer()
         titles = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
-        body = json.dumps(
-            {"type": "about:blank", "title": titles[status], "status": status, "detail": detail}
-        )
+        problem = {"type": "about:blank", "title": titles[status], "status": status, "detail": detail}
+        body = json.dumps(problem)
         head = (
             f"HTTP/1.1 {status} {titles[status]}\r\n"
             "content-type: application/problem+json\r\n"

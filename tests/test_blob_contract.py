@@ -244,15 +244,42 @@ async def test_a_seal_waits_for_a_write_about_to_land(blobs: BlobStore) -> None:
         store.put_blob(k, chunks_of(b"lands", 5), content_type="a/b", limit=100, may_commit=slow_yes)
     )
     await asyncio.wait_for(asked.wait(), 10)
-    sealing = asyncio.create_task(store.seal(k))
+
+    async def seal_then_look() -> bool:
+        await store.seal(k)
+        return await store.info(k) is not None  # what is there the moment the seal is done
+
+    sealing = asyncio.create_task(seal_then_look())
     await asyncio.sleep(0.2)
     proceed.set()
-    await asyncio.wait_for(asyncio.gather(writing, sealing, return_exceptions=True), 10)
-    # Either the write landed before the seal, or the seal came first and refused it: never both.
-    if writing.exception() is None:
-        assert await read_all(store, k) == b"lands"
-    else:
-        assert isinstance(writing.exception(), SignatureRejected)
+    results = await asyncio.wait_for(asyncio.gather(writing, sealing, return_exceptions=True), 10)
+    there_at_seal = results[1]
+    assert isinstance(there_at_seal, bool)
+    if isinstance(results[0], BaseException):  # the seal came first and refused the write
+        assert isinstance(results[0], SignatureRejected) and not there_at_seal
         assert await store.info(k) is None
+    else:  # the write came first: it was there before the seal finished, never after
+        assert there_at_seal and await read_all(store, k) == b"lands"
     with pytest.raises(SignatureRejected):
         await store.put_blob(k, chunks_of(b"after", 5), content_type="a/b", limit=100, may_commit=slow_yes)
+
+
+async def test_many_writers_to_one_key_all_finish(blobs: BlobStore) -> None:
+    """A burst of writes through one URL queues on the key's lock; none waits forever."""
+    store, k = hosted(blobs), key()
+
+    async def yes() -> bool:
+        await asyncio.sleep(0)
+        return True
+
+    writes = [
+        store.put_blob(k, chunks_of(bytes([n]) * 10, 5), content_type="a/b", limit=100, may_commit=yes)
+        for n in range(40)
+    ]
+    outcomes = await asyncio.wait_for(asyncio.gather(*writes, store.seal(k), return_exceptions=True), 30)
+    landed = [o for o in outcomes[:-1] if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes[:-1] if isinstance(o, BaseException)]
+    assert all(isinstance(o, SignatureRejected) for o in refused)  # those that came after the seal
+    assert outcomes[-1] is None  # the seal finished too: nobody waited forever
+    if landed:
+        assert len(await read_all(store, k)) == 10

@@ -107,12 +107,18 @@ def test_one_access_line_per_request_and_no_signed_url_in_the_log(azurite: Azuri
                 assert len(page["items"]) == 3
                 assert httpx.get(page["items"][0]["downloadUrl"]).status_code == 200
                 assert c.get("/no/such/route").status_code == 404
+                forged = (
+                    "/x%0aINFO - 2026-01-01 - fleet_artifacts.access - DELETE /fleet/artifacts/{id} 204 1ms"
+                )
+                assert c.get(forged).status_code == 404
         finally:
             proc.terminate()
             proc.wait(timeout=20)
     log = log_path.read_text(errors="replace")
     lines = [line for line in log.splitlines() if "fleet_artifacts.access" in line]
-    assert len(lines) == 5, log  # 3 uploads, 1 list, 1 unknown route; the download went to Azurite
+    assert len(lines) == 6, log  # 3 uploads, 1 list, 2 unknown routes; the download went to Azurite
+    # The encoded newline stayed encoded inside its own line: it forged no second one (6 above).
+    assert any("GET /x%0aINFO" in line for line in lines), lines
     assert sum("POST /fleet/jobs/{job_id}/artifacts 201 " in line for line in lines) == 3, lines
     assert any("GET /fleet/jobs/{job_id}/artifacts 200 " in line for line in lines), lines
     assert any("GET /no/such/route 404 " in line for line in lines), lines
@@ -192,6 +198,12 @@ def test_version_and_a_port_in_use_is_an_error_without_a_banner(tmp_path: Path) 
     assert proc.returncode != 0
     assert "listening on" not in proc.stdout  # never claimed an address it could not bind
     assert "address already in use" in (proc.stdout + proc.stderr).lower()
+
+
+def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "fleet_artifacts", "serve", "--port", "70000"]
+    run = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 2 and "70000 is not a port" in run.stderr
 
 
 def port_open(port: int) -> bool:

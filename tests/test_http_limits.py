@@ -147,3 +147,33 @@ def test_parallel_huge_heads_leave_memory_flat_and_health_responsive(served: tup
     assert len(answers) == 4 and all(a.startswith(b"HTTP/1.1 431 ") for a in answers)
     assert max(latencies) < 1, latencies
     assert rss_kib(pid) - before < 16 * 1024, (before, rss_kib(pid))  # KiB: flat, not 300 MiB a head
+
+
+def test_a_chunked_body_cannot_carry_a_huge_trailer(served: tuple[str, int, int]) -> None:
+    host, port, _ = served
+    head = b"POST /fleet/jobs/j/artifacts HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b"5\r\nhello\r\n0\r\nX-Trailer: " + b"a" * (8 * 1024 * 1024) + b"\r\n\r\n"
+    started = time.perf_counter()
+    answer = exchange((host, port), head + body)
+    assert b" 431 " in answer.split(b"\r\n", 1)[0] or b"HTTP/1.1 431 " in answer, answer[:300]
+    assert time.perf_counter() - started < 5
+    assert health(host, port) < 1
+
+
+def test_a_head_begun_in_the_read_that_ends_a_body_is_timed_too(served: tuple[str, int, int]) -> None:
+    host, port, _ = served
+    with socket.create_connection((host, port), timeout=15) as sock:
+        # One packet: a whole request with a body, then the start of the next head, never finished.
+        sock.sendall(
+            b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /health HTTP/1.1\r\nX-Slow: a"
+        )
+        started = time.perf_counter()
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        elapsed = time.perf_counter() - started
+    assert b"HTTP/1.1 405 " in answer  # the first request was answered
+    assert b"HTTP/1.1 408 " in answer, answer[-300:]  # the unfinished head was cut off
+    assert elapsed < 6

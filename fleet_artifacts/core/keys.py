@@ -31,14 +31,22 @@ def content_disposition(file_name: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
-# Types a browser shows without running anything of the file's: raster images, media, PDF,
+# Types a browser shows without running anything of the file's: raster images (an explicit list:
+# image/svg+xml and any other image/*+xml are documents that run script), media, PDF,
 # plain text and data. Everything else (HTML, XHTML, SVG, XML, JavaScript, unknown types) could
 # run script on the origin that serves it, and a signed URL is served by the storage account,
 # where no Content-Security-Policy can be added: those are only ever signed as attachments.
-_PASSIVE_PREFIXES = ("image/", "video/", "audio/")
-_ACTIVE_IMAGES = frozenset({"image/svg+xml"})
+_PASSIVE_PREFIXES = ("video/", "audio/")
 _PASSIVE_TYPES = frozenset(
     {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "image/x-icon",
+        "image/vnd.microsoft.icon",
         "text/plain",
         "text/csv",
         "text/markdown",
@@ -56,8 +64,6 @@ def inline_safe(content_type: str) -> bool:
     (True, True, False)
     """
     essence = content_type.split(";", 1)[0].strip().lower()
-    if essence in _ACTIVE_IMAGES:
-        return False
     return essence in _PASSIVE_TYPES or essence.startswith(_PASSIVE_PREFIXES)
 
 

@@ -36,7 +36,9 @@ def access_log(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, sending)
         finally:
-            route = scope.get("path_template") or scope["path"]
+            # The route template, else the raw (still percent-encoded) path: a decoded one could
+            # carry a newline and forge a second log line.
+            route = scope.get("path_template") or scope["raw_path"].decode("ascii", "backslashreplace")
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.info("%s %s %d %.1fms", method, route, status, elapsed_ms)
 

@@ -80,6 +80,7 @@ class LocalBlobStore(HostedBlobStore):
         self.staging_root = self.root.parent / "staging"
         self.lock_root = self.root.parent / "locks"
         self.lock_root.mkdir(exist_ok=True)
+        self._stripe_locks: dict[tuple[int, str], asyncio.Lock] = {}
 
     def staging_dir(self, key: str) -> Path:
         """Where the uncommitted blocks of ``key`` are kept (one directory per blob)."""
@@ -197,7 +198,8 @@ class LocalBlobStore(HostedBlobStore):
         """Put Blob: spool the bytes, then rename them into place only if the write may still land."""
 
         async def guard() -> None:
-            if await asyncio.to_thread(self._sealed(key).exists) or not await may_commit():
+            # Asked first, sealed looked at last: a seal during may_commit() is seen too.
+            if not await may_commit() or await asyncio.to_thread(self._sealed(key).exists):
                 raise SignatureRejected("the upload this URL was issued for is finished or gone")
 
         written = await self._write(key, chunks, content_type=content_type, max_bytes=limit, guard=guard)
@@ -222,14 +224,28 @@ class LocalBlobStore(HostedBlobStore):
 
     @contextlib.asynccontextmanager
     async def _key_lock(self, key: str) -> AsyncIterator[None]:
-        """An exclusive lock on ``key`` across processes sharing the data dir (striped over 256 files)."""
-        stripe = self.lock_root / hashlib.sha256(key.encode()).hexdigest()[:2]
-        fd = await asyncio.to_thread(os.open, stripe, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing the last descriptor releases the lock
+        """An exclusive lock on ``key`` across processes sharing the data dir (striped over 256 files).
+
+        Within this process an asyncio lock queues the waiters; across processes the file lock
+        is polled without blocking, so no waiter ever holds one of the loop's worker threads
+        (a blocking flock in ``to_thread`` let a burst of PUTs to one URL starve the pool the
+        lock holder needs to finish).
+        """
+        stripe = hashlib.sha256(key.encode()).hexdigest()[:2]
+        # One asyncio lock per stripe and event loop (a lock belongs to the loop that uses it).
+        loop_key = (id(asyncio.get_running_loop()), stripe)
+        async with self._stripe_locks.setdefault(loop_key, asyncio.Lock()):
+            fd = os.open(self.lock_root / stripe, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:  # another process holds it: look again soon
+                        await asyncio.sleep(0.005)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the lock
 
     def path_of(self, key: str) -> Path:
         """Resolve a key to its file, refusing anything that would leave the root."""
