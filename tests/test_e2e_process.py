@@ -143,32 +143,22 @@ def test_unreachable_blob_storage_is_a_clear_startup_error(tmp_path: Path) -> No
     assert "cannot open Blob container" in proc.stdout + proc.stderr
 
 
+def serve_refused(cwd: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`fleet-artifacts serve` with these FLEET_ARTIFACTS_* variables, expected to refuse to start."""
+    env = clean_env() | {f"FLEET_ARTIFACTS_{name.upper()}": value for name, value in variables.items()}
+    command = [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(free_port())]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
 def test_missing_configuration_is_a_clear_error(tmp_path: Path) -> None:
-    env = clean_env()
-    env["FLEET_ARTIFACTS_TOKENZ"] = "typo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fleet_artifacts", "serve"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    proc = serve_refused(tmp_path, tokenz="typo")
     assert proc.returncode == 2
     assert "unknown setting FLEET_ARTIFACTS_TOKENZ" in proc.stderr
 
 
 @pytest.mark.parametrize("tokens", ["", "   ", ",,", " , "])
 def test_a_set_but_empty_token_list_refuses_to_start(tmp_path: Path, tokens: str) -> None:
-    env = clean_env() | {"FLEET_ARTIFACTS_TOKENS": tokens}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    proc = serve_refused(tmp_path, tokens=tokens)
     assert proc.returncode == 2
     assert "FLEET_ARTIFACTS_TOKENS is set but names no token" in proc.stderr
     assert not (tmp_path / "fleet-artifacts-data" / "token").exists()  # no token was made
