@@ -286,6 +286,32 @@ async def test_delete_removes_pointer_and_blob(
 # -- auth and isolation --------------------------------------------------------------------------
 
 
+async def test_a_job_wide_delete_removes_what_it_names_and_can_be_repeated(
+    client: httpx.Client, server: ThreadedServer, settings: Settings, job_id: str
+) -> None:
+    ids = [upload_raw(client, job_id, b"r1", runId="r1").json()["id"] for _ in range(3)]
+    kept = upload_raw(client, job_id, b"r2", runId="r2").json()
+    data = upload_raw(client, job_id, b"{}", kind="data", runId="r1", fileName="d.json").json()
+    uploading = client.post(
+        f"/fleet/jobs/{job_id}/artifacts/uploads", json={"kind": "log", "fileName": "u.log", "runId": "r1"}
+    ).json()
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN_B}"}) as other:
+        theirs = upload_raw(other, job_id, b"product b", runId="r1").json()  # same job, another product
+        r = client.delete(f"/fleet/jobs/{job_id}/artifacts", params={"runId": "r1", "kind": "log"})
+        assert r.status_code == 200 and r.json() == {"deleted": 4}  # three logs and the unfinished upload
+        assert client.delete(
+            f"/fleet/jobs/{job_id}/artifacts", params={"runId": "r1", "kind": "log"}
+        ).json() == {"deleted": 0}
+        listed = {item["id"] for item in client.get(f"/fleet/jobs/{job_id}/artifacts").json()["items"]}
+        assert listed == {kept["id"], data["id"]}
+        for artifact_id in [*ids, uploading["id"]]:
+            assert_problem(client.get(f"/fleet/artifacts/{artifact_id}"), 404)
+        assert other.get(f"/fleet/artifacts/{theirs['id']}").status_code == 200  # never another product's
+        assert client.delete(f"/fleet/jobs/{job_id}/artifacts").json() == {"deleted": 2}
+    assert await blob_names(settings, f"fleet/prod-a/{job_id}/") == []
+    assert_problem(client.delete(f"/fleet/jobs/{job_id}/artifacts", params={"runId": "../x"}), 400)
+
+
 def test_missing_or_wrong_token_is_401_with_challenge(server: ThreadedServer, job_id: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong-token-000000000"}, {"Authorization": "Basic abc"}):
         r = httpx.get(f"{server.url}/fleet/jobs/{job_id}/artifacts", headers=headers)

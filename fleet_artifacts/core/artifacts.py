@@ -13,9 +13,19 @@ import msgspec
 from fleet_artifacts.core.errors import PreconditionFailed
 from fleet_artifacts.core.kernel import Kernel, SignedUrl
 from fleet_artifacts.core.keys import blob_key
-from fleet_artifacts.core.models import ArtifactMeta, ArtifactOut, ArtifactPage, CheckedMeta, Pointer
+from fleet_artifacts.core.models import (
+    ArtifactKind,
+    ArtifactMeta,
+    ArtifactOut,
+    ArtifactPage,
+    ArtifactStatus,
+    CheckedMeta,
+    Pointer,
+)
 from fleet_artifacts.core.ports import ListQuery
 from fleet_artifacts.core.validation import check_id, checked_meta
+
+_JOB_PAGE = 100  # pointers retired per page of a job-wide delete
 
 
 class ArtifactService:
@@ -108,6 +118,36 @@ class ArtifactService:
         page = await self.kernel.pointers.list(query)
         items = [await self.kernel.present(pointer) for pointer in page.items]
         return ArtifactPage(items=items, continuation_token=page.continuation)
+
+    async def delete_job(
+        self, product_id: str, job_id: str, *, kind: ArtifactKind | None = None, run_id: str | None = None
+    ) -> int:
+        """Delete every artifact of the caller's product in a job (narrowed by ``kind``, ``run_id``).
+
+        Uploads still in progress and deletes a crash interrupted go too. Each artifact goes
+        through ``Kernel.retire``, one page at a time and partition-locally, so a repeat finishes
+        an interrupted run. Returns how many this call removed.
+        """
+        check_id(job_id, "jobId")
+        if run_id is not None:
+            check_id(run_id, "runId")
+        removed = 0
+        for status in (ArtifactStatus.ACTIVE, ArtifactStatus.UPLOADING, ArtifactStatus.DELETING):
+            query = ListQuery(
+                job_id=job_id, product_id=product_id, kind=kind, run_id=run_id, status=status, limit=_JOB_PAGE
+            )
+            while True:
+                # Always the first page: what this loop retires leaves it, so no token is needed.
+                page = await self.kernel.pointers.list(query)
+                retired = 0
+                for pointer in page.items:
+                    stored = await self.kernel.pointers.get(pointer.job_id, pointer.id)
+                    if stored is not None and await self.kernel.retire(stored):
+                        retired += 1
+                removed += retired
+                if len(page.items) < _JOB_PAGE or retired == 0:
+                    break  # the last page, or only pointers another writer holds: a repeat finishes
+        return removed
 
     async def delete(self, product_id: str, artifact_id: str, job_id: str | None = None) -> None:
         """Remove pointer and blob; NotFound if absent (so a repeat answers 404)."""

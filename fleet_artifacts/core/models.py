@@ -139,6 +139,12 @@ class FinalizeRequest(msgspec.Struct, kw_only=True, rename="camel", forbid_unkno
     verify: bool = False
 
 
+class JobDeleted(msgspec.Struct):
+    """What a job-wide delete removed."""
+
+    deleted: int
+
+
 class Health(msgspec.Struct):
     """Liveness answer."""
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from litestar import delete, get
 from litestar.params import FromQuery, QueryParameter
 
-from fleet_artifacts.core.models import ArtifactKind, ArtifactOut, ArtifactPage
+from fleet_artifacts.core.models import ArtifactKind, ArtifactOut, ArtifactPage, JobDeleted
 from fleet_artifacts.core.ports import ListQuery
 from fleet_artifacts.core.validation import check_id, parse_tags
 from fleet_artifacts.routes.deps import (
@@ -103,3 +103,25 @@ async def delete_in_job(services: Svc, product_id: ProductId, job_id: JobId, art
 async def delete_by_id(services: Svc, product_id: ProductId, artifact_id: ArtifactId) -> None:
     """Delete an artifact's pointer and blob, found by id alone."""
     await services.artifacts.delete(product_id, aid(artifact_id))
+
+
+@delete(
+    "/jobs/{job_id:str}/artifacts",
+    operation_id="deleteJobArtifacts",
+    status_code=200,
+    responses=problems(400, 401, 503),
+    description="Delete every artifact of the job (yours), narrowed by `kind` and `runId`; uploads in "
+    "progress go too. Answers how many went; repeat it to finish an interrupted run.",
+)
+async def delete_job(
+    services: Svc,
+    product_id: ProductId,
+    job_id: JobId,
+    kind: FromQuery[ArtifactKind | None] = None,
+    run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
+) -> JobDeleted:
+    """Delete a job's artifacts."""
+    checked_run = None if run_id is None else check_id(run_id, "runId")
+    return JobDeleted(
+        await services.artifacts.delete_job(product_id, job(job_id), kind=kind, run_id=checked_run)
+    )

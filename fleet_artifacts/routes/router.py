@@ -47,6 +47,7 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
             artifacts.get_by_id,
             artifacts.delete_in_job,
             artifacts.delete_by_id,
+            artifacts.delete_job,
             downloads.content_in_job,
             downloads.content_by_id,
         ],
