@@ -168,7 +168,10 @@ class Kernel:
                 )
             except (PreconditionFailed, NotFound):
                 return False
-        await self.blobs.seal(pointer.blob_key)  # a write URL still streaming cannot recreate it
+        if pointer.status is not ArtifactStatus.ACTIVE:
+            # An unfinished upload's write URL may still be streaming: it must not recreate the
+            # blob. An ACTIVE artifact's was sealed at finalize, or it never had one.
+            await self.blobs.seal(pointer.blob_key)
         await self.blobs.delete(pointer.blob_key)
         await self.blobs.discard_uncommitted(pointer.blob_key)  # an UPLOADING one's staged blocks
         return await self.pointers.delete(pointer.job_id, pointer.id)

@@ -114,16 +114,12 @@ class SessionService:
         now = self.kernel.now()
         artifact_id = self.kernel.new_id()
         session = UploadSession(
+            **msgspec.structs.asdict(meta),
             id="us-" + secrets.token_hex(16),
             job_id=job_id,
             product_id=product_id,
             artifact_id=artifact_id,
             blob_key=blob_key(product_id, job_id, artifact_id, meta.kind),
-            kind=meta.kind,
-            file_name=meta.file_name,
-            content_type=meta.content_type,
-            run_id=meta.run_id,
-            tags=meta.tags,
             total_bytes=request.size_bytes,
             created_at=now,
             expires_at=now + self.kernel.limits.session_ttl,
