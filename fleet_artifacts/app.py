@@ -10,10 +10,13 @@ fault-injecting fake of the port).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from litestar import Litestar
 from litestar.logging import LoggingConfig
@@ -24,11 +27,14 @@ from litestar.routes import HTTPRoute
 
 from fleet_artifacts import __version__
 from fleet_artifacts.core.artifacts import ArtifactService
+from fleet_artifacts.core.clock import utcnow
 from fleet_artifacts.core.direct import DirectUploads
 from fleet_artifacts.core.errors import ArtifactError
 from fleet_artifacts.core.kernel import Kernel, Limits
+from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.ports import BlobStore, HostedBlobStore, PointerStore
 from fleet_artifacts.core.sessions import SessionService
+from fleet_artifacts.core.sweeper import Sweeper
 from fleet_artifacts.routes.access_log import access_log, true_allow
 from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
@@ -83,8 +89,27 @@ async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, Poin
 StoresOpener = Callable[[Settings], AbstractAsyncContextManager[tuple[BlobStore, PointerStore]]]
 
 
-def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -> Litestar:
-    """Build the Litestar app for ``settings``.
+async def sweep_in_background(sweeper: Sweeper, interval: timedelta) -> None:
+    """Every ``interval`` (the first after a random part of it), sweep if this replica gets the lease.
+
+    The jitter spreads replicas started together; the lease makes one of them do the work.
+    """
+    await asyncio.sleep(random.uniform(1, max(1.0, min(60.0, interval.total_seconds()))))  # noqa: S311
+    while True:
+        try:
+            await sweeper.run_if_due(interval)
+        except Exception:
+            log.exception("background sweep failed; the next interval tries again")
+        await asyncio.sleep(interval.total_seconds())
+
+
+def create_app(
+    settings: Settings,
+    *,
+    open_stores: StoresOpener = open_stores,
+    clock: Callable[[], datetime] = utcnow,
+) -> Litestar:
+    """Build the Litestar app for ``settings`` (``clock``: tests move time).
 
     Example:
         >>> app = create_app(load_settings(os.environ))  # doctest: +SKIP
@@ -104,11 +129,12 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
             hosted = blobs if isinstance(blobs, HostedBlobStore) else None
             if (hosted is not None) != hosts_blobs:
                 raise StartupError(f"blob backend {settings.blob_backend!r} opened a {type(blobs).__name__}")
-            kernel = Kernel(blobs, pointers, limits=limits)
+            kernel = Kernel(blobs, pointers, limits=limits, clock=clock)
             direct = DirectUploads(kernel)
             app.state.services = Services(
                 kernel=kernel,
                 artifacts=ArtifactService(kernel),
+                lifecycle=Lifecycle(kernel),
                 direct=direct,
                 sessions=SessionService(kernel),
                 auth=TokenAuthority(settings.tokens),
@@ -116,7 +142,17 @@ def create_app(settings: Settings, *, open_stores: StoresOpener = open_stores) -
                 hosted=hosted,
                 write_allowed=direct.upload_open,
             )
-            yield
+            sweeping = None
+            if settings.sweep_interval_seconds:
+                interval = timedelta(seconds=settings.sweep_interval_seconds)
+                sweeping = asyncio.create_task(sweep_in_background(Sweeper(kernel), interval))
+            try:
+                yield
+            finally:
+                if sweeping is not None:
+                    sweeping.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sweeping
 
     openapi = OpenAPIConfig(
         title="fleet-artifacts",
@@ -171,4 +207,10 @@ def limits_of(settings: Settings) -> Limits:
         verify_max_bytes=settings.verify_max_bytes,
         idempotency_retention=timedelta(seconds=settings.idempotency_retention_seconds),
         session_ttl=timedelta(seconds=settings.session_ttl_seconds),
+        default_retention_days=settings.default_retention_days,
+        max_retention_days=settings.max_retention_days,
+        soft_delete=timedelta(days=settings.soft_delete_days),
+        cool_after_days=settings.cool_after_days,
+        cold_after_days=settings.cold_after_days,
+        archive_after_days=settings.archive_after_days,
     )

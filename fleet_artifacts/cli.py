@@ -1,4 +1,4 @@
-"""Command line: ``fleet-artifacts serve``, ``cosmos-init`` and ``gc`` (``--help`` on each)."""
+"""Command line: ``serve``, ``cosmos-init``, ``gc``, ``lifecycle-policy`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -59,10 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     gc = commands.add_parser(
         "gc",
-        help="remove what clients left behind",
-        description="Run the chosen sweeps once against the configured stores; prints one line per "
-        "item removed (or, with --dry-run, that would be) and a count per kind.",
+        help="sweep once: expired artifacts, tier moves, restores, stale uploads, orphans",
+        description="Run the sweep once against the configured stores, as the service does every "
+        "SWEEP_INTERVAL_SECONDS: with no step flag every step, in this order; flags choose steps. "
+        "Prints one line per item (removed, moved, restored; with --dry-run, that would be) and a "
+        "count per step. Safe beside a running service and another gc.",
     )
+    gc.add_argument("--expired", action="store_true", help="remove artifacts past expiresAt (blob, pointer)")
+    gc.add_argument(
+        "--tiers", action="store_true", help="move old artifacts to Cool/Cold/Archive (*_AFTER_DAYS settings)"
+    )
+    gc.add_argument("--restores", action="store_true", help="mark rehydrated RESTORING artifacts ACTIVE")
     gc.add_argument(
         "--stale-uploads",
         action="store_true",
@@ -78,9 +85,17 @@ def _parser() -> argparse.ArgumentParser:
         "--grace-seconds",
         type=int,
         default=3600,
-        help="with --orphans: leave blobs younger than this alone (default 3600)",
+        help="orphans: leave blobs younger than this alone (default 3600)",
     )
-    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be done, change nothing")
+    commands.add_parser(
+        "lifecycle-policy",
+        help="print the Azure Storage lifecycle-management policy equivalent to the settings",
+        description="Print (JSON) an Azure Storage lifecycle-management policy for the blobs under fleet/: "
+        "tier moves after COOL/COLD/ARCHIVE_AFTER_DAYS, and a delete after MAX_RETENTION_DAYS + 1 of "
+        "every blob not tagged keep=true, as a second line of defence behind the sweeper. Apply it with "
+        "`az storage account management-policy create --policy @policy.json ...`.",
+    )
     return parser
 
 
@@ -95,60 +110,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings, args.host or settings.host, settings.port if args.port is None else args.port)
     if args.command == "gc":
-        if not (args.stale_uploads or args.orphans):
-            print("fleet-artifacts: gc needs --stale-uploads and/or --orphans", file=sys.stderr)
+        if args.grace_seconds < 0:
+            print("fleet-artifacts: --grace-seconds cannot be negative", file=sys.stderr)
             return 2
-        return collect(
-            settings,
-            stale_uploads=args.stale_uploads,
-            orphans=args.orphans,
-            grace=args.grace_seconds,
-            dry_run=args.dry_run,
-        )
+        return collect(settings, steps=_steps(args), grace=args.grace_seconds, dry_run=args.dry_run)
+    if args.command == "lifecycle-policy":
+        from fleet_artifacts.lifecycle_policy import policy_json
+
+        print(policy_json(settings))
+        return 0
     return init_cosmos(settings)
 
 
-def collect(settings: Settings, *, stale_uploads: bool, orphans: bool, grace: int, dry_run: bool) -> int:
-    """Run the chosen sweeps once against the configured stores; print what went, per kind."""
+_STEP_FLAGS = {
+    "expired": ["expired"],
+    "tiers": ["tiers"],
+    "restores": ["restores"],
+    "stale_uploads": ["stale-uploads", "sessions", "keys"],
+    "orphans": ["orphans"],
+}
+
+
+def _steps(args: argparse.Namespace) -> list[str] | None:
+    """The sweep steps the flags choose; None (every step) when no flag is given."""
+    chosen = [step for flag, steps in _STEP_FLAGS.items() if getattr(args, flag) for step in steps]
+    return chosen or None
+
+
+def collect(settings: Settings, *, steps: list[str] | None, grace: int, dry_run: bool) -> int:
+    """Sweep once against the configured stores; print each item and the counts per step."""
     import asyncio
     from datetime import timedelta
 
     from fleet_artifacts.app import StartupError, limits_of, open_stores
-    from fleet_artifacts.core.clock import utcnow
-    from fleet_artifacts.core.gc import (
-        sweep_expired_keys,
-        sweep_expired_sessions,
-        sweep_orphan_blobs,
-        sweep_stale_uploads,
-    )
+    from fleet_artifacts.core.errors import ArtifactError
     from fleet_artifacts.core.kernel import Kernel
+    from fleet_artifacts.core.sweeper import STEPS, Sweeper, summary
 
     async def run() -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
         async with open_stores(settings) as (blobs, pointers):
-            kernel = Kernel(blobs, pointers, limits=limits_of(settings))
-            now = utcnow()
-            if stale_uploads:
-                found["stale upload"] = await sweep_stale_uploads(kernel, now=now, dry_run=dry_run)
-                found["expired upload session"] = await sweep_expired_sessions(
-                    kernel, now=now, dry_run=dry_run
-                )
-                found["expired idempotency key"] = await sweep_expired_keys(kernel, now=now, dry_run=dry_run)
-            if orphans:
-                cutoff = now - timedelta(seconds=grace)
-                found["orphan blob"] = await sweep_orphan_blobs(kernel, older_than=cutoff, dry_run=dry_run)
-        return found
+            sweeper = Sweeper(
+                Kernel(blobs, pointers, limits=limits_of(settings)), orphan_grace=timedelta(seconds=grace)
+            )
+            return await sweeper.sweep(steps=steps or STEPS, dry_run=dry_run)
 
     try:
-        found = asyncio.run(run())
-    except StartupError as exc:
-        print(f"fleet-artifacts: gc failed: {exc}", file=sys.stderr)
+        done = asyncio.run(run())
+    except (StartupError, ArtifactError) as exc:
+        print(f"fleet-artifacts: gc failed: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return 1
-    verb = "would remove" if dry_run else "removed"
-    for kind, items in found.items():
+    prefix = "would: " if dry_run else ""
+    for step, items in done.items():
         for item in items:
-            print(f"{verb} {kind} {item}")
-    print(f"{verb} " + ", ".join(f"{len(items)} {kind}(s)" for kind, items in found.items()))
+            print(f"{prefix}{step} {item}")
+    print(f"{'would do' if dry_run else 'done'}: {summary(done)}")
     return 0
 
 

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -65,6 +66,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_header_bytes: int = 64 * 1024
     header_timeout_seconds: int = 10
     log_level: str = "INFO"
+    default_retention_days: int = 30
+    max_retention_days: int = 365
+    soft_delete_days: int = 0
+    cool_after_days: int | None = None
+    cold_after_days: int | None = None
+    archive_after_days: int | None = None
+    sweep_interval_seconds: int = 3600
 
 
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
@@ -81,6 +89,13 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "max_header_bytes": (4 * 1024, 1024 * 1024),
     "port": (0, 65535),
     "header_timeout_seconds": (1, 300),
+    "default_retention_days": (1, 36500),
+    "max_retention_days": (1, 36500),
+    "soft_delete_days": (0, 365),
+    "cool_after_days": (1, 36500),
+    "cold_after_days": (1, 36500),
+    "archive_after_days": (1, 36500),
+    "sweep_interval_seconds": (0, 7 * 24 * 3600),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "blob_backend": ("local", "azure"),
@@ -171,6 +186,20 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if values.get("pointer_backend") == "cosmos" and "cosmos_endpoint" not in values:
         raise SettingsError(f"{PREFIX}POINTER_BACKEND=cosmos needs {PREFIX}COSMOS_ENDPOINT")
     settings = msgspec.convert(values, Settings)
+    if settings.default_retention_days > settings.max_retention_days:
+        raise SettingsError(f"{PREFIX}DEFAULT_RETENTION_DAYS exceeds {PREFIX}MAX_RETENTION_DAYS")
+    ages = [
+        (name, days)
+        for name, days in (
+            ("COOL_AFTER_DAYS", settings.cool_after_days),
+            ("COLD_AFTER_DAYS", settings.cold_after_days),
+            ("ARCHIVE_AFTER_DAYS", settings.archive_after_days),
+        )
+        if days is not None
+    ]
+    for (warm, warm_days), (cold, cold_days) in itertools.pairwise(ages):
+        if cold_days <= warm_days:
+            raise SettingsError(f"{PREFIX}{cold} must be more than {PREFIX}{warm}: colder tiers come later")
     if settings.max_upload_bytes > settings.block_size_bytes * 50_000:
         raise SettingsError(
             f"{PREFIX}MAX_UPLOAD_BYTES exceeds 50,000 blocks of {PREFIX}BLOCK_SIZE_BYTES "

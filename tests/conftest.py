@@ -49,6 +49,8 @@ def make_settings(
     env = {
         "FLEET_ARTIFACTS_TOKENS": f"{TOKEN_A}:prod-a,{TOKEN_B}:prod-b",
         "FLEET_ARTIFACTS_DATA_DIR": str(data_dir),
+        # Tests sweep when they mean to; the background sweeper has tests of its own.
+        "FLEET_ARTIFACTS_SWEEP_INTERVAL_SECONDS": "0",
     }
     if cosmos is not None:
         env |= {

@@ -16,6 +16,7 @@ from litestar import Litestar
 from fleet_artifacts.core.artifacts import ArtifactService
 from fleet_artifacts.core.direct import DirectUploads
 from fleet_artifacts.core.kernel import Kernel, Limits
+from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.ports import HostedBlobStore
 from fleet_artifacts.core.sessions import SessionService
 from fleet_artifacts.routes.auth import TokenAuthority
@@ -167,6 +168,7 @@ def hosted_blob_server(store: HostedBlobStore, *, max_upload_bytes: int = 10 * 1
         app.state.services = Services(
             kernel=kernel,
             artifacts=ArtifactService(kernel),
+            lifecycle=Lifecycle(kernel),
             direct=DirectUploads(kernel),
             sessions=SessionService(kernel),
             auth=TokenAuthority({}),

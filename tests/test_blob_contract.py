@@ -10,9 +10,19 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobClient
 
 from fleet_artifacts.core.clock import utcnow
-from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
+from fleet_artifacts.core.errors import (
+    Archived,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    SignatureRejected,
+)
+from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import BlobStore, HostedBlobStore
 from fleet_artifacts.stores.signing import UrlSigner
 from tests.conftest import BLOB_BACKENDS, blob_server
@@ -283,3 +293,181 @@ async def test_many_writers_to_one_key_all_finish(blobs: BlobStore) -> None:
     assert outcomes[-1] is None  # the seal finished too: nobody waited forever
     if landed:
         assert len(await read_all(store, k)) == 10
+
+
+async def test_tags_given_at_write_and_at_commit_come_back(blobs: BlobStore) -> None:
+    written, committed, untagged = key(), key(), key()
+    tags = {"os": "linux", "run": "attempt-1", "path": "out/a b+c.log", "when": "t=10:00", "empty": ""}
+    await blobs.write(written, chunks_of(b"w", 1), content_type="a/b", max_bytes=10, tags=tags)
+    chunk = await blobs.stage_chunk(
+        committed, offset=0, nonce="0000tags", chunks=chunks_of(b"c" * 300_000, 65536), max_bytes=10**6
+    )
+    await blobs.commit_chunks(
+        committed, chunk.block_ids, content_type="a/b", max_bytes=10**6, tags={"kind": "coverage"}
+    )
+    await blobs.write(untagged, chunks_of(b"u", 1), content_type="a/b", max_bytes=10)
+    assert await blobs.get_tags(written) == tags
+    assert await blobs.get_tags(committed) == {"kind": "coverage"}
+    assert await blobs.get_tags(untagged) == {}
+    assert await read_all(blobs, committed) == b"c" * 300_000  # the digest metadata kept the tags
+    assert await blobs.get_tags(committed) == {"kind": "coverage"}
+
+
+async def test_set_tags_replaces_every_tag(blobs: BlobStore) -> None:
+    k = key()
+    await blobs.write(k, chunks_of(b"x", 1), content_type="a/b", max_bytes=10, tags={"a": "1", "b": "2"})
+    await blobs.set_tags(k, {"b": "3", "c": "4"})
+    assert await blobs.get_tags(k) == {"b": "3", "c": "4"}
+    await blobs.set_tags(k, {})
+    assert await blobs.get_tags(k) == {}
+
+
+async def test_the_largest_tag_set_azure_takes_is_kept(blobs: BlobStore) -> None:
+    k = key()
+    tags = {f"k{n}": f"v{n}" for n in range(9)} | {"K" * 128: "v" * 256}
+    await blobs.write(k, chunks_of(b"x", 1), content_type="a/b", max_bytes=10, tags=tags)
+    assert await blobs.get_tags(k) == tags
+
+
+TAGS_AZURE_REFUSES = {
+    "eleven tags": {f"k{n}": "v" for n in range(11)},
+    "key of 129": {"k" * 129: "v"},
+    "empty key": {"": "v"},
+    "value of 257": {"k": "v" * 257},
+    "a '!'": {"k": "v!"},
+    "a non-ASCII letter": {"k": "é"},
+}
+
+
+@pytest.mark.parametrize("tags", TAGS_AZURE_REFUSES.values(), ids=TAGS_AZURE_REFUSES.keys())
+async def test_tags_azure_refuses_are_refused(blobs: BlobStore, tags: dict[str, str]) -> None:
+    k, fresh = key(), key()
+    await blobs.write(k, chunks_of(b"x", 1), content_type="a/b", max_bytes=10, tags={"kept": "yes"})
+    with pytest.raises(InvalidInput):
+        await blobs.set_tags(k, tags)
+    assert await blobs.get_tags(k) == {"kept": "yes"}
+    with pytest.raises(InvalidInput):
+        await blobs.write(fresh, chunks_of(b"y", 1), content_type="a/b", max_bytes=10, tags=tags)
+    chunk = await blobs.stage_chunk(
+        fresh, offset=0, nonce="badtags0", chunks=chunks_of(b"z", 1), max_bytes=10
+    )
+    with pytest.raises(InvalidInput):
+        await blobs.commit_chunks(fresh, chunk.block_ids, content_type="a/b", max_bytes=10, tags=tags)
+    assert await blobs.info(fresh) is None
+
+
+@pytest.mark.parametrize("tier", [BlobTier.COOL, BlobTier.COLD, BlobTier.HOT])
+async def test_online_tiers_keep_the_bytes_readable(blobs: BlobStore, tier: BlobTier) -> None:
+    data = secrets.token_bytes(300_000)
+    k = key()
+    await blobs.write(k, chunks_of(data, 65536), content_type="a/b", max_bytes=10**6, tags={"t": "1"})
+    info = await blobs.info(k)
+    assert info is not None and info.tier is BlobTier.HOT and not info.rehydrating  # a new blob is Hot
+    await blobs.set_tier(k, tier)
+    info = await blobs.info(k)
+    assert info is not None and info.tier is tier and not info.rehydrating
+    assert info.size_bytes == len(data) and info.sha256 == hashlib.sha256(data).hexdigest()
+    assert await read_all(blobs, k) == data
+    assert b"".join([c async for c in blobs.read(k, offset=10, length=20)]) == data[10:30]
+    assert await blobs.get_tags(k) == {"t": "1"}  # a tier change keeps the tags
+
+
+async def test_an_archived_blob_is_unreadable_until_rehydrated(blobs: BlobStore) -> None:
+    data = secrets.token_bytes(300_000)
+    k = key()
+    await blobs.write(k, chunks_of(data, 65536), content_type="a/b", max_bytes=10**6, tags={"t": "1"})
+    await blobs.set_tier(k, BlobTier.COOL)
+    await blobs.set_tier(k, BlobTier.ARCHIVE)
+    info = await blobs.info(k)  # properties stay readable offline
+    assert info is not None and info.tier is BlobTier.ARCHIVE and info.size_bytes == len(data)
+    with pytest.raises(Archived):
+        await read_all(blobs, k)
+    with pytest.raises(Archived):
+        await anext(blobs.read(k, offset=5, length=10))
+    assert await blobs.get_tags(k) == {"t": "1"}  # so do the tags
+    await blobs.set_tags(k, {"t": "2"})
+    await blobs.set_tier(k, BlobTier.HOT, high_priority=True)
+    info = await blobs.info(k)
+    # Every backend under test rehydrates at once (Azure would say rehydrating, for hours).
+    assert info is not None and info.tier is BlobTier.HOT and not info.rehydrating
+    assert await read_all(blobs, k) == data
+    assert await blobs.get_tags(k) == {"t": "2"}
+
+
+async def test_a_new_write_starts_hot_with_its_own_tags(blobs: BlobStore) -> None:
+    k = key()
+    await blobs.write(k, chunks_of(b"old", 3), content_type="a/b", max_bytes=10, tags={"v": "1"})
+    await blobs.set_tier(k, BlobTier.ARCHIVE)
+    await blobs.write(k, chunks_of(b"new", 3), content_type="a/b", max_bytes=10)
+    info = await blobs.info(k)
+    assert info is not None and info.tier is BlobTier.HOT and not info.rehydrating
+    assert await blobs.get_tags(k) == {}
+    assert await read_all(blobs, k) == b"new"
+
+
+async def test_tiers_and_tags_of_an_absent_blob_are_not_found(blobs: BlobStore) -> None:
+    k = key()
+    with pytest.raises(NotFound):
+        await blobs.set_tier(k, BlobTier.COOL)
+    with pytest.raises(NotFound):
+        await blobs.set_tags(k, {"a": "b"})
+    with pytest.raises(NotFound):
+        await blobs.get_tags(k)
+    await blobs.write(k, chunks_of(b"x", 1), content_type="a/b", max_bytes=10)
+    assert await blobs.delete(k)
+    with pytest.raises(NotFound):
+        await blobs.set_tier(k, BlobTier.ARCHIVE)
+    with pytest.raises(NotFound):
+        await blobs.get_tags(k)
+    assert await blobs.info(k) is None  # a tier change on a deleted blob brings nothing back
+
+
+async def test_a_signed_url_of_an_archived_blob_answers_409(backend: Served) -> None:
+    blobs, k = backend.store, key()
+    await blobs.write(k, chunks_of(b"offline", 3), content_type="text/plain", max_bytes=100)
+    await blobs.set_tier(k, BlobTier.ARCHIVE)
+    url = await backend.url(
+        k, utcnow() + timedelta(minutes=5), content_disposition="attachment", content_type="text/plain"
+    )
+    async with httpx.AsyncClient() as http:
+        refused = await http.get(url)
+        assert refused.status_code == 409 and refused.headers["x-ms-error-code"] == "BlobArchived"
+        ranged = await http.get(url, headers={"x-ms-range": "bytes=0-2"})
+        assert ranged.status_code == 409 and ranged.headers["x-ms-error-code"] == "BlobArchived"
+        # HEAD is Get Blob Properties on Azure: it answers offline too, and tells the tier.
+        head = await http.head(url)
+        assert head.status_code == 200 and head.headers["x-ms-access-tier"] == "Archive"
+        assert head.headers["content-length"] == str(len(b"offline"))
+
+    def sdk_download() -> bytes:
+        with BlobClient.from_blob_url(url) as client:
+            return client.download_blob().readall()
+
+    # The Azure SDK reads the error code from either backend alike.
+    with pytest.raises(ResourceExistsError) as caught:
+        await asyncio.to_thread(sdk_download)
+    assert getattr(caught.value, "error_code", None) == "BlobArchived"
+    await blobs.set_tier(k, BlobTier.COOL)
+    async with httpx.AsyncClient() as http:
+        ok = await http.get(url)
+        assert ok.status_code == 200 and ok.content == b"offline"
+
+
+async def test_the_fake_can_keep_a_blob_rehydrating_as_azure_does() -> None:
+    """Azurite and the local backend rehydrate at once; the fake can show the state between."""
+    blobs = MemoryBlobStore(UrlSigner(secrets.token_bytes(32)), url_prefix=BLOBS, instant_rehydration=False)
+    k = key()
+    await blobs.write(k, chunks_of(b"later", 5), content_type="a/b", max_bytes=10)
+    await blobs.set_tier(k, BlobTier.ARCHIVE)
+    await blobs.set_tier(k, BlobTier.COOL)
+    info = await blobs.info(k)
+    assert info is not None and info.tier is BlobTier.ARCHIVE and info.rehydrating
+    with pytest.raises(Archived):
+        await read_all(blobs, k)
+    await blobs.set_tier(k, BlobTier.COOL, high_priority=True)  # the same target again: allowed
+    with pytest.raises(Conflict):
+        await blobs.set_tier(k, BlobTier.HOT)
+    blobs.finish_rehydration(k)
+    info = await blobs.info(k)
+    assert info is not None and info.tier is BlobTier.COOL and not info.rehydrating
+    assert await read_all(blobs, k) == b"later"

@@ -7,6 +7,7 @@ uploads, sessions and sweeps, with a clock the test moves.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -17,19 +18,31 @@ import pytest
 
 from fleet_artifacts.core.artifacts import ArtifactService
 from fleet_artifacts.core.direct import DirectUploads
-from fleet_artifacts.core.errors import Conflict, NotFound, PayloadTooLarge, Unavailable, Unprocessable
+from fleet_artifacts.core.errors import (
+    Archived,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+)
 from fleet_artifacts.core.gc import sweep_stale_uploads
 from fleet_artifacts.core.kernel import Kernel, Limits
+from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.models import (
     ArtifactKind,
     ArtifactStatus,
+    BlobTier,
     CheckedMeta,
     FinalizeRequest,
+    JobRetention,
     Pointer,
     SessionOpen,
 )
 from fleet_artifacts.core.ports import ListQuery
 from fleet_artifacts.core.sessions import SessionService, public_id
+from fleet_artifacts.core.sweeper import Sweeper
 from fleet_artifacts.stores.signing import UrlSigner
 from tests.fakes import MemoryBlobStore, MemoryPointerStore
 from tests.helpers import BLOBS
@@ -48,14 +61,23 @@ class Clock:
 class World:
     """A kernel on fresh fakes, and the services built on it."""
 
-    def __init__(self, pointers: MemoryPointerStore | None = None, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        pointers: MemoryPointerStore | None = None,
+        limits: Limits | None = None,
+        *,
+        instant: bool = True,
+    ) -> None:
         self.clock = Clock()
-        self.blobs = MemoryBlobStore(UrlSigner(secrets.token_bytes(32)), url_prefix=BLOBS)
+        self.blobs = MemoryBlobStore(
+            UrlSigner(secrets.token_bytes(32)), url_prefix=BLOBS, instant_rehydration=instant
+        )
         self.pointers = pointers or MemoryPointerStore()
         self.kernel = Kernel(self.blobs, self.pointers, limits=limits, clock=self.clock)
         self.artifacts = ArtifactService(self.kernel)
         self.direct = DirectUploads(self.kernel)
         self.sessions = SessionService(self.kernel)
+        self.lifecycle = Lifecycle(self.kernel)
 
     async def read(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.blobs.read(key)])
@@ -76,11 +98,11 @@ async def test_upload_get_list_delete() -> None:
     assert out.sha256 == hashlib.sha256(b"hello world").hexdigest()
     assert out.blob_key == f"fleet/p/j1/{out.id}-log" and await w.read(out.blob_key) == b"hello world"
     # The core hands out the store's URL as signed: root-relative here; routes/ anchors it.
-    assert out.download_url.startswith(BLOBS + out.blob_key + "?")
+    assert out.download_url is not None and out.download_url.startswith(BLOBS + out.blob_key + "?")
     assert out.download_url_expires_at == w.clock.now + timedelta(seconds=900)
 
     fetched = await w.artifacts.get("p", out.id, "j1", disposition="inline")
-    assert "rscd=inline" in fetched.download_url and fetched.id == out.id
+    assert "rscd=inline" in (fetched.download_url or "") and fetched.id == out.id
     assert (await w.artifacts.get("p", out.id)).id == out.id  # by id alone
     page = await w.artifacts.list(ListQuery(job_id="j1", product_id="p"))
     assert [item.id for item in page.items] == [out.id]
@@ -146,7 +168,7 @@ async def test_retire_loses_to_a_concurrent_change_and_touches_nothing() -> None
     await w.pointers.replace(msgspec.structs.replace(current.pointer, tags={"t": "1"}), etag=current.etag)
     assert await w.kernel.retire(stale) is False
     assert await w.read(out.blob_key) == b"keep"
-    assert (await w.kernel.active("p", out.id, "j1")).tags == {"t": "1"}
+    assert (await w.kernel.active("p", out.id, "j1")).pointer.tags == {"t": "1"}
 
 
 async def test_direct_upload_finalize_and_a_wrong_claim() -> None:
@@ -212,3 +234,59 @@ async def test_the_sweep_finishes_a_removal_a_crash_interrupted() -> None:
     later = w.clock.now + timedelta(hours=2)
     assert await sweep_stale_uploads(w.kernel, now=later) == [ticket.blob_key]
     assert await w.pointers.get("j1", ticket.id) is None and await w.keys() == []
+
+
+async def test_a_slow_rehydration_stays_restoring_until_the_blob_is_readable() -> None:
+    w = World(instant=False)  # as on Azure: hours, not at once
+    out, _ = await w.artifacts.upload("p", "j", META, body(b"cold bytes"))
+    archived = await w.lifecycle.archive("p", out.id, "j", BlobTier.ARCHIVE)
+    assert (archived.status, archived.download_url) == (ArtifactStatus.ARCHIVED, None)
+    with pytest.raises(Archived):
+        await w.artifacts.content("p", out.id, "j")
+    restoring = await w.lifecycle.restore("p", out.id, "j", high_priority=True)
+    assert restoring.status is ArtifactStatus.RESTORING and restoring.download_url is None
+    assert (await w.artifacts.get("p", out.id)).status is ArtifactStatus.RESTORING  # checked, still pending
+    sweeper = Sweeper(w.kernel)
+    assert await sweeper.restores(w.clock.now) == []
+    w.blobs.finish_rehydration(out.blob_key)
+    assert await sweeper.restores(w.clock.now, dry_run=True) == [out.blob_key]
+    assert await sweeper.restores(w.clock.now) == [out.blob_key]
+    assert await sweeper.restores(w.clock.now) == []  # a second sweep changes nothing
+    again = await w.artifacts.get("p", out.id, "j")
+    assert (again.status, again.tier) == (ArtifactStatus.ACTIVE, BlobTier.HOT)
+    assert await w.read(out.blob_key) == b"cold bytes"
+
+
+async def test_one_of_two_replicas_takes_the_sweep_lease_until_it_lapses() -> None:
+    w = World()
+    first, second = Sweeper(w.kernel), Sweeper(w.kernel)
+    interval = timedelta(minutes=10)
+    won = await asyncio.gather(first.take_lease(interval), second.take_lease(interval))
+    assert sorted(won) == [False, True]
+    holder, other = (first, second) if won[0] else (second, first)
+    assert await other.run_if_due(interval) is None  # the other replica does not repeat the work
+    assert await holder.take_lease(interval)  # the holder renews its own
+    w.clock.now += interval
+    assert await other.run_if_due(interval) is not None  # lapsed: the next interval is the other's
+    assert not await holder.take_lease(interval)
+
+
+async def test_retention_comes_from_the_upload_then_the_job_then_the_default() -> None:
+    w = World(limits=Limits(default_retention_days=30, max_retention_days=90))
+    plain, _ = await w.artifacts.upload("p", "j", META, body(b"a"))
+    assert plain.expires_at == w.clock.now + timedelta(days=30) and plain.retention_days == 30
+    own, _ = await w.artifacts.upload("p", "j", msgspec.structs.replace(META, retention_days=90), body(b"b"))
+    assert own.expires_at == w.clock.now + timedelta(days=90)
+    with pytest.raises(InvalidInput):
+        await w.artifacts.upload("p", "j", msgspec.structs.replace(META, retention_days=91), body(b"c"))
+    await w.artifacts.retention.set_job("p", "j", JobRetention(keep_forever=True))
+    kept, _ = await w.artifacts.upload("p", "j", META, body(b"d"))
+    assert kept.keep_forever and kept.expires_at is None
+    assert (await w.blobs.get_tags(kept.blob_key))["keep"] == "true"
+    other, _ = await w.artifacts.upload("q", "j", META, body(b"e"))  # another product's job policy
+    assert other.expires_at == w.clock.now + timedelta(days=30)
+    w.clock.now += timedelta(days=31)
+    page = await w.artifacts.list(ListQuery(job_id="j", product_id="p"))
+    assert {item.id for item in page.items} == {own.id, kept.id}  # expired: gone for readers at once
+    with pytest.raises(NotFound):
+        await w.artifacts.get("p", plain.id, "j")

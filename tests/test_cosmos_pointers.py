@@ -142,7 +142,7 @@ async def list_all(store: CosmosPointerStore, query: ListQuery) -> list[Pointer]
         page = await store.list(query)
         assert len(page.items) <= query.limit
         assert page.items or page.continuation is None, "empty page with a continuation token"
-        seen += page.items
+        seen += [stored.pointer for stored in page.items]
         if page.continuation is None:
             return seen
         query = msgspec.structs.replace(query, continuation=page.continuation)
@@ -278,7 +278,7 @@ async def test_hot_paths_stay_in_one_partition(target: Target, store: CosmosPoin
     stats = gateway.stats
     assert (stats.point_reads, stats.queries, stats.cross_partition_queries) == (1, 0, 0)
     page = await store.list(ListQuery(job_id=job_id, product_id="prod-a"))
-    assert [item.id for item in page.items] == [p.id]
+    assert [item.pointer.id for item in page.items] == [p.id]
     assert stats.cross_partition_queries == 0
     assert stats.query_log[-1].partition_key == json.dumps([job_id])
     assert await store.find(p.id) is not None
@@ -327,7 +327,7 @@ async def test_list_filters_and_hides_non_active(store: CosmosPointerStore) -> N
 
     async def ids(**kw: object) -> list[str]:
         page = await store.list(msgspec.convert({"job_id": j, "product_id": "prod-a", **kw}, ListQuery))
-        return [p.id for p in page.items]
+        return [s.pointer.id for s in page.items]
 
     assert await ids() == [b.id, a.id]
     assert await ids(kind="log") == [a.id]
@@ -337,7 +337,9 @@ async def test_list_filters_and_hides_non_active(store: CosmosPointerStore) -> N
     assert await ids(tags={"arch": "x64", "os": "linux"}) == [a.id]
     assert await ids(tags={"os": "linux", "arch": "arm"}) == []
     assert await ids(tags={"os": "linux' OR 1=1 --"}) == []  # values are parameters, never SQL
-    assert await ids(status="DELETING") == [c.id]
+    assert await ids(statuses=["DELETING"]) == [c.id]
+    assert await ids(statuses=["ACTIVE", "DELETING"]) == [c.id, b.id, a.id]
+    assert await ids(statuses=["DELETING", "ACTIVE"]) == [c.id, b.id, a.id]
     assert await ids(product_id="prod-b") == []
 
 
@@ -382,7 +384,9 @@ async def test_stored_document_is_the_pointer_and_nothing_else(
             container = client.get_database_client(target.database).get_container_client(CONTAINER)
             doc = dict(await container.read_item(p.id, partition_key=job_id))
     assert doc.keys() >= POINTER_FIELDS
-    assert doc.keys() - POINTER_FIELDS <= SYSTEM_FIELDS
+    assert doc.keys() - POINTER_FIELDS <= SYSTEM_FIELDS | {"ttl"}
+    # The ttl backstop reaches a grace day past expiresAt, at least an hour (this one is long past).
+    assert doc["ttl"] == 3600
     assert doc["createdAt"] == "2026-11-01T04:00:03.000000Z"
     assert doc["expiresAt"] == "2026-11-01T04:00:03.000042Z"
     assert (doc["jobId"], doc["productId"], doc["kind"], doc["status"]) == (job_id, "prod-a", "log", "ACTIVE")

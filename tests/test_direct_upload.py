@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -38,7 +38,11 @@ async def test_direct_upload_then_finalize_is_active_and_downloadable(
     r = finalize(client, ticket, data)
     assert r.status_code == 200, r.text
     done = r.json()
-    assert done["status"] == "ACTIVE" and done["sha256Verified"] is True and done["expiresAt"] is None
+    assert done["status"] == "ACTIVE" and done["sha256Verified"] is True
+    # Finalized, the deadline gives way to the retention (30 days from the start, by default).
+    assert datetime.fromisoformat(done["expiresAt"]) - datetime.fromisoformat(done["createdAt"]) == timedelta(
+        days=30
+    )
     assert done["sizeBytes"] == len(data) and done["tags"] == {"os": "linux"}
     assert httpx.get(done["downloadUrl"]).content == data
     assert await blob_bytes(settings, done["blobKey"]) == data

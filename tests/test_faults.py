@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -13,65 +12,23 @@ import pytest
 
 from fleet_artifacts.app import create_app, open_stores
 from fleet_artifacts.core.errors import Unavailable
-from fleet_artifacts.core.models import ArtifactStatus, Pointer
+from fleet_artifacts.core.models import Pointer
 from fleet_artifacts.core.ports import (
     BlobStore,
-    ListQuery,
-    PointerPage,
     PointerStore,
-    R,
-    SideRecord,
-    StoredPointer,
-    StoredRecord,
 )
 from fleet_artifacts.settings import Settings
 from tests.conftest import TOKEN_A, make_settings
+from tests.fakes.delegating import DelegatingPointerStore
 from tests.helpers import assert_problem, blob_names, stored_doc
 from tests.servers import Azurite, ThreadedServer
 
 
-class PointerWritesFail(PointerStore):
+class PointerWritesFail(DelegatingPointerStore):
     """A real pointer store whose creates fail, as a Cosmos outage would make them."""
-
-    def __init__(self, inner: PointerStore) -> None:
-        self.inner = inner
 
     async def create(self, pointer: Pointer) -> str:
         raise Unavailable("pointer store is down (injected)")
-
-    async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
-        return await self.inner.get(job_id, artifact_id)
-
-    async def find(self, artifact_id: str) -> StoredPointer | None:
-        return await self.inner.find(artifact_id)
-
-    async def replace(self, pointer: Pointer, *, etag: str) -> str:
-        return await self.inner.replace(pointer, etag=etag)
-
-    async def delete(self, job_id: str, artifact_id: str) -> bool:
-        return await self.inner.delete(job_id, artifact_id)
-
-    async def get_record(self, job_id: str, record_id: str, kind: type[R]) -> StoredRecord[R] | None:
-        return await self.inner.get_record(job_id, record_id, kind)
-
-    async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
-        return await self.inner.put_record(record, etag=etag)
-
-    async def expired_records(
-        self, kind: type[R], *, before: datetime, limit: int = 1000
-    ) -> list[StoredRecord[R]]:
-        return await self.inner.expired_records(kind, before=before, limit=limit)
-
-    async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
-        await self.inner.delete_record(job_id, record_id, etag=etag)
-
-    async def expired(
-        self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
-    ) -> list[StoredPointer]:
-        return await self.inner.expired(status, before=before, limit=limit)
-
-    async def list(self, query: ListQuery) -> PointerPage:
-        return await self.inner.list(query)
 
 
 @asynccontextmanager

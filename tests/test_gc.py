@@ -44,15 +44,18 @@ async def test_orphans_are_swept_and_named_blobs_kept(
     assert client.get(f"/fleet/artifacts/{kept['id']}/content").content == b"has a pointer"
 
 
-async def test_gc_cli_reports_each_kind_and_dry_run_removes_nothing(tmp_path: Path) -> None:
+async def test_gc_cli_reports_each_step_and_dry_run_removes_nothing(tmp_path: Path) -> None:
     env = clean_env() | {
         "FLEET_ARTIFACTS_TOKENS": "gc-token-0123456789abcdef:p",
         "FLEET_ARTIFACTS_DATA_DIR": str(tmp_path),
     }
-    bare = subprocess.run(
-        [sys.executable, "-m", "fleet_artifacts", "gc"], env=env, capture_output=True, text=True
+    bad = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "gc", "--grace-seconds", "-1"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
-    assert bare.returncode == 2 and "--stale-uploads and/or --orphans" in bare.stderr
+    assert bad.returncode == 2 and "cannot be negative" in bad.stderr
     settings = load_settings(env)
     past = utcnow() - timedelta(days=3)
     stale = Pointer.of(
@@ -80,7 +83,7 @@ async def test_gc_cli_reports_each_kind_and_dry_run_removes_nothing(tmp_path: Pa
 
     def gc(*extra: str) -> list[str]:
         run = subprocess.run(
-            [sys.executable, "-m", "fleet_artifacts", "gc", "--stale-uploads", "--orphans", *extra],
+            [sys.executable, "-m", "fleet_artifacts", "gc", *extra],
             env=env,
             capture_output=True,
             text=True,
@@ -90,17 +93,17 @@ async def test_gc_cli_reports_each_kind_and_dry_run_removes_nothing(tmp_path: Pa
         return run.stdout.splitlines()
 
     expected = [
-        f"would remove stale upload {stale.blob_key}",
-        "would remove expired idempotency key j/idem-x",
-        f"would remove orphan blob {orphan}",
-        "would remove 1 stale upload(s), 0 expired upload session(s), 1 expired idempotency key(s), "
-        "1 orphan blob(s)",
+        f"would: stale-uploads {stale.blob_key}",
+        "would: keys j/idem-x",
+        f"would: orphans {orphan}",
+        "would do: 0 expired, 0 tiers, 0 restores, 1 stale-uploads, 0 sessions, 1 keys, 1 orphans",
+    ]
+    # The step flags choose steps (--stale-uploads: uploads, sessions and keys); none: every step.
+    assert gc("--dry-run", "--stale-uploads", "--orphans") == [
+        *expected[:3],
+        "would do: 1 stale-uploads, 0 sessions, 1 keys, 1 orphans",
     ]
     assert gc("--dry-run") == expected
     assert gc("--dry-run") == expected  # a dry run removed nothing
-    assert gc() == [line.replace("would remove", "removed") for line in expected]
-    nothing_left = ", ".join(
-        f"0 {kind}(s)"
-        for kind in ("stale upload", "expired upload session", "expired idempotency key", "orphan blob")
-    )
-    assert gc() == [f"removed {nothing_left}"]
+    assert gc() == [line.replace("would: ", "").replace("would do:", "done:") for line in expected]
+    assert gc() == ["done: 0 expired, 0 tiers, 0 restores, 0 stale-uploads, 0 sessions, 0 keys, 0 orphans"]

@@ -141,7 +141,7 @@ async def test_list_newest_first_exactly_once_and_isolated(pointers: PointerStor
             ListQuery(job_id="job-1", product_id="prod-a", limit=17, continuation=token)
         )
         assert len(page.items) <= 17
-        seen += page.items
+        seen += [stored.pointer for stored in page.items]
         token = page.continuation
         if token is None:
             break
@@ -160,7 +160,7 @@ async def test_list_filters_and_hides_non_active(pointers: PointerStore) -> None
 
     async def ids(**kw: object) -> list[str]:
         page = await pointers.list(msgspec.convert({"job_id": "j", "product_id": "prod-a", **kw}, ListQuery))
-        return [p.id for p in page.items]
+        return [s.pointer.id for s in page.items]
 
     assert await ids() == [b.id, a.id]
     assert await ids(kind="log") == [a.id]
@@ -168,7 +168,9 @@ async def test_list_filters_and_hides_non_active(pointers: PointerStore) -> None
     assert await ids(run_id="r2") == []
     assert await ids(tags={"os": "linux"}) == [a.id]
     assert await ids(tags={"os": "linux", "arch": "arm"}) == []
-    assert await ids(status="DELETING") == [c.id]
+    assert await ids(statuses=["DELETING"]) == [c.id]
+    assert await ids(statuses=["ACTIVE", "DELETING"]) == [c.id, b.id, a.id]
+    assert await ids(statuses=["DELETING", "ACTIVE"]) == [c.id, b.id, a.id]
 
 
 async def test_foreign_continuation_token_is_invalid_input(pointers: PointerStore) -> None:

@@ -77,6 +77,15 @@ def test_defaults_and_overrides() -> None:
             {"FLEET_ARTIFACTS_BLOCK_SIZE_BYTES": "65536", "FLEET_ARTIFACTS_MAX_UPLOAD_BYTES": str(2**40)},
             "50,000",
         ),
+        ({"FLEET_ARTIFACTS_DEFAULT_RETENTION_DAYS": "0"}, "between"),
+        ({"FLEET_ARTIFACTS_DEFAULT_RETENTION_DAYS": "400"}, "exceeds FLEET_ARTIFACTS_MAX_RETENTION_DAYS"),
+        ({"FLEET_ARTIFACTS_SOFT_DELETE_DAYS": "-1"}, "between"),
+        (
+            {"FLEET_ARTIFACTS_COOL_AFTER_DAYS": "90", "FLEET_ARTIFACTS_ARCHIVE_AFTER_DAYS": "30"},
+            "ARCHIVE_AFTER_DAYS",
+        ),
+        ({"FLEET_ARTIFACTS_COLD_AFTER_DAYS": "30", "FLEET_ARTIFACTS_COOL_AFTER_DAYS": "30"}, "colder tiers"),
+        ({"FLEET_ARTIFACTS_SWEEP_INTERVAL_SECONDS": "soon"}, "whole number"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(changes: dict[str, str], message: str) -> None:

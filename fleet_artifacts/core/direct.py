@@ -33,6 +33,7 @@ from fleet_artifacts.core.models import (
     UploadTicket,
 )
 from fleet_artifacts.core.ports import StoredPointer
+from fleet_artifacts.core.retention import RetentionRules, carried, new_pointer
 from fleet_artifacts.core.validation import check_id, checked_meta
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class DirectUploads:
     def __init__(self, kernel: Kernel) -> None:
         """Write URLs live ``limits.upload_url_ttl``; finalize hashes up to ``limits.verify_max_bytes``."""
         self.kernel = kernel
+        self.rules = RetentionRules(kernel)
 
     async def start(
         self,
@@ -61,6 +63,7 @@ class DirectUploads:
         """
         meta = checked_meta(requested)
         check_id(job_id, "jobId")
+        self.rules.check(meta)
 
         async def replay(artifact_id: str) -> UploadTicket:
             stored = await self.kernel.lookup(product_id, artifact_id, job_id)
@@ -76,7 +79,7 @@ class DirectUploads:
             job_id=job_id,
             key=key,
             operation="direct",
-            request={**msgspec.structs.asdict(meta), "sizeBytes": size_bytes},
+            request={**meta.request_fields(), "sizeBytes": size_bytes},
             create=lambda: self._open(product_id, job_id, meta, size_bytes),
             created_id=lambda ticket: ticket.id,
             replay=replay,
@@ -96,20 +99,23 @@ class DirectUploads:
             if size_bytes < 0:
                 raise InvalidInput("sizeBytes cannot be negative", field="sizeBytes")
             self.kernel.check_size(size_bytes)
+        retention = await self.rules.resolve(product_id, job_id, meta)
         artifact_id = self.kernel.new_id()
         now = self.kernel.now()
-        pointer = Pointer.of(
+        pointer = new_pointer(
             meta,
+            retention,
+            now,
             id=artifact_id,
             product_id=product_id,
             job_id=job_id,
             blob_key=blob_key(product_id, job_id, artifact_id, meta.kind),
             size_bytes=size_bytes or 0,
-            sha256=None,
             sha256_verified=False,
-            created_at=now,
-            expires_at=now + self.kernel.limits.upload_url_ttl,
-            status=ArtifactStatus.UPLOADING,
+        )
+        # Until finalize, expiresAt is the upload's deadline; the retention waits in the pointer.
+        pointer = msgspec.structs.replace(
+            pointer, expires_at=now + self.kernel.limits.upload_url_ttl, status=ArtifactStatus.UPLOADING
         )
         await self.kernel.pointers.create(pointer)
         return await self._ticket(pointer)
@@ -142,7 +148,7 @@ class DirectUploads:
         pointer = stored.pointer
         if pointer.status is ArtifactStatus.ACTIVE:
             if pointer.size_bytes == claim.size_bytes and claim.sha256 in (None, pointer.sha256):
-                return await self.kernel.present(pointer)
+                return await self.kernel.present(stored)
             raise Conflict("the artifact was already finalized with another size or digest")
         if pointer.status is not ArtifactStatus.UPLOADING:
             raise NotFound("artifact not found")
@@ -178,20 +184,26 @@ class DirectUploads:
                     "the committed blob's sha256 differs from the claim; the upload was discarded"
                 )
             sha256 = digest.hexdigest()
+        retention = carried(
+            pointer.retention_days, pointer.keep_forever, self.kernel.limits.default_retention_days
+        )
         active = msgspec.structs.replace(
             pointer,
             status=ArtifactStatus.ACTIVE,
             size_bytes=info.size_bytes,
             sha256=sha256,
             sha256_verified=verified,
-            expires_at=None,
+            expires_at=retention.expires_at(pointer.created_at),
+            retention_days=retention.days,
         )
+        # The client wrote the blob with a SAS that grants no tags: the service tags it now.
+        await self.kernel.blobs.set_tags(pointer.blob_key, self.kernel.blob_tags(active))
         try:
-            await self.kernel.pointers.replace(active, etag=stored.etag)
+            etag = await self.kernel.pointers.replace(active, etag=stored.etag)
         except PreconditionFailed:
             # A concurrent finalize (or delete) won; answer as a retry of that one would be answered.
             return await self.finalize(product_id, job_id, artifact_id, claim)
-        return await self.kernel.present(active)
+        return await self.kernel.present(StoredPointer(active, etag))
 
     async def upload_open(self, key: str) -> bool:
         """Whether ``key`` belongs to a direct upload that may still be written (UPLOADING, in time)."""

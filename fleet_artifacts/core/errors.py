@@ -10,6 +10,7 @@ Azure SDK exception.
     ├── Unauthenticated       401  no or unknown bearer token
     ├── NotFound              404  absent, or owned by another product
     ├── Conflict              409  a create raced an existing item
+    │   └── Archived          409  the bytes are offline (Archive tier) until restored
     ├── PreconditionFailed    412  an etag compare-and-swap lost
     ├── SignatureRejected     403  a signed blob URL is forged, altered or expired
     ├── PayloadTooLarge       413  the upload crossed the size limit
@@ -48,6 +49,10 @@ class NotFound(ArtifactError):
 
 class Conflict(ArtifactError):
     """An item with the same identity exists already."""
+
+
+class Archived(Conflict):
+    """A blob in the Archive tier (or still being rehydrated from it) cannot be read."""
 
 
 class PreconditionFailed(ArtifactError):

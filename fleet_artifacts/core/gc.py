@@ -1,4 +1,4 @@
-"""Sweeping what clients left behind. Small, separate functions a fuller lifecycle sweeper can absorb.
+"""The sweeper's removal steps (``core.sweeper`` runs them in order).
 
 Every removal of an artifact or an unfinished upload goes through ``Kernel.retire``.
 """
@@ -6,10 +6,11 @@ Every removal of an artifact or an unfinished upload goes through ``Kernel.retir
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from fleet_artifacts.core.kernel import Kernel
-from fleet_artifacts.core.keys import parse_blob_key
+from fleet_artifacts.core.keys import BLOB_PREFIX, parse_blob_key
 from fleet_artifacts.core.models import ArtifactStatus
 from fleet_artifacts.core.ports import (
     IdempotencyRecord,
@@ -29,8 +30,24 @@ async def sweep_stale_uploads(
     interrupted sweep is finished by the next one. Returns the blob keys of the uploads
     removed (or that would be, with ``dry_run``).
     """
+    statuses = (ArtifactStatus.UPLOADING, ArtifactStatus.DELETING)
+    return await sweep_statuses(kernel, statuses, now=now, dry_run=dry_run, batch=batch)
+
+
+async def sweep_statuses(
+    kernel: Kernel,
+    statuses: Sequence[ArtifactStatus],
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    batch: int = 500,
+) -> list[str]:
+    """Retire pointers in ``statuses`` whose ``expiresAt`` passed (blob first, then pointer); their blob keys.
+
+    Found through the pointer store's expiry index, a batch at a time.
+    """
     removed: list[str] = []
-    for status in (ArtifactStatus.UPLOADING, ArtifactStatus.DELETING):
+    for status in statuses:
         removed += await _sweep_expired(kernel, status, now=now, dry_run=dry_run, batch=batch)
     return removed
 
@@ -55,7 +72,7 @@ async def _sweep_expired(
             elif await kernel.retire(stored):
                 removed.append(stored.pointer.blob_key)
                 log.info(
-                    "removed stale upload %s (%s, deadline %s)",
+                    "removed %s (%s, expired %s)",
                     stored.pointer.blob_key,
                     status.value,
                     stored.pointer.expires_at,
@@ -73,7 +90,7 @@ async def sweep_orphan_blobs(kernel: Kernel, *, older_than: datetime, dry_run: b
     """
     blobs, pointers = kernel.blobs, kernel.pointers
     removed: list[str] = []
-    async for key, modified in blobs.committed("fleet/"):
+    async for key, modified in blobs.committed(BLOB_PREFIX):
         if modified >= older_than:
             continue
         named = parse_blob_key(key)

@@ -1,8 +1,9 @@
 """The kernel: the one owner of each protocol every artifact flow shares.
 
-    lookup / active    find the caller's pointer (another product's answers as missing)
-    present / sign     attach a freshly signed, short-lived download URL
+    lookup / visible   find the caller's pointer (another product's, or an expired one, answers as missing)
+    present / sign     attach a freshly signed, short-lived download URL (when the bytes are online)
     commit_pointer     the pointer of a committed blob, or no blob at all
+    replace            the one way a pointer changes: by etag, blob index tags kept in step
     retire             the one way an artifact (or an unfinished upload) is removed
     idempotency        the one idempotent-create helper (``Idempotency.run``)
 
@@ -10,8 +11,7 @@ Write order is blob first, pointer second; a failed pointer write deletes the
 blob, so no pointer ever names missing bytes and no committed blob is left
 without a pointer. Retiring marks the pointer DELETING (by etag) before touching
 the blob, so a crash half-way leaves a pointer that is hidden from readers and
-that a repeated DELETE finishes (or, for an unfinished upload, the next
-``gc --stale-uploads``).
+that a repeated DELETE or the next sweep finishes (the claim dates it now).
 
 URLs a store signs are returned as the store made them: a store that serves its
 own URLs (the local backend) makes root-relative ones, which ``routes/`` anchors.
@@ -26,10 +26,10 @@ from datetime import datetime, timedelta
 import msgspec
 
 from fleet_artifacts.core.clock import new_id, utcnow
-from fleet_artifacts.core.errors import Conflict, NotFound, PayloadTooLarge, PreconditionFailed
+from fleet_artifacts.core.errors import Archived, Conflict, NotFound, PayloadTooLarge, PreconditionFailed
 from fleet_artifacts.core.idempotency import Idempotency
 from fleet_artifacts.core.keys import content_disposition, signed_disposition
-from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, Pointer
+from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import BlobStore, PointerStore, StoredPointer
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,13 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     verify_max_bytes: int = 64 * 1024 * 1024
     idempotency_retention: timedelta = timedelta(days=1)
     session_ttl: timedelta = timedelta(days=1)
+    default_retention_days: int = 30
+    max_retention_days: int = 365
+    soft_delete: timedelta = timedelta(0)  # 0: a delete removes at once
+    # Automatic tier moves by age (None: off), applied by the sweeper.
+    cool_after_days: int | None = None
+    cold_after_days: int | None = None
+    archive_after_days: int | None = None
 
 
 class SignedUrl(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +60,17 @@ class SignedUrl(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     expires_at: datetime
     disposition: str  # as signed: "attachment" where "inline" was asked for an active type
+
+
+def version(etag: str) -> str:
+    """A store's etag as an HTTP entity tag (quoted once, whatever quoting the store used)."""
+    return '"' + etag.strip('"') + '"'
+
+
+_OFFLINE = {
+    ArtifactStatus.ARCHIVED: "archived: its bytes are offline; POST .../restore to read them again",
+    ArtifactStatus.RESTORING: "being restored from the Archive tier (hours on Azure); fetch it again later",
+}
 
 
 class Kernel:
@@ -80,6 +98,20 @@ class Kernel:
         if announced > self.limits.max_upload_bytes:
             raise PayloadTooLarge(self.limits.max_upload_bytes)
 
+    @staticmethod
+    def blob_tags(pointer: Pointer) -> dict[str, str]:
+        """The index tags of an artifact's blob: whose it is, and whether it is kept.
+
+        ``keep`` is always written ("true" or "false") because an Azure lifecycle rule can
+        only match tags (``==``), not exclude them: ``lifecycle-policy`` deletes keep == false.
+        """
+        return {
+            "productId": pointer.product_id,
+            "jobId": pointer.job_id,
+            "kind": pointer.kind.value,
+            "keep": "true" if pointer.keep_forever else "false",
+        }
+
     async def lookup(self, product_id: str, artifact_id: str, job_id: str | None) -> StoredPointer:
         """The caller's pointer in any state: a point read with ``job_id``, else by id alone."""
         # Without a job id this is a cross-partition query on Cosmos.
@@ -93,12 +125,49 @@ class Kernel:
             raise NotFound("artifact not found")
         return found
 
-    async def active(self, product_id: str, artifact_id: str, job_id: str | None = None) -> Pointer:
-        """The caller's ACTIVE pointer (NotFound otherwise)."""
+    async def visible(self, product_id: str, artifact_id: str, job_id: str | None = None) -> StoredPointer:
+        """The caller's pointer as a reader sees it: ACTIVE, ARCHIVED or RESTORING, and not expired.
+
+        A RESTORING one is checked against its blob first, so it reads ACTIVE once rehydrated.
+        """
         stored = await self.lookup(product_id, artifact_id, job_id)
-        if stored.pointer.status is not ArtifactStatus.ACTIVE:
+        if not stored.pointer.visible_at(self.now()):
             raise NotFound("artifact not found")
-        return stored.pointer
+        if stored.pointer.status is ArtifactStatus.RESTORING:
+            stored = await self.settle_restore(stored)
+        return stored
+
+    async def active(self, product_id: str, artifact_id: str, job_id: str | None = None) -> StoredPointer:
+        """The caller's readable pointer: NotFound if not visible, Archived if its bytes are offline."""
+        stored = await self.visible(product_id, artifact_id, job_id)
+        if stored.pointer.status is not ArtifactStatus.ACTIVE:
+            raise Archived(_OFFLINE[stored.pointer.status])
+        return stored
+
+    async def settle_restore(self, stored: StoredPointer) -> StoredPointer:
+        """A RESTORING pointer whose blob is readable again becomes ACTIVE (by etag).
+
+        One whose blob is still in Archive without a rehydration under way (a failed
+        restore call) gets its rehydration asked for again.
+        """
+        pointer = stored.pointer
+        info = await self.blobs.info(pointer.blob_key)
+        if info is None:
+            return stored  # the bytes are gone: a concurrent retire is finishing
+        if info.tier is BlobTier.ARCHIVE and not info.rehydrating:
+            await self.blobs.set_tier(pointer.blob_key, BlobTier.HOT)
+            info = await self.blobs.info(pointer.blob_key)
+            if info is None:
+                return stored
+        if info.tier is BlobTier.ARCHIVE or info.rehydrating:
+            return stored
+        try:
+            return await self.replace(
+                stored, msgspec.structs.replace(pointer, status=ArtifactStatus.ACTIVE, tier=info.tier)
+            )
+        except PreconditionFailed:
+            found = await self.pointers.get(pointer.job_id, pointer.id)
+            return found or stored
 
     async def sign(self, pointer: Pointer, *, disposition: str = "attachment") -> SignedUrl:
         """Sign a fresh read URL for a pointer's blob.
@@ -118,27 +187,40 @@ class Kernel:
         log.debug("signed read URL for %s until %s", pointer.blob_key, expires_at.isoformat())
         return SignedUrl(url=url, expires_at=expires_at, disposition=signed_as)
 
-    async def present(self, pointer: Pointer, *, disposition: str = "attachment") -> ArtifactOut:
-        """Attach a freshly signed, short-lived download URL to a pointer."""
+    async def present(self, stored: StoredPointer, *, disposition: str = "attachment") -> ArtifactOut:
+        """A pointer as served: with a freshly signed, short-lived download URL if its bytes are online."""
+        pointer = stored.pointer
+        fields = msgspec.structs.asdict(pointer)
+        if pointer.status is not ArtifactStatus.ACTIVE:
+            return ArtifactOut(
+                **fields,
+                download_url=None,
+                download_url_expires_at=None,
+                reason=_OFFLINE.get(pointer.status, pointer.status.value.lower()),
+                etag=version(stored.etag),
+            )
         signed = await self.sign(pointer, disposition=disposition)
         return ArtifactOut(
-            **msgspec.structs.asdict(pointer),
+            **fields,
             download_url=signed.url,
             download_url_expires_at=signed.expires_at,
             download_disposition=signed.disposition,
+            etag=version(stored.etag),
         )
 
-    async def commit_pointer(self, pointer: Pointer, *, concurrent_ok: bool = False) -> None:
+    async def commit_pointer(self, pointer: Pointer, *, concurrent_ok: bool = False) -> StoredPointer:
         """Create the pointer of a committed blob; if that fails, delete the blob (no orphan).
 
         With ``concurrent_ok``, an existing pointer of the same id (a concurrent request
         made it) counts as success and the blob, which is also its blob, stays.
         """
         try:
-            await self.pointers.create(pointer)
+            return StoredPointer(pointer, await self.pointers.create(pointer))
         except Conflict:
             if concurrent_ok:
-                return
+                found = await self.pointers.get(pointer.job_id, pointer.id)
+                if found is not None:
+                    return found
             await self._drop_orphan(pointer.blob_key)
             raise
         except BaseException:
@@ -151,26 +233,47 @@ class Kernel:
         except Exception:
             log.exception("orphan blob %s could not be removed after a failed pointer write", key)
 
+    async def replace(self, stored: StoredPointer, new: Pointer) -> StoredPointer:
+        """Change a pointer by etag (PreconditionFailed, NotFound), its blob's ``keep`` tag in step.
+
+        The tag moves on the safe side of the pointer: to ``true`` before it, to ``false`` after
+        it, so an Azure lifecycle rule that deletes ``keep == false`` never sees a kept artifact
+        so tagged, whichever write fails.
+        """
+        old = stored.pointer
+        online = new.status is not ArtifactStatus.UPLOADING  # an upload's blob gets its tags at finalize
+        if online and new.keep_forever and not old.keep_forever:
+            await self._tag(new)
+        etag = await self.pointers.replace(new, etag=stored.etag)
+        if online and old.keep_forever and not new.keep_forever:
+            await self._tag(new)
+        return StoredPointer(new, etag)
+
+    async def _tag(self, pointer: Pointer) -> None:
+        try:
+            await self.blobs.set_tags(pointer.blob_key, self.blob_tags(pointer))
+        except NotFound:
+            log.warning("artifact %s/%s has no blob to tag", pointer.job_id, pointer.id)
+
     async def retire(self, stored: StoredPointer) -> bool:
         """Remove an artifact or an unfinished upload: claim it, then blob, staged blocks, pointer.
 
-        The claim (status -> DELETING by etag) comes first, so a concurrent writer that
-        changed the pointer (a finalize that made it ACTIVE, another delete) wins and
-        nothing is touched: False then, and the caller looks again. A pointer already
-        DELETING (a crash after an earlier claim) is finished without a new claim.
+        The claim (status -> DELETING by etag, dated now so the sweeper finishes it if this
+        call dies) comes first, so a concurrent writer that changed the pointer (a finalize
+        that made it ACTIVE, another delete) wins and nothing is touched: False then, and the
+        caller looks again. A pointer already DELETING is finished without a new claim.
         Returns True once this call removed the pointer.
         """
         pointer = stored.pointer
         if pointer.status is not ArtifactStatus.DELETING:
+            claimed = msgspec.structs.replace(pointer, status=ArtifactStatus.DELETING, expires_at=self.now())
             try:
-                await self.pointers.replace(
-                    msgspec.structs.replace(pointer, status=ArtifactStatus.DELETING), etag=stored.etag
-                )
+                await self.pointers.replace(claimed, etag=stored.etag)
             except (PreconditionFailed, NotFound):
                 return False
-        if pointer.status is not ArtifactStatus.ACTIVE:
+        if pointer.status is ArtifactStatus.UPLOADING or pointer.status is ArtifactStatus.DELETING:
             # An unfinished upload's write URL may still be streaming: it must not recreate the
-            # blob. An ACTIVE artifact's was sealed at finalize, or it never had one.
+            # blob. An artifact's was sealed at finalize, or it never had one.
             await self.blobs.seal(pointer.blob_key)
         await self.blobs.delete(pointer.blob_key)
         await self.blobs.discard_uncommitted(pointer.blob_key)  # an UPLOADING one's staged blocks

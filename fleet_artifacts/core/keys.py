@@ -6,10 +6,12 @@ from urllib.parse import quote
 
 from fleet_artifacts.core.models import ArtifactKind
 
+BLOB_PREFIX = "fleet/"  # every artifact's blob is under it (lifecycle rules and the orphan sweep use it)
+
 
 def blob_key(product_id: str, job_id: str, artifact_id: str, kind: ArtifactKind) -> str:
     """Return ``fleet/<productId>/<jobId>/<id>-<kind>``."""
-    return f"fleet/{product_id}/{job_id}/{artifact_id}-{kind.value}"
+    return f"{BLOB_PREFIX}{product_id}/{job_id}/{artifact_id}-{kind.value}"
 
 
 def parse_blob_key(key: str) -> tuple[str, str] | None:

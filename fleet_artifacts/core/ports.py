@@ -11,13 +11,35 @@ from __future__ import annotations
 import abc
 import base64
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Generic, TypeVar
 
 import msgspec
 
-from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, CheckedMeta, Pointer
+from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, BlobTier, Pointer
+from fleet_artifacts.core.records import (
+    NEVER,
+    IdempotencyRecord,
+    JobPolicy,
+    R,
+    SessionChunk,
+    SideRecord,
+    StoredRecord,
+    SweepLease,
+    UploadSession,
+)
+
+__all__ = [
+    "NEVER",
+    "IdempotencyRecord",
+    "JobPolicy",
+    "R",
+    "SessionChunk",
+    "SideRecord",
+    "StoredRecord",
+    "SweepLease",
+    "UploadSession",
+]  # the records are re-exported: adapters implement the port over them
 
 MAX_BLOCK_BYTES = 4000 * 1024 * 1024  # Azure's largest block
 MAX_BLOCKS = 50_000  # Azure's limit on the blocks of one committed blob
@@ -42,6 +64,10 @@ class BlobInfo(msgspec.Struct, frozen=True):
     size_bytes: int
     content_type: str
     sha256: str | None = None
+    tier: BlobTier = BlobTier.HOT
+    # Archive -> an online tier was asked for and has not finished (Azure: hours; Azurite and
+    # the local backend: never pending). Reads still fail with Archived meanwhile.
+    rehydrating: bool = False
 
 
 class StagedChunk(msgspec.Struct, frozen=True):
@@ -67,9 +93,15 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     async def write(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
-        """Stream ``chunks`` into a new blob at ``key`` and commit it.
+        """Stream ``chunks`` into a new blob at ``key`` and commit it, with index ``tags``.
 
         The blob becomes visible only once every chunk was stored. If the
         stream raises, or crosses ``max_bytes`` (PayloadTooLarge), nothing is
@@ -78,7 +110,10 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """Stream a committed blob's bytes (from ``offset``, ``length`` of them); NotFound if absent."""
+        """Stream a committed blob's bytes (from ``offset``, ``length`` of them).
+
+        NotFound if absent; Archived if it is in the Archive tier or still rehydrating.
+        """
 
     @abc.abstractmethod
     async def info(self, key: str) -> BlobInfo | None:
@@ -122,9 +157,32 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     async def commit_chunks(
-        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+        self,
+        key: str,
+        block_ids: list[str],
+        *,
+        content_type: str,
+        max_bytes: int,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
-        """Commit staged blocks, in this order, as the blob; return its size and sha256."""
+        """Commit staged blocks, in this order, as the blob (index ``tags`` on it); return size and sha256."""
+
+    @abc.abstractmethod
+    async def set_tier(self, key: str, tier: BlobTier, *, high_priority: bool = False) -> None:
+        """Move a committed blob to ``tier``; NotFound if absent.
+
+        From Archive to an online tier this starts rehydration (``high_priority``: Azure's
+        High rehydrate priority); ``info`` says ``rehydrating`` until the bytes are readable.
+        Moving a rehydrating blob again is a Conflict.
+        """
+
+    @abc.abstractmethod
+    async def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        """Replace a committed blob's index tags (at most 10); NotFound if absent."""
+
+    @abc.abstractmethod
+    async def get_tags(self, key: str) -> dict[str, str]:
+        """A committed blob's index tags; NotFound if absent."""
 
     @abc.abstractmethod
     async def discard_uncommitted(self, key: str) -> None:
@@ -219,9 +277,18 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     kind: ArtifactKind | None = None
     run_id: str | None = None
     tags: dict[str, str] = msgspec.field(default_factory=dict)
-    status: ArtifactStatus = ArtifactStatus.ACTIVE
+    statuses: tuple[ArtifactStatus, ...] = (ArtifactStatus.ACTIVE,)  # any of these states
     limit: int = 100
     continuation: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a query for no state at all."""
+        if not self.statuses:
+            raise ValueError("a listing needs at least one status")
+
+    def status_values(self) -> list[str]:
+        """The states as sorted values: one set of states is one query (and continuation digest)."""
+        return sorted({status.value for status in self.statuses})
 
     def filters_digest(self) -> str:
         """A short digest of what the query selects (not its page size or position).
@@ -229,76 +296,21 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
         A store binds its continuation tokens to it, so a token reused with other filters
         is refused instead of resuming a different listing at a foreign position.
         """
-        shape = [self.job_id, self.product_id, self.kind, self.run_id, sorted(self.tags.items()), self.status]
+        shape = [
+            self.job_id,
+            self.product_id,
+            self.kind,
+            self.run_id,
+            sorted(self.tags.items()),
+            self.status_values(),
+        ]
         return hashlib.sha256(msgspec.json.encode(shape)).hexdigest()[:16]
 
 
-class SideRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """Service state kept beside the pointers, in the job's partition, until ``expires_at``.
-
-    Subclasses are the record kinds; a record is read back only as its own kind.
-    """
-
-    id: str
-    job_id: str
-    expires_at: datetime
-
-
-class IdempotencyRecord(SideRecord, frozen=True, kw_only=True, rename="camel"):
-    """Which artifact a create with an Idempotency-Key made, kept for the retention window.
-
-    ``artifact_id`` is None while the first request holding the key is still at work.
-    """
-
-    fingerprint: str
-    artifact_id: str | None = None
-    claimed_at: datetime
-
-
-class SessionChunk(msgspec.Struct, frozen=True, array_like=True):
-    """One received range of a resumable upload and the blocks that hold it."""
-
-    start: int
-    length: int
-    sha256: str
-    block_ids: list[str]
-
-
-class UploadSession(SideRecord, frozen=True, kw_only=True, rename="camel"):
-    """A resumable upload: its artifact-to-be and the byte ranges received so far."""
-
-    product_id: str
-    artifact_id: str
-    blob_key: str
-    kind: ArtifactKind
-    file_name: str
-    content_type: str
-    run_id: str | None = None
-    tags: dict[str, str] = msgspec.field(default_factory=dict)
-    total_bytes: int | None = None
-    created_at: datetime
-    chunks: list[SessionChunk] = msgspec.field(default_factory=list)
-    completed: bool = False
-
-    def meta(self) -> CheckedMeta:
-        """The metadata the session's artifact will carry (checked when the session was opened)."""
-        return CheckedMeta(**{name: getattr(self, name) for name in CheckedMeta.__struct_fields__})
-
-
-R = TypeVar("R", bound=SideRecord)
-
-
-class StoredRecord(msgspec.Struct, Generic[R], frozen=True):
-    """A side record with the etag for compare-and-swap."""
-
-    record: R
-    etag: str
-
-
 class PointerPage(msgspec.Struct, frozen=True):
-    """One page of pointers and the opaque token for the next, if any."""
+    """One page of pointers (with their etags) and the opaque token for the next, if any."""
 
-    items: list[Pointer]
+    items: list[StoredPointer]
     continuation: str | None
 
 
@@ -359,7 +371,22 @@ class PointerStore(abc.ABC):
     ) -> list[StoredPointer]:
         """Pointers in ``status`` whose ``expiresAt`` is earlier than ``before``, across all jobs.
 
-        For sweepers (a cross-partition query on Cosmos); at most ``limit`` of them.
+        For sweepers (a cross-partition query on Cosmos); at most ``limit`` of them, found
+        through an index on ``expiresAt`` (never a scan of every pointer).
+        """
+
+    @abc.abstractmethod
+    async def aged(
+        self,
+        status: ArtifactStatus,
+        *,
+        created_before: datetime,
+        tiers: Sequence[BlobTier],
+        limit: int = 1000,
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` created before ``created_before`` whose ``tier`` is one of ``tiers``.
+
+        For the sweeper (tier moves by age, restores to check): a cross-partition query on Cosmos.
         """
 
     @abc.abstractmethod

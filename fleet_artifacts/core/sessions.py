@@ -32,8 +32,9 @@ import msgspec
 from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, PreconditionFailed
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.keys import blob_key
-from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, Pointer, SessionOpen
+from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, SessionOpen
 from fleet_artifacts.core.ports import SessionChunk, UploadSession
+from fleet_artifacts.core.retention import RetentionRules, carried, new_pointer
 from fleet_artifacts.core.validation import check_id, checked_meta
 
 _CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
@@ -100,21 +101,27 @@ class SessionService:
         self._blobs = kernel.blobs
         self._pointers = kernel.pointers
         self._max = kernel.limits.max_upload_bytes
+        self.rules = RetentionRules(kernel)
 
     async def open(
         self, product_id: str, request: SessionOpen, *, key: str | None = None
     ) -> tuple[UploadSession, bool]:
         """Open a resumable upload session (once per Idempotency-Key ``key``); ``(session, replayed)``."""
         meta = checked_meta(request)
+        self.rules.check(meta)
         if request.size_bytes is not None:
             if request.size_bytes < 0:
                 raise InvalidInput("sizeBytes cannot be negative", field="sizeBytes")
             self.kernel.check_size(request.size_bytes)
         job_id = check_id(request.job_id, "jobId")
+        retention = await self.rules.resolve(product_id, job_id, meta)
         now = self.kernel.now()
         artifact_id = self.kernel.new_id()
         session = UploadSession(
-            **msgspec.structs.asdict(meta),
+            **(
+                msgspec.structs.asdict(meta)
+                | {"retention_days": retention.days, "keep_forever": retention.keep_forever}
+            ),
             id="us-" + secrets.token_hex(16),
             job_id=job_id,
             product_id=product_id,
@@ -140,7 +147,7 @@ class SessionService:
             job_id=job_id,
             key=key,
             operation="session",
-            request={**msgspec.structs.asdict(meta), "sizeBytes": request.size_bytes},
+            request={**meta.request_fields(), "sizeBytes": request.size_bytes},
             create=create,
             created_id=lambda made: public_id(made.job_id, made.id),
             replay=replay,
@@ -218,7 +225,7 @@ class SessionService:
         session, etag = await self.load(product_id, session_id)
         done = await self.kernel.pointers.get(session.job_id, session.artifact_id)
         if done is not None and done.pointer.status is ArtifactStatus.ACTIVE:
-            return await self.kernel.present(done.pointer)
+            return await self.kernel.present(done)
         if session.total_bytes is None:
             raise Conflict("the total size is unknown: send sizeBytes on open or a chunk with /<total>")
         gaps = missing_ranges(session.chunks, session.total_bytes)
@@ -226,28 +233,32 @@ class SessionService:
             shown = ", ".join(f"{g.first}-{g.last}" for g in gaps[:5])
             raise Conflict(f"bytes are missing: {shown}{' ...' if len(gaps) > 5 else ''}")
         block_ids = [block for chunk in session.chunks for block in chunk.block_ids]
+        retention = carried(
+            session.retention_days, session.keep_forever, self.kernel.limits.default_retention_days
+        )
+        pointer = new_pointer(
+            session.meta(),
+            retention,
+            self.kernel.now(),
+            id=session.artifact_id,
+            product_id=product_id,
+            job_id=session.job_id,
+            blob_key=session.blob_key,
+        )
         written = await self.kernel.blobs.commit_chunks(
             session.blob_key,
             block_ids,
             content_type=session.content_type,
             max_bytes=self._max,
+            tags=self.kernel.blob_tags(pointer),
         )
-        pointer = Pointer.of(
-            session.meta(),
-            id=session.artifact_id,
-            product_id=product_id,
-            job_id=session.job_id,
-            blob_key=session.blob_key,
-            size_bytes=written.size_bytes,
-            sha256=written.sha256,
-            created_at=self.kernel.now(),
-        )
+        pointer = msgspec.structs.replace(pointer, size_bytes=written.size_bytes, sha256=written.sha256)
         # A concurrent complete of the same session may have made it: the same artifact then.
-        await self.kernel.commit_pointer(pointer, concurrent_ok=True)
+        made = await self.kernel.commit_pointer(pointer, concurrent_ok=True)
         # Kept, marked completed, until it expires: a retried complete answers this artifact.
         with contextlib.suppress(PreconditionFailed, NotFound):
             await self.kernel.pointers.put_record(msgspec.structs.replace(session, completed=True), etag=etag)
-        return await self.kernel.present(pointer)
+        return await self.kernel.present(made)
 
     async def abort(self, product_id: str, session_id: str) -> None:
         """Drop the session and whatever it staged (a completed session: only the session)."""

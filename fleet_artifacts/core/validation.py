@@ -171,4 +171,6 @@ def checked_meta(meta: ArtifactMeta) -> CheckedMeta:
         else guess_content_type(file_name),
         run_id=None if meta.run_id is None else check_id(meta.run_id, "runId"),
         tags=check_tags(meta.tags),
+        retention_days=meta.retention_days,
+        keep_forever=meta.keep_forever,
     )

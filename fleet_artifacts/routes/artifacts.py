@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from litestar import delete, get
+from litestar import Response, delete, get
 from litestar.params import FromQuery, QueryParameter
 
-from fleet_artifacts.core.models import ArtifactKind, ArtifactOut, ArtifactPage, JobDeleted
+from fleet_artifacts.core.models import (
+    VISIBLE,
+    ArtifactKind,
+    ArtifactOut,
+    ArtifactPage,
+    ArtifactStatus,
+    JobDeleted,
+)
 from fleet_artifacts.core.ports import ListQuery
 from fleet_artifacts.core.validation import check_id, parse_tags
 from fleet_artifacts.routes.deps import (
@@ -18,9 +25,9 @@ from fleet_artifacts.routes.deps import (
     Svc,
     Tag,
     aid,
-    anchored,
     anchored_page,
     job,
+    served,
 )
 from fleet_artifacts.routes.openapi import problems
 
@@ -28,6 +35,11 @@ Disposition = Literal["attachment", "inline"]
 DispositionParam = Annotated[
     Disposition,
     QueryParameter(description="Content-Disposition of the download: attachment saves, inline views."),
+]
+Listed = Literal["ACTIVE", "ARCHIVED", "RESTORING", "DELETED", "UPLOADING"]
+Purge = Annotated[
+    bool,
+    QueryParameter(description="Remove at once, even within the soft-delete window (and a DELETED one)."),
 ]
 
 
@@ -40,6 +52,10 @@ async def list_artifacts(
     kind: FromQuery[ArtifactKind | None] = None,
     run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
     tag: Tag = None,
+    status: Annotated[
+        Listed | None,
+        QueryParameter(description="Only artifacts in this state (default: ACTIVE, ARCHIVED and RESTORING)."),
+    ] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     continuation_token: Annotated[str | None, QueryParameter(name="continuationToken")] = None,
 ) -> ArtifactPage:
@@ -50,6 +66,7 @@ async def list_artifacts(
         kind=kind,
         run_id=None if run_id is None else check_id(run_id, "runId"),
         tags=parse_tags(tag or []),
+        statuses=tuple(VISIBLE) if status is None else (ArtifactStatus(status),),
         limit=limit,
         continuation=continuation_token,
     )
@@ -68,10 +85,10 @@ async def get_in_job(
     job_id: JobId,
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
-) -> ArtifactOut:
+) -> Response[ArtifactOut]:
     """Fetch a pointer with a fresh download URL (a point read)."""
     out = await services.artifacts.get(product_id, aid(artifact_id), job(job_id), disposition=disposition)
-    return anchored(out, base_url)
+    return served(out, base_url)
 
 
 @get("/artifacts/{artifact_id:str}", operation_id="getArtifact", responses=problems(400, 401, 404, 503))
@@ -81,10 +98,10 @@ async def get_by_id(
     base_url: BaseUrl,
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
-) -> ArtifactOut:
+) -> Response[ArtifactOut]:
     """Fetch a pointer by id alone (a cross-partition lookup on Cosmos)."""
     out = await services.artifacts.get(product_id, aid(artifact_id), disposition=disposition)
-    return anchored(out, base_url)
+    return served(out, base_url)
 
 
 @delete(
@@ -92,17 +109,21 @@ async def get_by_id(
     operation_id="deleteJobArtifact",
     responses=problems(400, 401, 404, 412, 503),
 )
-async def delete_in_job(services: Svc, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId) -> None:
-    """Delete an artifact's pointer and blob."""
-    await services.artifacts.delete(product_id, aid(artifact_id), job_id=job(job_id))
+async def delete_in_job(
+    services: Svc, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId, purge: Purge = False
+) -> None:
+    """Delete an artifact: pointer and blob, or DELETED within the soft-delete window."""
+    await services.artifacts.delete(product_id, aid(artifact_id), job_id=job(job_id), purge=purge)
 
 
 @delete(
     "/artifacts/{artifact_id:str}", operation_id="deleteArtifact", responses=problems(400, 401, 404, 412, 503)
 )
-async def delete_by_id(services: Svc, product_id: ProductId, artifact_id: ArtifactId) -> None:
-    """Delete an artifact's pointer and blob, found by id alone."""
-    await services.artifacts.delete(product_id, aid(artifact_id))
+async def delete_by_id(
+    services: Svc, product_id: ProductId, artifact_id: ArtifactId, purge: Purge = False
+) -> None:
+    """Delete an artifact found by id alone: pointer and blob, or DELETED within the soft-delete window."""
+    await services.artifacts.delete(product_id, aid(artifact_id), purge=purge)
 
 
 @delete(
@@ -111,7 +132,8 @@ async def delete_by_id(services: Svc, product_id: ProductId, artifact_id: Artifa
     status_code=200,
     responses=problems(400, 401, 503),
     description="Delete every artifact of the job (yours), narrowed by `kind` and `runId`; uploads in "
-    "progress go too. Answers how many went; repeat it to finish an interrupted run.",
+    "progress go too. Within the soft-delete window (without `purge`) they become DELETED instead. "
+    "Answers how many; repeat it to finish an interrupted run.",
 )
 async def delete_job(
     services: Svc,
@@ -119,9 +141,12 @@ async def delete_job(
     job_id: JobId,
     kind: FromQuery[ArtifactKind | None] = None,
     run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
+    purge: Purge = False,
 ) -> JobDeleted:
     """Delete a job's artifacts."""
     checked_run = None if run_id is None else check_id(run_id, "runId")
     return JobDeleted(
-        await services.artifacts.delete_job(product_id, job(job_id), kind=kind, run_id=checked_run)
+        await services.artifacts.delete_job(
+            product_id, job(job_id), kind=kind, run_id=checked_run, purge=purge
+        )
     )

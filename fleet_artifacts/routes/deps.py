@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request
+from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -24,7 +24,9 @@ from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from fleet_artifacts.core.artifacts import ArtifactService
 from fleet_artifacts.core.direct import DirectUploads
+from fleet_artifacts.core.errors import InvalidInput
 from fleet_artifacts.core.kernel import Kernel
+from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, UploadTicket
 from fleet_artifacts.core.ports import HostedBlobStore
 from fleet_artifacts.core.sessions import SessionService
@@ -41,6 +43,7 @@ class Services:
 
     kernel: Kernel
     artifacts: ArtifactService
+    lifecycle: Lifecycle
     direct: DirectUploads
     sessions: SessionService
     auth: TokenAuthority
@@ -135,8 +138,43 @@ def anchor(url: str, base_url: str) -> str:
 
 
 def anchored(out: ArtifactOut, base_url: str) -> ArtifactOut:
-    """An artifact whose download URL is absolute."""
+    """An artifact whose download URL (if it has one) is absolute."""
+    if out.download_url is None:
+        return out
     return msgspec.structs.replace(out, download_url=anchor(out.download_url, base_url))
+
+
+def served(
+    out: ArtifactOut, base_url: str, *, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response[ArtifactOut]:
+    """One pointer as an answer: its URL absolute, its version in ``ETag`` (for If-Match on PATCH)."""
+    return Response(
+        anchored(out, base_url), status_code=status_code, headers={"ETag": out.etag, **(headers or {})}
+    )
+
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description="Change only this version of the pointer (its ETag, or `*`); another -> 412.",
+    ),
+]
+
+
+def if_match_tags(header: str | None) -> list[str] | None:
+    """The entity tags an If-Match header names (``["*"]`` for any); None without the header.
+
+    Weak tags (``W/"..."``) never match: If-Match compares strongly (RFC 9110).
+    """
+    if header is None:
+        return None
+    tags = [tag.strip() for tag in header.split(",") if tag.strip()]
+    if not tags or any(
+        not (tag == "*" or (tag.startswith(('"', 'W/"')) and tag.endswith('"'))) for tag in tags
+    ):
+        raise InvalidInput('If-Match must be "*" or quoted entity tags', field="If-Match")
+    return [tag for tag in tags if not tag.startswith("W/")] or ["W/"]
 
 
 def anchored_page(page: ArtifactPage, base_url: str) -> ArtifactPage:

@@ -31,7 +31,8 @@ CONTENT_DESCRIPTION = """Streams the artifact's bytes with Content-Type, Content
 Content-Disposition, `ETag` (the sha256) and Last-Modified. `If-Match` and `If-Unmodified-Since`
 answer 412 when they fail; `If-None-Match` answers 304; a single `Range` on a GET answers 206
 with Content-Range (416 if unsatisfiable; HEAD ignores Range). `?redirect=true` answers 302 to
-a fresh signed URL instead."""
+a fresh signed URL instead. An archived artifact (or one still being restored) answers 409:
+restore it first."""
 
 
 @route(
@@ -39,7 +40,7 @@ a fresh signed URL instead."""
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     media_type=ANY_MEDIA_TYPE,  # the artifact's own type
     operation_id=per_method("downloadJobArtifact"),
-    responses={**problems(400, 401, 404, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
+    responses={**problems(400, 401, 404, 409, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
     description=CONTENT_DESCRIPTION,
 )
 async def content_in_job(
@@ -63,7 +64,7 @@ async def content_in_job(
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     media_type=ANY_MEDIA_TYPE,  # the artifact's own type
     operation_id=per_method("downloadArtifact"),
-    responses={**problems(400, 401, 404, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
+    responses={**problems(400, 401, 404, 409, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
     description=CONTENT_DESCRIPTION,
 )
 async def content_by_id(

@@ -26,12 +26,12 @@ from fleet_artifacts.core.validation import parse_tags
 ENVELOPE_MEDIA_TYPE = "application/vnd.fleet-artifact+json"
 MULTIPART_MEDIA_TYPE = "multipart/form-data"
 _FIELD_LIMIT = 16 * 1024
-_SINGLE_FIELDS = {"kind", "runId", "fileName", "contentType"}
+_SINGLE_FIELDS = {"kind", "runId", "fileName", "contentType", "retentionDays", "keepForever"}
 _TAG_FIELDS = {"tag", "tags"}
 
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
-QUERY_FIELDS = ("kind", "fileName", "runId", "contentType", "tag")
+QUERY_FIELDS = ("kind", "fileName", "runId", "contentType", "tag", "retentionDays", "keepForever")
 
 
 class QueryMeta(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +42,8 @@ class QueryMeta(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str | None = None
     content_type: str | None = None
     tag: list[str] | None = None
+    retention_days: str | None = None
+    keep_forever: str | None = None
 
     def given(self) -> bool:
         """Whether any field was given."""
@@ -96,6 +98,8 @@ async def read_upload(
         content_type=query.content_type or media_type,  # neither: guessed from fileName
         run_id=query.run_id,
         tags=parse_tags(query.tag or []),
+        retention_days=parse_days(query.retention_days),
+        keep_forever=parse_flag(query.keep_forever, "keepForever"),
     )
     return meta, stream
 
@@ -112,6 +116,24 @@ async def read_bounded(stream: AsyncIterator[bytes], limit: int) -> bytes:
         if len(body) > limit:
             raise PayloadTooLarge(limit)
     return bytes(body)
+
+
+def parse_days(value: str | None) -> int | None:
+    """``retentionDays`` from a query string or form field: a whole number of days, or None."""
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 6:
+        raise InvalidInput("retentionDays must be a whole number of days", field="retentionDays")
+    return int(value)
+
+
+def parse_flag(value: str | None, field: str) -> bool:
+    """A true/false query string or form field (absent: false)."""
+    if value is None:
+        return False
+    if value.lower() not in ("true", "false"):
+        raise InvalidInput(f"{field} must be true or false", field=field)
+    return value.lower() == "true"
 
 
 def parse_kind(value: str | None) -> ArtifactKind:
@@ -189,6 +211,8 @@ async def read_multipart(
         content_type=one("contentType") or file_part.content_type,  # neither: guessed from the name
         run_id=one("runId"),
         tags=parse_tags(fields.get("tag", []) + fields.get("tags", [])),
+        retention_days=parse_days(one("retentionDays")),
+        keep_forever=parse_flag(one("keepForever"), "keepForever"),
     )
 
     async def file_bytes() -> AsyncIterator[bytes]:

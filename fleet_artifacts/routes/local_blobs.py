@@ -4,7 +4,9 @@ Anyone holding a URL signed by the store may use it until it expires, as with an
 Azure SAS; no bearer token is involved. GET and HEAD read (``sp=r``: Range and
 ETag supported); PUT writes (``sp=cw``) with Azure's block-blob protocol
 (``routes.blob_protocol``). Registered only when the blob store is a
-``HostedBlobStore``.
+``HostedBlobStore``. As on Azure, a GET of an archived blob answers 409 with
+``x-ms-error-code: BlobArchived`` while a HEAD (Get Blob Properties) still answers,
+with the tier in ``x-ms-access-tier``.
 
 Example:
     >>> url = base_url + await store.sign_write_url(key, expires_at=soon)  # doctest: +SKIP
@@ -17,11 +19,12 @@ import functools
 import time
 from typing import Any
 
-from litestar import HttpMethod, Response, put, route
+from litestar import HttpMethod, Request, Response, put, route
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from fleet_artifacts.core.errors import InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
+from fleet_artifacts.core.errors import Archived, InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
+from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import MAX_BLOCK_BYTES, HostedBlobStore, MayCommit
 from fleet_artifacts.core.validation import check_content_type
 from fleet_artifacts.routes.blob_protocol import (
@@ -38,6 +41,7 @@ from fleet_artifacts.routes.blob_protocol import (
 from fleet_artifacts.routes.deps import BLOB_PATH, AnyRequest, Services, per_method, services_of
 from fleet_artifacts.routes.forms import read_bounded
 from fleet_artifacts.routes.openapi import ANY_MEDIA_TYPE, DOWNLOAD_ANSWERS, BlobPutOperation, problems
+from fleet_artifacts.routes.problems import artifact_error_handler
 from fleet_artifacts.routes.streaming import Served, stream_blob
 
 # What Get Blob answers on Azure and the Azure SDK reads back (the version is one it knows).
@@ -50,13 +54,22 @@ def _hosted(services: Services) -> HostedBlobStore:
     return services.hosted
 
 
+def _blob_archived(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The service's problem document, with the error code Azure's Get Blob gives (the SDK reads it)."""
+    answer = artifact_error_handler(request, exc)
+    answer.headers.update({"x-ms-error-code": "BlobArchived", "x-ms-version": API_VERSION})
+    return answer
+
+
 @route(
     BLOB_PATH + "/{key:path}",
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     media_type=ANY_MEDIA_TYPE,  # the artifact's own type
     operation_id=per_method("getSignedBlob"),
-    responses={**problems(400, 403, 404, 412, 416, 503), **DOWNLOAD_ANSWERS},
+    responses={**problems(400, 403, 404, 409, 412, 416, 503), **DOWNLOAD_ANSWERS},
     tags=["signed URLs"],
+    # Also when the blob is archived between info() and the first read of its bytes.
+    exception_handlers={Archived: _blob_archived},
 )
 async def signed_blob(request: AnyRequest, state: State, key: FromPath[str]) -> Response[Any]:
     """Serve one blob to the holder of a valid signed URL (Range and ETag supported)."""
@@ -66,15 +79,19 @@ async def signed_blob(request: AnyRequest, state: State, key: FromPath[str]) -> 
     info = await store.info(key)
     if info is None:
         raise NotFound("blob not found")
+    head = request.method == "HEAD"
+    if not head and (info.tier is BlobTier.ARCHIVE or info.rehydrating):
+        raise Archived("the blob is in the Archive tier: it must be rehydrated to an online tier first")
     served = Served(
         key=key,
         size=info.size_bytes,
         content_type=granted["rsct"] or info.content_type,
         content_disposition=granted["rscd"] or "attachment",
         etag=f'"{info.sha256}"' if info.sha256 else None,
-        extra=AZURE_BLOB_HEADERS,
+        # HEAD is Get Blob Properties on Azure: it tells the tier, and answers in every tier.
+        extra=(*AZURE_BLOB_HEADERS, ("x-ms-access-tier", info.tier.value)) if head else AZURE_BLOB_HEADERS,
     )
-    return await stream_blob(store, served, request.headers, head=request.method == "HEAD")
+    return await stream_blob(store, served, request.headers, head=head)
 
 
 @put(

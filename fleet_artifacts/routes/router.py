@@ -8,7 +8,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from fleet_artifacts.core.models import Health
-from fleet_artifacts.routes import artifacts, downloads, uploads
+from fleet_artifacts.routes import artifacts, downloads, lifecycle, uploads
 from fleet_artifacts.routes.deps import BEARER, DEPENDENCIES, require_token
 from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
 from fleet_artifacts.routes.sessions import UploadSessionController
@@ -50,6 +50,16 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
             artifacts.delete_job,
             downloads.content_in_job,
             downloads.content_by_id,
+            lifecycle.update_in_job,
+            lifecycle.update_by_id,
+            lifecycle.archive_in_job,
+            lifecycle.archive_by_id,
+            lifecycle.restore_in_job,
+            lifecycle.restore_by_id,
+            lifecycle.undelete_in_job,
+            lifecycle.undelete_by_id,
+            lifecycle.get_job_retention,
+            lifecycle.set_job_retention,
         ],
     )
     handlers: list[ControllerRouterHandler] = [fleet, UploadSessionController, health]

@@ -20,9 +20,9 @@ from fleet_artifacts.routes.deps import (
     IdempotencyKey,
     ProductId,
     Svc,
-    anchored,
     replayed_header,
     require_token,
+    served,
 )
 from fleet_artifacts.routes.openapi import ChunkOperation, problems
 from fleet_artifacts.routes.strict_json import StrictJSON
@@ -147,9 +147,9 @@ class UploadSessionController(Controller):
     )
     async def complete(
         self, services: Svc, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
-    ) -> ArtifactOut:
+    ) -> Response[ArtifactOut]:
         """Commit the chunks in order and create the artifact (again: the same artifact)."""
-        return anchored(await services.sessions.complete(product_id, session_id), base_url)
+        return served(await services.sessions.complete(product_id, session_id), base_url, status_code=201)
 
     @delete("/{session_id:str}", operation_id="abortUploadSession", responses=problems(400, 401, 404, 503))
     async def abort(self, services: Svc, product_id: ProductId, session_id: SessionId) -> None:

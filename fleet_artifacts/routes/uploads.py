@@ -18,10 +18,10 @@ from fleet_artifacts.routes.deps import (
     Svc,
     Tag,
     aid,
-    anchored,
     anchored_ticket,
     job,
     replayed_header,
+    served,
 )
 from fleet_artifacts.routes.forms import (
     ENVELOPE_MEDIA_TYPE,
@@ -36,11 +36,15 @@ from fleet_artifacts.routes.strict_json import StrictJSON
 UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type alone:
 
 * `{MULTIPART_MEDIA_TYPE}`: fields `kind`, `fileName`, `runId`, `contentType`, `tags`
-  (repeat, `key:value`) first, then the part `file` last. Streams.
+  (repeat, `key:value`), `retentionDays`, `keepForever` first, then the part `file` last. Streams.
 * `{ENVELOPE_MEDIA_TYPE}`: JSON `{{"kind", "fileName", "content" (base64), "contentType",
-  "runId", "tags": {{}}}}`, for small payloads.
+  "runId", "tags": {{}}, "retentionDays", "keepForever"}}`, for small payloads.
 * any other type: the body is the artifact (streams), stored with that Content-Type;
-  metadata in the query string (`kind`, `fileName`, `runId`, `tag`, optional `contentType`).
+  metadata in the query string (`kind`, `fileName`, `runId`, `tag`, optional `contentType`,
+  `retentionDays`, `keepForever`).
+
+Retention: `retentionDays` (1 to MAX_RETENTION_DAYS) or `keepForever=true`; neither: the
+job's retention, else DEFAULT_RETENTION_DAYS. `expiresAt` is `createdAt` plus it.
 """
 
 
@@ -64,6 +68,8 @@ async def upload(
     run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
     content_type: Annotated[str | None, QueryParameter(name="contentType")] = None,
     tag: Tag = None,
+    retention_days: Annotated[str | None, QueryParameter(name="retentionDays")] = None,
+    keep_forever: Annotated[str | None, QueryParameter(name="keepForever")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[ArtifactOut]:
     """Upload an artifact (multipart, raw body or JSON envelope)."""
@@ -73,13 +79,21 @@ async def upload(
     meta, chunks = await read_upload(
         request.stream(),
         request.headers,
-        QueryMeta(kind=kind, file_name=file_name, run_id=run_id, content_type=content_type, tag=tag),
+        QueryMeta(
+            kind=kind,
+            file_name=file_name,
+            run_id=run_id,
+            content_type=content_type,
+            tag=tag,
+            retention_days=retention_days,
+            keep_forever=keep_forever,
+        ),
         max_envelope_bytes=limits.max_envelope_bytes,
         check_size=services.kernel.check_size,
     )
     out, replayed = await services.artifacts.upload(product_id, job_id, meta, chunks, key=idempotency_key)
     headers = {"Location": f"/fleet/jobs/{job_id}/artifacts/{out.id}", **replayed_header(replayed)}
-    return Response(anchored(out, base_url), status_code=201, headers=headers)
+    return served(out, base_url, status_code=201, headers=headers)
 
 
 @post(
@@ -127,7 +141,7 @@ async def finalize(
     job_id: JobId,
     artifact_id: ArtifactId,
     data: JSONBody[FinalizeRequest],
-) -> ArtifactOut:
+) -> Response[ArtifactOut]:
     """Finalize a direct-to-blob upload."""
     out = await services.direct.finalize(product_id, job(job_id), aid(artifact_id), data)
-    return anchored(out, base_url)
+    return served(out, base_url)

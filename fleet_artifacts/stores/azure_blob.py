@@ -4,7 +4,11 @@ One ``BlobServiceClient`` per process, opened and closed by the app lifespan.
 Uploads are staged as blocks with a few in flight and committed with one
 ``commit_block_list``: until then nothing is visible under the key, and Azure
 discards uncommitted blocks by itself after seven days. SDK errors become the
-project's errors in ``translate`` and nowhere else.
+project's errors in ``azure_blob_errors.translate`` and nowhere else.
+
+Access tiers and index tags are Azure's own (``set_standard_blob_tier``, ``set_blob_tags``);
+an archived blob answers reads with ``BlobArchived`` until its rehydration, which takes
+hours on Azure, has finished (Azurite rehydrates at once).
 """
 
 from __future__ import annotations
@@ -13,58 +17,45 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-)
 from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob import (
     BlobBlock,
+    BlobProperties,
     BlobSasPermissions,
     ContentSettings,
+    RehydratePriority,
+    StandardBlobTier,
     UserDelegationKey,
     generate_blob_sas,
 )
 from azure.storage.blob.aio import BlobServiceClient
 
 from fleet_artifacts.core.clock import utcnow
-from fleet_artifacts.core.errors import Conflict, NotFound, PayloadTooLarge, Unavailable
+from fleet_artifacts.core.errors import Conflict, NotFound, PayloadTooLarge
+from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import BlobInfo, BlobStore, BlobWritten, StagedChunk, chunk_block_id
 from fleet_artifacts.settings import Settings
+from fleet_artifacts.stores.azure_blob_errors import translate
+from fleet_artifacts.stores.blob_tags import check_tags
 from fleet_artifacts.stores.delegation import DelegationKeyCache
 
 MAX_BLOCKS = 50_000
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
 SAS_BACKDATE = timedelta(minutes=15)  # tolerate clock skew between us and the reader
-_RETRYABLE = {408, 429, 500, 502, 503, 504}
 
 
-@contextlib.contextmanager
-def translate(what: str) -> Iterator[None]:
-    """Turn an Azure SDK failure during ``what`` into the project's error."""
-    try:
-        yield
-    except ResourceNotFoundError as exc:
-        raise NotFound(f"{what}: not found") from exc
-    except ResourceExistsError as exc:
-        raise Conflict(f"{what}: already exists") from exc
-    except ClientAuthenticationError as exc:
-        raise Unavailable(f"{what}: Blob Storage refused the service's credentials") from exc
-    except HttpResponseError as exc:
-        if getattr(exc, "error_code", None) == "InvalidBlockList":  # staged blocks expired or discarded
-            raise Conflict(f"{what}: some staged blocks are gone") from exc
-        if exc.status_code is None or exc.status_code in _RETRYABLE:
-            raise Unavailable(f"{what}: Blob Storage answered {exc.status_code}") from exc
-        raise
-    except AzureError as exc:  # connection refused, DNS, timeouts (after SDK retries)
-        raise Unavailable(f"{what}: Blob Storage is unreachable") from exc
+def _tier_of(props: BlobProperties) -> BlobTier:
+    tier = getattr(props.blob_tier, "value", props.blob_tier)  # a StandardBlobTier, a str or None
+    if isinstance(tier, str):
+        with contextlib.suppress(ValueError):
+            return BlobTier(tier)
+    # None where the account sets no tier (premium block blobs), or an online tier the port
+    # does not name (Smart): either way the bytes read like Hot ones.
+    return BlobTier.HOT
 
 
 def _block_id(index: int) -> str:
@@ -139,13 +130,22 @@ class AzureBlobStore(BlobStore):
             await self._credential.close()
 
     async def write(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
-        """Stage ``chunks`` as blocks (several in flight), then commit them at once."""
+        """Stage ``chunks`` as blocks (several in flight), then commit them at once, with ``tags``."""
+        checked = check_tags(tags)
         staged = await self._stage(
             key, chunks, max_bytes=max_bytes, block_id=lambda index, _: _block_id(index)
         )
-        await self._commit(key, staged.block_ids, content_type=content_type, sha256=staged.sha256)
+        await self._commit(
+            key, staged.block_ids, content_type=content_type, sha256=staged.sha256, tags=checked
+        )
         return BlobWritten(size_bytes=staged.size_bytes, sha256=staged.sha256)
 
     async def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
@@ -163,16 +163,23 @@ class AzureBlobStore(BlobStore):
         )
 
     async def commit_chunks(
-        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+        self,
+        key: str,
+        block_ids: list[str],
+        *,
+        content_type: str,
+        max_bytes: int,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
-        """Commit staged blocks in order; the digest is computed by reading the blob back.
+        """Commit staged blocks in order, with ``tags``; the digest is computed by reading the blob back.
 
         Chunks arrive in any order, so no running digest exists; the read-back also proves
         what Azure committed is what the service counts as the artifact.
         """
+        checked = check_tags(tags)
         if len(block_ids) > MAX_BLOCKS:
             raise PayloadTooLarge(max_bytes)
-        await self._commit(key, block_ids, content_type=content_type, sha256=None)
+        await self._commit(key, block_ids, content_type=content_type, sha256=None, tags=checked)
         digest, size = hashlib.sha256(), 0
         async for chunk in self.read(key):
             digest.update(chunk)
@@ -241,17 +248,21 @@ class AzureBlobStore(BlobStore):
             await asyncio.gather(*in_flight, return_exceptions=True)
         return StagedChunk(block_ids=block_ids, size_bytes=size, sha256=digest.hexdigest())
 
-    async def _commit(self, key: str, block_ids: list[str], *, content_type: str, sha256: str | None) -> None:
+    async def _commit(
+        self, key: str, block_ids: list[str], *, content_type: str, sha256: str | None, tags: dict[str, str]
+    ) -> None:
         blob = self._container.get_blob_client(key)
         with translate(f"commit {key}"):
+            # Tags go with the commit (x-ms-tags), so the blob is never visible without them.
             await blob.commit_block_list(
                 [BlobBlock(one_id) for one_id in block_ids],
                 content_settings=ContentSettings(content_type=content_type),
                 metadata={"sha256": sha256} if sha256 else None,
+                tags=tags or None,
             )
 
     async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """Stream a committed blob (or a range of it) chunk by chunk."""
+        """Stream a committed blob (or a range of it) chunk by chunk; Archived while it is offline."""
         blob = self._container.get_blob_client(key)
         with translate(f"read {key}"):
             if length == 0:
@@ -265,7 +276,7 @@ class AzureBlobStore(BlobStore):
                 yield chunk
 
     async def info(self, key: str) -> BlobInfo | None:
-        """Return size and content type of a committed blob, or None."""
+        """Return size, content type, digest and access tier of a committed blob, or None."""
         blob = self._container.get_blob_client(key)
         try:
             with translate(f"properties of {key}"):
@@ -276,7 +287,33 @@ class AzureBlobStore(BlobStore):
             size_bytes=props.size,
             content_type=props.content_settings.content_type or "",
             sha256=(props.metadata or {}).get("sha256"),
+            tier=_tier_of(props),
+            # "rehydrate-pending-to-hot" (-cool, -cold): the tier still says Archive meanwhile.
+            rehydrating=(props.archive_status or "").startswith("rehydrate-pending"),
         )
+
+    async def set_tier(self, key: str, tier: BlobTier, *, high_priority: bool = False) -> None:
+        """Set Blob Tier; from Archive to an online tier it starts a rehydration (hours on Azure)."""
+        blob = self._container.get_blob_client(key)
+        with translate(f"set the tier of {key} to {tier.value}"):
+            await blob.set_standard_blob_tier(
+                StandardBlobTier(tier.value),
+                # Without the header Azure rehydrates at Standard priority (up to 15 hours).
+                rehydrate_priority=RehydratePriority.HIGH if high_priority else None,
+            )
+
+    async def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        """Set Blob Tags: replace every index tag of the blob with ``tags``."""
+        checked = check_tags(tags)
+        blob = self._container.get_blob_client(key)
+        with translate(f"set the tags of {key}"):
+            await blob.set_blob_tags(checked)
+
+    async def get_tags(self, key: str) -> dict[str, str]:
+        """Get Blob Tags (they stay readable while the blob is archived)."""
+        blob = self._container.get_blob_client(key)
+        with translate(f"tags of {key}"):
+            return dict(await blob.get_blob_tags())
 
     async def delete(self, key: str) -> bool:
         """Delete a blob and its snapshots; False if it was not there."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -34,8 +35,9 @@ from azure.cosmos.aio import CosmosClient
 from azure.identity.aio import DefaultAzureCredential
 
 from fleet_artifacts.core.errors import NotFound, PreconditionFailed, Unavailable
-from fleet_artifacts.core.models import ArtifactStatus, Pointer
+from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import (
+    NEVER,
     ListQuery,
     PointerPage,
     PointerStore,
@@ -258,8 +260,10 @@ class CosmosPointerStore(PointerStore):
         names a ``productId`` (a session) still has no ``status``, so no listing matches it.
         """
         doc = msgspec.to_builtins(record)
-        remaining = (record.expires_at - datetime.now(UTC)).total_seconds()
-        doc |= {"recordType": type(record).__name__, "ttl": max(60, math.ceil(remaining) + 60)}
+        doc["recordType"] = type(record).__name__
+        if record.expires_at < NEVER:  # kept for good: no ttl (the container's default, never)
+            remaining = (record.expires_at - datetime.now(UTC)).total_seconds()
+            doc["ttl"] = min(2**31 - 1, max(60, math.ceil(remaining) + 60))
         with translate(f"write record {record.job_id}/{record.id}"):
             if etag is None:
                 written = await self._container.create_item(doc)
@@ -323,6 +327,42 @@ class CosmosPointerStore(PointerStore):
                     break
         return found
 
+    async def aged(
+        self,
+        status: ArtifactStatus,
+        *,
+        created_before: datetime,
+        tiers: Sequence[BlobTier],
+        limit: int = 1000,
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` made before ``created_before`` in ``tiers`` (cross-partition; sweepers).
+
+        Served by the ``/status``, ``/createdAt`` and ``/tier`` indexes; a pointer written before
+        tiers existed has no ``tier`` and counts as Hot.
+        """
+        if not tiers:
+            return []
+        marks = ", ".join(f"@tier{n}" for n in range(len(tiers)))
+        tier_clause = f"c.tier IN ({marks})"
+        if BlobTier.HOT in tiers:
+            tier_clause = f"({tier_clause} OR NOT IS_DEFINED(c.tier))"
+        sql = f"SELECT * FROM c WHERE c.status = @status AND c.createdAt < @before AND {tier_clause}"  # noqa: S608
+        parameters: list[dict[str, Any]] = [
+            {"name": "@status", "value": status.value},
+            {"name": "@before", "value": timestamp(created_before)},
+            *({"name": f"@tier{n}", "value": tier.value} for n, tier in enumerate(tiers)),
+        ]
+        results = self._container.query_items(sql, parameters=parameters, max_item_count=min(limit, 1000))
+        found: list[StoredPointer] = []
+        with translate("find pointers due a tier move"):
+            async for doc in results:
+                if "recordType" in doc:
+                    continue
+                found.append(from_document(doc))
+                if len(found) >= limit:
+                    break
+        return found
+
     async def list(self, query: ListQuery) -> PointerPage:
         """One page of a job's pointers, newest first, ties broken by id (descending).
 
@@ -344,10 +384,10 @@ class CosmosPointerStore(PointerStore):
             sql, parameters=parameters, partition_key=query.job_id, max_item_count=query.limit
         )
         pages = cast(AsyncPageIterator[dict[str, Any]], results.by_page(resume))
-        items: list[Pointer] = []
+        items: list[StoredPointer] = []
         with translate(f"list pointers of job {query.job_id}", continuation_given=resume is not None):
             async for page in pages:
-                items = [from_document(doc).pointer async for doc in page]
+                items = [from_document(doc) async for doc in page]
                 if items:
                     break
         token = pages.continuation_token

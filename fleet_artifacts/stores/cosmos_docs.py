@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -31,6 +31,10 @@ from fleet_artifacts.core.models import Pointer
 from fleet_artifacts.core.ports import ListQuery, R, StoredPointer, StoredRecord
 
 SYSTEM_FIELDS = frozenset({"_rid", "_etag", "_ts", "_self", "_attachments"})
+# Cosmos deletes an item this long after its expiresAt by itself (per-item ``ttl``): a backstop
+# only, since such a delete never reaches the blob; the sweeper removes blob and pointer first.
+TTL_GRACE = timedelta(days=1)
+MIN_TTL_SECONDS = 3600
 _TOKEN_FIELD = "continuationToken"  # noqa: S105 - a field name, not a secret
 _NOT_OURS = "continuationToken is not one this service issued for this query"
 # Pointer fields holding datetimes, as (attribute, camelCase document key).
@@ -110,19 +114,26 @@ def timestamp(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def to_document(pointer: Pointer) -> dict[str, Any]:
-    """Encode a pointer as its Cosmos item (camelCase, fixed-width timestamps)."""
+def to_document(pointer: Pointer, *, now: datetime | None = None) -> dict[str, Any]:
+    """Encode a pointer as its Cosmos item (camelCase, fixed-width timestamps, ``ttl`` as a backstop).
+
+    A pointer with an ``expiresAt`` gets a ``ttl`` reaching a grace day past it (counted from
+    this write, at least an hour); one kept forever gets none (the container's default: never).
+    """
     doc: dict[str, Any] = msgspec.to_builtins(pointer)
     for attribute, key in _TIMESTAMPS:
         value = getattr(pointer, attribute)
         if value is not None:
             doc[key] = timestamp(value)
+    if pointer.expires_at is not None:
+        left = (pointer.expires_at + TTL_GRACE - (now or datetime.now(UTC))).total_seconds()
+        doc["ttl"] = min(2**31 - 1, max(MIN_TTL_SECONDS, math.ceil(left)))
     return doc
 
 
 def from_document(doc: Mapping[str, Any]) -> StoredPointer:
-    """Decode a Cosmos item into the pointer and its etag, dropping system fields."""
-    fields = {key: value for key, value in doc.items() if key not in SYSTEM_FIELDS}
+    """Decode a Cosmos item into the pointer and its etag, dropping system fields and ``ttl``."""
+    fields = {key: value for key, value in doc.items() if key not in SYSTEM_FIELDS and key != "ttl"}
     return StoredPointer(msgspec.convert(fields, Pointer), str(doc["_etag"]))
 
 
@@ -161,12 +172,11 @@ def unwrap_token(token: str, fingerprint: str) -> str:
 def list_query(query: ListQuery) -> tuple[str, list[dict[str, Any]]]:
     """Build the listing SQL; every user value is a parameter, never SQL text."""
     # jobId is also the partition key: filtering on it again is defence in depth.
-    clauses = ["c.jobId = @jobId", "c.productId = @productId", "c.status = @status"]
-    params: dict[str, Any] = {
-        "@jobId": query.job_id,
-        "@productId": query.product_id,
-        "@status": query.status.value,
-    }
+    statuses = query.status_values()
+    marks = ", ".join(f"@status{n}" for n in range(len(statuses)))
+    clauses = ["c.jobId = @jobId", "c.productId = @productId", f"c.status IN ({marks})"]
+    params: dict[str, Any] = {"@jobId": query.job_id, "@productId": query.product_id}
+    params |= {f"@status{n}": status for n, status in enumerate(statuses)}
     if query.kind is not None:
         clauses.append("c.kind = @kind")
         params["@kind"] = query.kind.value

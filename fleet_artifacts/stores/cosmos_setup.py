@@ -52,7 +52,8 @@ INDEXING_POLICY: dict[str, Any] = {
         {"path": "/kind/?"},
         {"path": "/runId/?"},
         {"path": "/createdAt/?"},
-        {"path": "/expiresAt/?"},  # sweepers: stale uploads (and, later, expired artifacts)
+        {"path": "/expiresAt/?"},  # sweepers: expired artifacts and stale uploads
+        {"path": "/tier/?"},  # sweepers: automatic tier moves by age
         {"path": "/id/?"},
         {"path": "/tags/*"},
     ],

@@ -4,8 +4,11 @@ Bytes live under ``<data dir>/blobs/<blobKey>``. A write goes to a temporary
 file in the same directory, is fsynced, then renamed into place, so a crash
 never leaves a half file under a real key. Every path is resolved and checked
 to stay inside the root. A small JSON sidecar (``<key>.meta``) keeps the
-content type and digest. Signed URLs point at the service's own ``/blobs/``
-route and are HMAC-signed (``fleet_artifacts.stores.signing``), with SAS semantics.
+content type, digest, access tier and index tags. Signed URLs point at the service's own
+``/blobs/`` route and are HMAC-signed (``fleet_artifacts.stores.signing``), with SAS semantics.
+
+Tiers are emulated, not priced: every tier is on the same disk, but an archived blob cannot
+be read (Archived) until it is set to an online tier, which rehydrates it at once.
 """
 
 from __future__ import annotations
@@ -13,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
 import hashlib
-import os
 import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from urllib.parse import quote
 import msgspec
 
 from fleet_artifacts.core.errors import (
+    Archived,
     Conflict,
     InvalidInput,
     NotFound,
@@ -33,6 +35,7 @@ from fleet_artifacts.core.errors import (
     SignatureRejected,
     Unavailable,
 )
+from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import (
     MAX_STAGED_BLOCKS,
     BlobInfo,
@@ -43,28 +46,31 @@ from fleet_artifacts.core.ports import (
     block_id_width,
     chunk_block_id,
 )
+from fleet_artifacts.stores.blob_tags import check_tags
 from fleet_artifacts.stores.local_files import (
     FLUSH_BYTES,
+    BlobMeta,
     block_file,
     block_stems,
+    change_meta,
     commit_files,
+    committed_meta,
     concatenate,
     fsync_dir,
+    open_online,
+    read_meta,
+    remove_blob,
     resolve_blocks,
     spool,
     stage_file,
     staged_sizes,
     temp_beside,
 )
+from fleet_artifacts.stores.local_locks import KeyLocks
 from fleet_artifacts.stores.signing import UrlSigner
 
-# Beside a blob: its content type and digest (.meta), and whether its write URLs are dead (.sealed).
+# Beside a blob: its properties and tags (.meta), and whether its write URLs are dead (.sealed).
 _SIDECARS = (".meta", ".sealed")
-
-
-class _Meta(msgspec.Struct):
-    content_type: str
-    sha256: str
 
 
 class LocalBlobStore(HostedBlobStore):
@@ -78,9 +84,7 @@ class LocalBlobStore(HostedBlobStore):
         self.url_prefix = url_prefix
         # Blocks of direct uploads wait here (outside the blob root) until committed.
         self.staging_root = self.root.parent / "staging"
-        self.lock_root = self.root.parent / "locks"
-        self.lock_root.mkdir(exist_ok=True)
-        self._stripe_locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._locks = KeyLocks(self.root.parent / "locks")
 
     def staging_dir(self, key: str) -> Path:
         """Where the uncommitted blocks of ``key`` are kept (one directory per blob)."""
@@ -130,7 +134,13 @@ class LocalBlobStore(HostedBlobStore):
         return StagedChunk(block_ids=[block_id], size_bytes=size, sha256=digest.hexdigest())
 
     async def commit_chunks(
-        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+        self,
+        key: str,
+        block_ids: list[str],
+        *,
+        content_type: str,
+        max_bytes: int,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
         """Concatenate the staged blocks in order into the blob (atomically), then drop the staging dir."""
         staging = self.staging_dir(key)
@@ -138,7 +148,9 @@ class LocalBlobStore(HostedBlobStore):
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
             raise Conflict(f"{len(missing)} staged block(s) of {key} are gone (discarded or committed)")
-        written = await self.write(key, concatenate(paths), content_type=content_type, max_bytes=max_bytes)
+        written = await self.write(
+            key, concatenate(paths), content_type=content_type, max_bytes=max_bytes, tags=tags
+        )
         await self.discard_uncommitted(key)
         return written
 
@@ -209,7 +221,7 @@ class LocalBlobStore(HostedBlobStore):
     async def seal(self, key: str) -> None:
         """Mark ``key`` sealed (``<key>.sealed``), excluding a write that is about to land."""
         marker = self._sealed(key)
-        async with self._key_lock(key):
+        async with self._locks.hold(key):
 
             def touch() -> None:
                 marker.parent.mkdir(parents=True, exist_ok=True)
@@ -221,31 +233,6 @@ class LocalBlobStore(HostedBlobStore):
     def _sealed(self, key: str) -> Path:
         path = self.path_of(key)
         return path.with_name(path.name + ".sealed")
-
-    @contextlib.asynccontextmanager
-    async def _key_lock(self, key: str) -> AsyncIterator[None]:
-        """An exclusive lock on ``key`` across processes sharing the data dir (striped over 256 files).
-
-        Within this process an asyncio lock queues the waiters; across processes the file lock
-        is polled without blocking, so no waiter ever holds one of the loop's worker threads
-        (a blocking flock in ``to_thread`` let a burst of PUTs to one URL starve the pool the
-        lock holder needs to finish).
-        """
-        stripe = hashlib.sha256(key.encode()).hexdigest()[:2]
-        # One asyncio lock per stripe and event loop (a lock belongs to the loop that uses it).
-        loop_key = (id(asyncio.get_running_loop()), stripe)
-        async with self._stripe_locks.setdefault(loop_key, asyncio.Lock()):
-            fd = os.open(self.lock_root / stripe, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:  # another process holds it: look again soon
-                        await asyncio.sleep(0.005)
-                yield
-            finally:
-                os.close(fd)  # closing the descriptor releases the lock
 
     def path_of(self, key: str) -> Path:
         """Resolve a key to its file, refusing anything that would leave the root."""
@@ -265,10 +252,18 @@ class LocalBlobStore(HostedBlobStore):
         return path
 
     async def write(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
-        """Stream into a temp file beside the target, fsync, then rename into place."""
-        return await self._write(key, chunks, content_type=content_type, max_bytes=max_bytes, guard=None)
+        """Stream into a temp file beside the target, fsync, then rename into place (Hot, with ``tags``)."""
+        return await self._write(
+            key, chunks, content_type=content_type, max_bytes=max_bytes, guard=None, tags=tags
+        )
 
     async def _write(
         self,
@@ -278,8 +273,10 @@ class LocalBlobStore(HostedBlobStore):
         content_type: str,
         max_bytes: int,
         guard: Callable[[], Awaitable[None]] | None,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
         path = self.path_of(key)
+        checked = check_tags(tags)  # before a byte is spooled, not after the last
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         temp = temp_beside(path)
         digest = hashlib.sha256()
@@ -298,13 +295,14 @@ class LocalBlobStore(HostedBlobStore):
                 await spool(chunks, out, measure)
             finally:
                 out.close()
-            meta = msgspec.json.encode(_Meta(content_type=content_type, sha256=digest.hexdigest()))
-            if guard is None:
-                await asyncio.to_thread(commit_files, temp, path, meta)
-            else:  # the check and the rename under one lock: seal() cannot slip in between
-                async with self._key_lock(key):
+            # A new blob starts Hot with the tags it was written with, as a Put Blob on Azure.
+            meta = BlobMeta(content_type=content_type, sha256=digest.hexdigest(), tags=checked)
+            # The rename under the key's lock: seal() cannot slip in between the guard's check
+            # and it, nor set_tier() rewrite the sidecar of the bytes it replaces.
+            async with self._locks.hold(key):
+                if guard is not None:
                     await guard()
-                    await asyncio.to_thread(commit_files, temp, path, meta)
+                await asyncio.to_thread(commit_files, temp, path, meta)
         except OSError as exc:
             raise Unavailable(f"local blob store: {exc.strerror or exc}") from exc
         finally:
@@ -313,12 +311,13 @@ class LocalBlobStore(HostedBlobStore):
         return BlobWritten(size_bytes=size, sha256=digest.hexdigest())
 
     async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """Stream the file (or a range of it) in 1 MiB reads."""
-        path = self.path_of(key)
+        """Stream the file (or a range of it) in 1 MiB reads; Archived while its tier is Archive."""
         try:
-            src: BinaryIO = await asyncio.to_thread(open, path, "rb")
+            src = await asyncio.to_thread(open_online, self.path_of(key))
         except FileNotFoundError:
             raise NotFound(f"blob {key}: not found") from None
+        if src is None:
+            raise Archived(f"blob {key} is in the Archive tier: set an online tier to read it")
         try:
             await asyncio.to_thread(src.seek, offset)
             left = length
@@ -334,34 +333,54 @@ class LocalBlobStore(HostedBlobStore):
             src.close()
 
     async def info(self, key: str) -> BlobInfo | None:
-        """Size from the file, content type from its sidecar."""
+        """Size from the file, the rest from its sidecar (never rehydrating: that is instant here)."""
         path = self.path_of(key)
 
         def stat() -> BlobInfo | None:
             try:
                 size = path.stat().st_size
-                meta = msgspec.json.decode(path.with_name(path.name + ".meta").read_bytes(), type=_Meta)
+                meta = read_meta(path)
             except FileNotFoundError:
                 return None
-            return BlobInfo(size_bytes=size, content_type=meta.content_type, sha256=meta.sha256)
+            return BlobInfo(size, meta.content_type, meta.sha256, tier=meta.tier)
 
         return await asyncio.to_thread(stat)
+
+    async def set_tier(self, key: str, tier: BlobTier, *, high_priority: bool = False) -> None:
+        """Record ``tier``; leaving Archive rehydrates at once (``high_priority`` has nothing to hurry)."""
+        await self._change_meta(key, lambda meta: msgspec.structs.replace(meta, tier=tier))
+
+    async def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        """Replace the blob's index tags (InvalidInput for a set Azure would refuse)."""
+        checked = check_tags(tags)
+        await self._change_meta(key, lambda meta: msgspec.structs.replace(meta, tags=checked))
+
+    async def get_tags(self, key: str) -> dict[str, str]:
+        """The blob's index tags (readable in every tier, as on Azure)."""
+        try:
+            return (await asyncio.to_thread(committed_meta, self.path_of(key))).tags
+        except FileNotFoundError:
+            raise NotFound(f"blob {key}: not found") from None
+
+    async def _change_meta(self, key: str, change: Callable[[BlobMeta], BlobMeta]) -> None:
+        """Replace a committed blob's sidecar with ``change`` of it; NotFound if absent.
+
+        Under the key's lock, as every commit and delete is: a sidecar rewritten from a stale
+        read would give new bytes the old digest, or bring back the sidecar of a deleted blob.
+        """
+        try:
+            async with self._locks.hold(key):
+                await asyncio.to_thread(change_meta, self.path_of(key), change)
+        except FileNotFoundError:
+            raise NotFound(f"blob {key}: not found") from None
+        except OSError as exc:
+            raise Unavailable(f"local blob store: {exc.strerror or exc}") from exc
 
     async def delete(self, key: str) -> bool:
         """Remove the file and its sidecars; False if there was no file."""
         path = self.path_of(key)
-
-        def remove() -> bool:
-            for sidecar in _SIDECARS:
-                with contextlib.suppress(FileNotFoundError):
-                    path.with_name(path.name + sidecar).unlink()
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-            return True
-
-        return await asyncio.to_thread(remove)
+        async with self._locks.hold(key):  # a set_tier() waiting on it then finds no blob
+            return await asyncio.to_thread(remove_blob, path, _SIDECARS)
 
     async def sign_read_url(
         self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str

@@ -3,7 +3,9 @@
 A blob or a block is streamed into a unique temp file beside its target, fsynced,
 then renamed into place, so a crash never leaves a half file under a real name.
 Blocks of one blob wait in a staging directory of their own, one file per block id,
-named by the id's bytes in hex (never the id itself): ``<hex id>.block``.
+named by the id's bytes in hex (never the id itself): ``<hex id>.block``. What Azure keeps
+beside a blob's bytes (content type, digest, access tier, index tags) is a JSON sidecar,
+``<name>.meta``, written the same way.
 """
 
 from __future__ import annotations
@@ -17,11 +19,78 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+import msgspec
+
 from fleet_artifacts.core.errors import Conflict, InvalidInput, PayloadTooLarge, Unavailable
+from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import MAX_BLOCK_BYTES
 
 FLUSH_BYTES = 1024 * 1024  # write to disk in 1 MiB batches: few thread hops, little memory
 BLOCK_SUFFIX = ".block"
+
+
+class BlobMeta(msgspec.Struct, omit_defaults=True):
+    """A blob's sidecar: its properties and index tags.
+
+    Defaults are left out of the JSON, so a Hot, untagged blob's sidecar is what it was before tiers.
+    """
+
+    content_type: str
+    sha256: str
+    tier: BlobTier = BlobTier.HOT
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def meta_path(path: Path) -> Path:
+    """Where the sidecar of the blob at ``path`` is."""
+    return path.with_name(path.name + ".meta")
+
+
+def read_meta(path: Path) -> BlobMeta:
+    """The sidecar of the blob at ``path``; FileNotFoundError if it has none."""
+    return msgspec.json.decode(meta_path(path).read_bytes(), type=BlobMeta)
+
+
+def committed_meta(path: Path) -> BlobMeta:
+    """The sidecar of a committed blob; FileNotFoundError unless both it and the bytes are there."""
+    meta = read_meta(path)
+    if not path.is_file():  # a sidecar left without bytes by a crash is no blob
+        raise FileNotFoundError(path)
+    return meta
+
+
+def change_meta(path: Path, change: Callable[[BlobMeta], BlobMeta]) -> None:
+    """Replace a committed blob's sidecar with ``change`` of it (the caller holds the key's lock)."""
+    replace_meta(path, change(committed_meta(path)))
+
+
+def remove_blob(path: Path, sidecars: tuple[str, ...]) -> bool:
+    """Remove a blob's ``sidecars`` (the sidecar first: the blob vanishes), then its bytes.
+
+    False if there were no bytes.
+    """
+    for sidecar in sidecars:
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + sidecar).unlink()
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def open_online(path: Path) -> BinaryIO | None:
+    """Open a committed blob's bytes, or None while its tier is Archive; FileNotFoundError if absent."""
+    src = open(path, "rb")  # noqa: SIM115 - the caller streams from it and closes it
+    try:
+        # The sidecar after the bytes: a blob being deleted (sidecar gone first) is not found.
+        if read_meta(path).tier is BlobTier.ARCHIVE:
+            src.close()
+            return None
+    except BaseException:
+        src.close()
+        raise
+    return src
 
 
 def block_file(block_id: bytes) -> str:
@@ -125,17 +194,31 @@ def resolve_blocks(staging: Path, entries: list[tuple[str, bytes]]) -> tuple[lis
     return paths, total
 
 
-def commit_files(temp: Path, path: Path, meta: bytes) -> None:
+def commit_files(temp: Path, path: Path, meta: BlobMeta) -> None:
     """Rename a written temp into place with its sidecar (``<name>.meta``)."""
     # The sidecar lands first: a crash between the renames leaves a sidecar
     # without data (invisible), never data without its sidecar.
-    meta_temp = temp_beside(path)
-    with open(meta_temp, "xb") as out:
-        out.write(meta)
-        fsync_file(out)
-    os.replace(meta_temp, path.with_name(path.name + ".meta"))
+    _place_meta(path, meta)
     os.replace(temp, path)
     fsync_dir(path.parent)  # one directory fsync makes both renames durable
+
+
+def replace_meta(path: Path, meta: BlobMeta) -> None:
+    """Replace the sidecar of a committed blob, durably (a crash leaves the old one or the new)."""
+    _place_meta(path, meta)
+    fsync_dir(path.parent)
+
+
+def _place_meta(path: Path, meta: BlobMeta) -> None:
+    meta_temp = temp_beside(path)
+    try:
+        with open(meta_temp, "xb") as out:
+            out.write(msgspec.json.encode(meta))
+            fsync_file(out)
+        os.replace(meta_temp, meta_path(path))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            meta_temp.unlink()
 
 
 def fsync_file(out: BinaryIO) -> None:

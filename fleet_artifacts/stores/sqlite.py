@@ -13,7 +13,7 @@ import base64
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
-from fleet_artifacts.core.models import ArtifactStatus, Pointer
+from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import (
     ListQuery,
     PointerPage,
@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS pointers (
     kind        TEXT NOT NULL,
     run_id      TEXT,
     etag        TEXT NOT NULL,
-    doc         TEXT NOT NULL
+    doc         TEXT NOT NULL,
+    expires_us  INTEGER,
+    tier        TEXT NOT NULL DEFAULT 'Hot'
 );
 CREATE INDEX IF NOT EXISTS pointers_by_job ON pointers (job_id, created_us DESC, id DESC);
 CREATE TABLE IF NOT EXISTS records (
@@ -55,6 +57,13 @@ CREATE TABLE IF NOT EXISTS records (
     doc     TEXT NOT NULL,
     PRIMARY KEY (job_id, id)
 );
+"""
+
+# Sweeper lookups: expired pointers of a state, and old ones of a state for tier moves. Created after
+# the migration below, which adds their columns to a database made before they existed.
+_SWEEP_INDEXES = """
+CREATE INDEX IF NOT EXISTS pointers_by_expiry ON pointers (status, expires_us);
+CREATE INDEX IF NOT EXISTS pointers_by_age ON pointers (status, created_us);
 """
 
 _encoder = msgspec.json.Encoder()
@@ -72,9 +81,17 @@ class _Cursor(msgspec.Struct, array_like=True):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _micros(pointer: Pointer) -> int:
+def _us(when: datetime) -> int:
     # Integer arithmetic: a float timestamp loses the last microsecond digits.
-    return (pointer.created_at - _EPOCH) // timedelta(microseconds=1)
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def _micros(pointer: Pointer) -> int:
+    return _us(pointer.created_at)
+
+
+def _expires_us(pointer: Pointer) -> int | None:
+    return None if pointer.expires_at is None else _us(pointer.expires_at)
 
 
 def _encode_cursor(cursor: _Cursor) -> str:
@@ -107,7 +124,29 @@ class SqlitePointerStore(PointerStore):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
+        self._conn.executescript(_SWEEP_INDEXES)
         self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        """Add the sweeper's columns to a database made before they existed, filled from the docs."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(pointers)")}
+        if "expires_us" in columns:
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("ALTER TABLE pointers ADD COLUMN expires_us INTEGER")
+            self._conn.execute("ALTER TABLE pointers ADD COLUMN tier TEXT NOT NULL DEFAULT 'Hot'")
+            for row_id, doc in self._conn.execute("SELECT id, doc FROM pointers").fetchall():
+                pointer = _pointer_decoder.decode(doc)
+                self._conn.execute(
+                    "UPDATE pointers SET expires_us = ?, tier = ? WHERE id = ?",
+                    (_expires_us(pointer), pointer.tier.value, row_id),
+                )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         """Close the database connection."""
@@ -135,6 +174,8 @@ class SqlitePointerStore(PointerStore):
             "run_id": pointer.run_id,
             "etag": etag,
             "doc": _encoder.encode(pointer).decode(),
+            "expires_us": _expires_us(pointer),
+            "tier": pointer.tier.value,
         }
 
     async def create(self, pointer: Pointer) -> str:
@@ -145,8 +186,9 @@ class SqlitePointerStore(PointerStore):
         def insert() -> None:
             try:
                 self._conn.execute(
-                    "INSERT INTO pointers VALUES (:id, :job_id, :product_id, :created_us,"
-                    " :status, :kind, :run_id, :etag, :doc)",
+                    "INSERT INTO pointers (id, job_id, product_id, created_us, status, kind, run_id, etag,"
+                    " doc, expires_us, tier) VALUES (:id, :job_id, :product_id, :created_us, :status, :kind,"
+                    " :run_id, :etag, :doc, :expires_us, :tier)",
                     row,
                 )
             except sqlite3.IntegrityError as exc:
@@ -179,7 +221,7 @@ class SqlitePointerStore(PointerStore):
         def update() -> None:
             changed = self._conn.execute(
                 "UPDATE pointers SET status = :status, kind = :kind, run_id = :run_id,"
-                " etag = :etag, doc = :doc, created_us = :created_us"
+                " etag = :etag, doc = :doc, created_us = :created_us, expires_us = :expires_us, tier = :tier"
                 " WHERE id = :id AND job_id = :job_id AND etag = :old_etag",
                 row,
             ).rowcount
@@ -263,20 +305,42 @@ class SqlitePointerStore(PointerStore):
     async def expired(
         self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
     ) -> list[StoredPointer]:
-        """Pointers in ``status`` past their expiry (filtered here: few rows are ever in such a state)."""
+        """Pointers in ``status`` past their expiry, oldest first (index ``pointers_by_expiry``)."""
         rows = await self._run(
             lambda: self._conn.execute(
-                "SELECT doc, etag FROM pointers WHERE status = ?", (status.value,)
+                "SELECT doc, etag FROM pointers WHERE status = ? AND expires_us < ?"
+                " ORDER BY expires_us LIMIT ?",
+                (status.value, _us(before), limit),
             ).fetchall()
         )
-        found = [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows]
-        stale = [s for s in found if s.pointer.expires_at is not None and s.pointer.expires_at < before]
-        return stale[:limit]
+        return [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows]
+
+    async def aged(
+        self,
+        status: ArtifactStatus,
+        *,
+        created_before: datetime,
+        tiers: Sequence[BlobTier],
+        limit: int = 1000,
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` made before ``created_before`` in ``tiers``, oldest first (by age index)."""
+        if not tiers:
+            return []
+        marks = ", ".join("?" for _ in tiers)
+        sql = (
+            "SELECT doc, etag FROM pointers WHERE status = ? AND created_us < ?"  # noqa: S608 - placeholders only
+            f" AND tier IN ({marks}) ORDER BY created_us LIMIT ?"
+        )
+        params = [status.value, _us(created_before), *(t.value for t in tiers), limit]
+        rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
+        return [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows]
 
     async def list(self, query: ListQuery) -> PointerPage:
         """Keyset-paginated listing, newest first, ties broken by id."""
-        clauses = ["job_id = ?", "product_id = ?", "status = ?"]
-        params: list[Any] = [query.job_id, query.product_id, query.status.value]
+        statuses = query.status_values()
+        marks = ", ".join("?" for _ in statuses)
+        clauses = ["job_id = ?", "product_id = ?", f"status IN ({marks})"]
+        params: list[Any] = [query.job_id, query.product_id, *statuses]
         if query.kind is not None:
             clauses.append("kind = ?")
             params.append(query.kind.value)
@@ -292,14 +356,14 @@ class SqlitePointerStore(PointerStore):
             clauses.append("(created_us < ? OR (created_us = ? AND id < ?))")
             params += [cursor.created_us, cursor.created_us, cursor.id]
         sql = (
-            f"SELECT doc FROM pointers WHERE {' AND '.join(clauses)}"  # noqa: S608 - literal clauses
+            f"SELECT doc, etag FROM pointers WHERE {' AND '.join(clauses)}"  # noqa: S608 - literal clauses
             " ORDER BY created_us DESC, id DESC LIMIT ?"
         )
         params.append(query.limit + 1)
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
-        items = [_pointer_decoder.decode(row[0]) for row in rows[: query.limit]]
+        items = [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows[: query.limit]]
         token = None
         if len(rows) > query.limit:
-            last = items[-1]
+            last = items[-1].pointer
             token = _encode_cursor(_Cursor(_micros(last), last.id, query.filters_digest()))
         return PointerPage(items, token)

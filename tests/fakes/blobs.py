@@ -1,4 +1,9 @@
-"""``MemoryBlobStore``: the hosted blob port in dicts, with the semantics of ``LocalBlobStore``."""
+"""``MemoryBlobStore``: the hosted blob port in dicts, with the semantics of ``LocalBlobStore``.
+
+Access tiers and index tags are kept with each blob. Leaving Archive rehydrates at once, as on
+the local backend and Azurite; ``MemoryBlobStore(..., instant_rehydration=False)`` keeps the blob
+rehydrating, as Azure does for hours, until ``finish_rehydration(key)``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,19 @@ import base64
 import binascii
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
+from fleet_artifacts.core.errors import (
+    Archived,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    SignatureRejected,
+)
+from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import (
     MAX_BLOCK_BYTES,
     MAX_STAGED_BLOCKS,
@@ -22,6 +35,7 @@ from fleet_artifacts.core.ports import (
     block_id_width,
     chunk_block_id,
 )
+from fleet_artifacts.stores.blob_tags import check_tags
 from fleet_artifacts.stores.signing import UrlSigner
 from tests.fakes.turns import turn as _turn
 
@@ -34,6 +48,9 @@ class _Blob:
     content_type: str
     sha256: str
     modified: datetime
+    tags: tuple[tuple[str, str], ...] = ()  # immutable: get_tags hands out a fresh dict
+    tier: BlobTier = BlobTier.HOT
+    rehydrating_to: BlobTier | None = None  # set only while tier is Archive
 
 
 def _check_key(key: str) -> None:
@@ -66,18 +83,33 @@ class MemoryBlobStore(HostedBlobStore):
     on the local backend.
     """
 
-    def __init__(self, signer: UrlSigner, *, url_prefix: str) -> None:
-        """Sign URLs with ``signer``, rooted at ``url_prefix`` (where the app serves them)."""
+    def __init__(self, signer: UrlSigner, *, url_prefix: str, instant_rehydration: bool = True) -> None:
+        """Sign URLs with ``signer``, rooted at ``url_prefix`` (where the app serves them).
+
+        ``instant_rehydration`` False: a blob set from Archive to an online tier stays
+        rehydrating (unreadable) until ``finish_rehydration``, as on Azure.
+        """
         self.signer = signer
         self.url_prefix = url_prefix
+        self.instant_rehydration = instant_rehydration
         self._blobs: dict[str, _Blob] = {}
         self._staged: dict[str, dict[bytes, bytes]] = {}
         self._sealed: set[str] = set()
 
-    def _commit(self, key: str, data: bytes, content_type: str) -> BlobWritten:
+    def _commit(
+        self, key: str, data: bytes, content_type: str, tags: Mapping[str, str] | None = None
+    ) -> BlobWritten:
+        # A new blob starts Hot with the tags it was written with, as a Put Blob on Azure.
         sha256 = hashlib.sha256(data).hexdigest()
-        self._blobs[key] = _Blob(data, content_type, sha256, datetime.now(UTC))
+        stored_tags = tuple((tags or {}).items())
+        self._blobs[key] = _Blob(data, content_type, sha256, datetime.now(UTC), stored_tags)
         return BlobWritten(size_bytes=len(data), sha256=sha256)
+
+    def _committed(self, key: str) -> _Blob:
+        blob = self._blobs.get(key)
+        if blob is None:
+            raise NotFound(f"blob {key}: not found")
+        return blob
 
     def _still_staging(self, key: str, staging: dict[bytes, bytes]) -> None:
         # A commit or discard while the bytes streamed in dropped this staging area.
@@ -85,32 +117,76 @@ class MemoryBlobStore(HostedBlobStore):
             raise Conflict("the blob's staged blocks were committed or discarded during this upload")
 
     async def write(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
         """Collect the stream, then commit it at once (nothing if it raises or crosses ``max_bytes``)."""
         _check_key(key)
+        checked = check_tags(tags)
         data = await _gather(chunks, budget=max_bytes, limit=max_bytes)
-        return self._commit(key, data, content_type)
+        return self._commit(key, data, content_type, checked)
 
     async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """Stream a committed blob (or a range of it) in 1 MiB pieces; NotFound if absent."""
+        """Stream a committed blob (or a range of it) in 1 MiB pieces; NotFound, or Archived if offline."""
         _check_key(key)
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("offset and length must not be negative")
         await _turn()
-        blob = self._blobs.get(key)
-        if blob is None:
-            raise NotFound(f"blob {key}: not found")
+        blob = self._committed(key)
+        if blob.tier is BlobTier.ARCHIVE:
+            raise Archived(f"blob {key} is in the Archive tier: set an online tier to read it")
         end = len(blob.data) if length is None else min(len(blob.data), offset + length)
         for start in range(offset, end, _READ_BYTES):
             yield blob.data[start : min(end, start + _READ_BYTES)]
 
     async def info(self, key: str) -> BlobInfo | None:
-        """Size, content type and digest of a committed blob, or None."""
+        """Size, content type, digest and tier of a committed blob, or None."""
         _check_key(key)
         await _turn()
         blob = self._blobs.get(key)
-        return None if blob is None else BlobInfo(len(blob.data), blob.content_type, blob.sha256)
+        if blob is None:
+            return None
+        rehydrating = blob.rehydrating_to is not None
+        return BlobInfo(len(blob.data), blob.content_type, blob.sha256, blob.tier, rehydrating)
+
+    async def set_tier(self, key: str, tier: BlobTier, *, high_priority: bool = False) -> None:
+        """Move the blob to ``tier``; from Archive, rehydrate it (at once, or at ``finish_rehydration``)."""
+        _check_key(key)
+        await _turn()
+        blob = self._committed(key)
+        if blob.rehydrating_to is not None:
+            if tier is not blob.rehydrating_to:  # the same target again only raises the priority on Azure
+                raise Conflict(f"blob {key} is being rehydrated to {blob.rehydrating_to.value}")
+            return
+        if blob.tier is BlobTier.ARCHIVE and tier is not BlobTier.ARCHIVE and not self.instant_rehydration:
+            self._blobs[key] = replace(blob, rehydrating_to=tier)
+        else:
+            self._blobs[key] = replace(blob, tier=tier)
+
+    def finish_rehydration(self, key: str) -> None:
+        """Complete a pending rehydration of ``key`` (what Azure does hours after ``set_tier``)."""
+        blob = self._committed(key)
+        if blob.rehydrating_to is None:
+            raise ValueError(f"blob {key} is not rehydrating")
+        self._blobs[key] = replace(blob, tier=blob.rehydrating_to, rehydrating_to=None)
+
+    async def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        """Replace the blob's index tags (InvalidInput for a set Azure would refuse)."""
+        _check_key(key)
+        checked = check_tags(tags)
+        await _turn()
+        self._blobs[key] = replace(self._committed(key), tags=tuple(checked.items()))
+
+    async def get_tags(self, key: str) -> dict[str, str]:
+        """The blob's index tags (readable in every tier, as on Azure)."""
+        _check_key(key)
+        await _turn()
+        return dict(self._committed(key).tags)
 
     async def delete(self, key: str) -> bool:
         """Delete a committed blob and its seal (its staged blocks stay, as on the local backend)."""
@@ -140,10 +216,17 @@ class MemoryBlobStore(HostedBlobStore):
         )
 
     async def commit_chunks(
-        self, key: str, block_ids: list[str], *, content_type: str, max_bytes: int
+        self,
+        key: str,
+        block_ids: list[str],
+        *,
+        content_type: str,
+        max_bytes: int,
+        tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
         """Concatenate staged blocks in order into the blob, then drop all staged blocks of ``key``."""
         _check_key(key)
+        checked = check_tags(tags)
         await _turn()
         try:
             raw_ids = [base64.b64decode(block_id, validate=True) for block_id in block_ids]
@@ -156,7 +239,7 @@ class MemoryBlobStore(HostedBlobStore):
         data = b"".join(staging[raw] for raw in raw_ids)
         if len(data) > max_bytes:
             raise PayloadTooLarge(max_bytes)
-        written = self._commit(key, data, content_type)
+        written = self._commit(key, data, content_type, checked)
         self._staged.pop(key, None)
         return written
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from fleet_artifacts.core.models import ArtifactStatus, Pointer
+from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import (
     ListQuery,
     PointerPage,
@@ -81,7 +82,9 @@ class _Cursor(msgspec.Struct, array_like=True, frozen=True):
 
 def _fingerprint(query: ListQuery) -> str:
     """Everything in a query but its page size and position: a token resumes only the same listing."""
-    shape = msgspec.structs.replace(query, limit=0, continuation=None)
+    shape = msgspec.structs.replace(
+        query, limit=0, continuation=None, statuses=tuple(sorted(set(query.statuses)))
+    )
     return hashlib.sha256(_sorted_encoder.encode(shape)).hexdigest()[:16]
 
 
@@ -89,7 +92,7 @@ def _matches(pointer: Pointer, query: ListQuery) -> bool:
     return (
         pointer.job_id == query.job_id
         and pointer.product_id == query.product_id
-        and pointer.status == query.status
+        and pointer.status in query.statuses
         and (query.kind is None or pointer.kind == query.kind)
         and (query.run_id is None or pointer.run_id == query.run_id)
         and all(pointer.tags.get(key) == value for key, value in query.tags.items())
@@ -204,6 +207,25 @@ class MemoryPointerStore(PointerStore):
             and s.pointer.expires_at < before
         ][:limit]
 
+    async def aged(
+        self,
+        status: ArtifactStatus,
+        *,
+        created_before: datetime,
+        tiers: Sequence[BlobTier],
+        limit: int = 1000,
+    ) -> list[StoredPointer]:
+        """Pointers in ``status`` made before ``created_before`` in ``tiers``, oldest first."""
+        await _turn()
+        found = sorted((row.stored() for row in self._pointers.values()), key=lambda s: s.pointer.created_at)
+        return [
+            s
+            for s in found
+            if s.pointer.status is status
+            and s.pointer.created_at < created_before
+            and s.pointer.tier in tiers
+        ][:limit]
+
     async def list(self, query: ListQuery) -> PointerPage:
         """One page newest first, ties by id descending; InvalidInput for a token not issued for ``query``."""
         if query.limit < 1:
@@ -212,12 +234,11 @@ class MemoryPointerStore(PointerStore):
         fingerprint = _fingerprint(query)
         after = _Cursor.decode(query.continuation, fingerprint) if query.continuation else None
         # Ids are unique, so the docs are never compared.
-        rows = sorted(((row.created_us, id_, row.doc) for id_, row in self._pointers.items()), reverse=True)
-        decoded = (
-            _pointer_decoder.decode(doc) for us, id_, doc in rows if after is None or (us, id_) < after
-        )
-        matching = [pointer for pointer in decoded if _matches(pointer, query)]
+        rows = sorted(((row.created_us, id_, row) for id_, row in self._pointers.items()), reverse=True)
+        decoded = (row.stored() for us, id_, row in rows if after is None or (us, id_) < after)
+        matching = [stored for stored in decoded if _matches(stored.pointer, query)]
         items = matching[: query.limit]
         if len(matching) <= query.limit:
             return PointerPage(items, None)
-        return PointerPage(items, _Cursor(fingerprint, _micros(items[-1]), items[-1].id).encode())
+        last = items[-1].pointer
+        return PointerPage(items, _Cursor(fingerprint, _micros(last), last.id).encode())

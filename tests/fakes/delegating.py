@@ -1,0 +1,75 @@
+"""``DelegatingPointerStore``: a real pointer store behind the port, for fault-injecting subclasses.
+
+A test overrides the one operation it breaks (a create that fails, a delete that dies half-way)
+and everything else reaches the real adapter unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
+from fleet_artifacts.core.ports import (
+    ListQuery,
+    PointerPage,
+    PointerStore,
+    R,
+    SideRecord,
+    StoredPointer,
+    StoredRecord,
+)
+
+
+class DelegatingPointerStore(PointerStore):
+    """Every operation passed to ``inner``."""
+
+    def __init__(self, inner: PointerStore) -> None:
+        self.inner = inner
+
+    async def create(self, pointer: Pointer) -> str:
+        return await self.inner.create(pointer)
+
+    async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
+        return await self.inner.get(job_id, artifact_id)
+
+    async def find(self, artifact_id: str) -> StoredPointer | None:
+        return await self.inner.find(artifact_id)
+
+    async def replace(self, pointer: Pointer, *, etag: str) -> str:
+        return await self.inner.replace(pointer, etag=etag)
+
+    async def delete(self, job_id: str, artifact_id: str) -> bool:
+        return await self.inner.delete(job_id, artifact_id)
+
+    async def get_record(self, job_id: str, record_id: str, kind: type[R]) -> StoredRecord[R] | None:
+        return await self.inner.get_record(job_id, record_id, kind)
+
+    async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
+        return await self.inner.put_record(record, etag=etag)
+
+    async def expired_records(
+        self, kind: type[R], *, before: datetime, limit: int = 1000
+    ) -> list[StoredRecord[R]]:
+        return await self.inner.expired_records(kind, before=before, limit=limit)
+
+    async def delete_record(self, job_id: str, record_id: str, *, etag: str) -> None:
+        await self.inner.delete_record(job_id, record_id, etag=etag)
+
+    async def expired(
+        self, status: ArtifactStatus, *, before: datetime, limit: int = 1000
+    ) -> list[StoredPointer]:
+        return await self.inner.expired(status, before=before, limit=limit)
+
+    async def aged(
+        self,
+        status: ArtifactStatus,
+        *,
+        created_before: datetime,
+        tiers: Sequence[BlobTier],
+        limit: int = 1000,
+    ) -> list[StoredPointer]:
+        return await self.inner.aged(status, created_before=created_before, tiers=tiers, limit=limit)
+
+    async def list(self, query: ListQuery) -> PointerPage:
+        return await self.inner.list(query)
