@@ -162,9 +162,9 @@ def collect(settings: Settings, *, steps: list[str] | None, grace: int, dry_run:
     prefix = "would: " if dry_run else ""
     for step, items in done.items():
         for item in items:
-            print(f"{prefix}{step} {item}")
+            print(f"{prefix}{step} {item}", file=sys.stderr if step == "errors" else sys.stdout)
     print(f"{'would do' if dry_run else 'done'}: {summary(done)}")
-    return 0
+    return 1 if "errors" in done else 0  # a step that failed: the next run retries it
 
 
 def init_cosmos(settings: Settings) -> int:

@@ -38,6 +38,7 @@ POINTER_FIELDS = {
     "keepForever",
     "retentionDays",
     "tier",
+    "restoredAt",
     "undeleteTo",
 }
 

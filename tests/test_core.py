@@ -32,6 +32,7 @@ from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.models import (
     ArtifactKind,
+    ArtifactPatch,
     ArtifactStatus,
     BlobTier,
     CheckedMeta,
@@ -290,3 +291,44 @@ async def test_retention_comes_from_the_upload_then_the_job_then_the_default() -
     assert {item.id for item in page.items} == {own.id, kept.id}  # expired: gone for readers at once
     with pytest.raises(NotFound):
         await w.artifacts.get("p", plain.id, "j")
+
+
+async def test_what_readers_no_longer_see_stays_gone_for_every_writer_but_a_purge() -> None:
+    w = World(limits=Limits(default_retention_days=30, soft_delete=timedelta(days=7)))
+    old, _ = await w.artifacts.upload("p", "j", META, body(b"old"))
+    w.clock.now += timedelta(days=31)  # past its retention, not yet swept
+    # A job's re-dating skips it: an expired artifact stays expired (the sweeper's).
+    done = await w.artifacts.retention.set_job(
+        "p", "j", JobRetention(keep_forever=True, apply_to_existing=True)
+    )
+    assert done.updated == 0
+    with pytest.raises(NotFound):
+        await w.artifacts.get("p", old.id, "j")
+    with pytest.raises(NotFound):
+        await w.artifacts.delete("p", old.id, "j")  # not soft-deleted back into view for a week
+    await w.artifacts.delete("p", old.id, "j", purge=True)
+    assert await w.pointers.get("j", old.id) is None and await w.keys() == []
+
+    # A session whose artifact was deleted since completing answers 404, and commits nothing again.
+    opened, _ = await w.sessions.open("p", SessionOpen(job_id="j", kind=ArtifactKind.LOG, file_name="s.log"))
+    sid = public_id(opened.job_id, opened.id)
+    await w.sessions.put_chunk("p", sid, "bytes 0-2/3", body(b"abc"))
+    made = await w.sessions.complete("p", sid)
+    await w.artifacts.delete("p", made.id, "j")  # soft: DELETED
+    with pytest.raises(NotFound):
+        await w.sessions.complete("p", sid)
+    assert (await w.pointers.get("j", made.id)).pointer.status is ArtifactStatus.DELETED  # type: ignore[union-attr]
+
+
+async def test_ending_keep_forever_counts_from_now_and_a_repeated_archive_mends_the_blob() -> None:
+    w = World(limits=Limits(default_retention_days=30))
+    kept, _ = await w.artifacts.upload("p", "j", msgspec.structs.replace(META, keep_forever=True), body(b"k"))
+    w.clock.now += timedelta(days=400)
+    ended = await w.lifecycle.update("p", kept.id, "j", ArtifactPatch(keep_forever=False))
+    assert ended.expires_at == w.clock.now + timedelta(days=30) and not ended.keep_forever
+    assert (await w.blobs.get_tags(kept.blob_key))["keep"] == "false"
+    await w.lifecycle.archive("p", kept.id, "j", BlobTier.ARCHIVE)
+    await w.blobs.set_tier(kept.blob_key, BlobTier.HOT)  # as if a move died between pointer and blob
+    again = await w.lifecycle.archive("p", kept.id, "j", BlobTier.ARCHIVE)
+    assert again.status is ArtifactStatus.ARCHIVED
+    assert (await w.blobs.info(kept.blob_key)).tier is BlobTier.ARCHIVE  # type: ignore[union-attr]

@@ -91,7 +91,8 @@ def test_retention_defaults_bounds_and_keep_forever_on_every_create_path(w: Worl
 
     before = {a["id"] for a in c.get(f"/fleet/jobs/{job}/artifacts").json()["items"]}
     for bad in ({"retentionDays": "0"}, {"retentionDays": "366"}, {"retentionDays": "x"},
-                {"retentionDays": "3", "keepForever": "true"}, {"keepForever": "maybe"}):  # fmt: skip
+                {"retentionDays": "3", "keepForever": "true"}, {"keepForever": "maybe"},
+                {"retentionDays": "\u00b2"}, {"retentionDays": "\u0661\u0662"}):  # fmt: skip
         problem = assert_problem(upload_raw(c, job, b"refused", **bad), 400)
         assert problem["field"] in ("retentionDays", "keepForever")
     refused = c.post("/uploads", json={"jobId": job, "kind": "log", "fileName": "x", "retentionDays": 400})

@@ -21,7 +21,7 @@ from fleet_artifacts.app import create_app, open_stores
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import SweepLease
 from fleet_artifacts.core.sweeper import LEASE_ID, LEASE_JOB
-from tests.helpers import assert_problem, stored_doc, upload_raw
+from tests.helpers import assert_problem, start, stored_doc, upload_raw
 from tests.lifecycle_kit import VARIANTS, World, blob_info, blob_tags, env_of, gc, gc_items, make_world
 from tests.servers import ThreadedServer
 
@@ -56,6 +56,9 @@ async def test_archive_hides_the_url_and_content_until_restore_brings_the_bytes_
     assert cool.json()["status"] == "ACTIVE" and cool.json()["tier"] == "Cool"
     assert c.get(cool.json()["downloadUrl"]).content == data  # Cool is online
     assert (await blob_info(w.settings, out["blobKey"])).tier is BlobTier.COOL  # type: ignore[union-attr]
+    warm = c.post(where + "/restore")  # from Cool: Hot at once
+    assert (warm.status_code, warm.json()["tier"], warm.json()["status"]) == (200, "Hot", "ACTIVE")
+    assert (await blob_info(w.settings, out["blobKey"])).tier is BlobTier.HOT  # type: ignore[union-attr]
 
     archived = c.post(where + "/archive")  # no body: Archive
     assert archived.status_code == 200, archived.text
@@ -125,20 +128,24 @@ async def test_tier_moves_by_age_keep_forever_through_sweeps_and_a_second_sweep_
     assert (await blob_info(w.settings, cool["blobKey"])).tier is BlobTier.COOL  # type: ignore[union-attr]
     assert (await blob_info(w.settings, cold["blobKey"])).tier is BlobTier.ARCHIVE  # type: ignore[union-attr]
     assert await blob_info(w.settings, gone["blobKey"]) is None
-    assert (
-        gc(w.settings)[-1]
-        == "done: 0 expired, 0 tiers, 0 restores, 0 stale-uploads, 0 sessions, 0 keys, 0 orphans"
-    )
+    nothing = "done: 0 expired, 0 tiers, 0 restores, 0 stale-uploads, 0 sessions, 0 keys, 0 orphans"
+    assert gc(w.settings) == [nothing]
+    # A restore is not undone by the next sweep: age counts from the restore.
+    assert c.post(f"/fleet/artifacts/{cold['id']}/restore").json()["status"] == "ACTIVE"
+    assert gc(w.settings) == [nothing]
+    assert c.get(f"/fleet/artifacts/{cold['id']}").json()["tier"] == "Hot"
 
 
 async def test_two_sweeps_at_once_in_two_processes_act_once_per_artifact(w: World) -> None:
     c, job = w.client, new_job()
     w.ago(10)
     keys = {upload_raw(c, job, f"old {n}".encode(), retentionDays="1").json()["blobKey"] for n in range(40)}
+    # Direct uploads never finalized (their deadline long past).
+    stale = {start(c, job, fileName=f"s{n}.tgz")["blobKey"] for n in range(10)}
     w.ago(0)
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "fleet_artifacts", "gc", "--expired"],
+            [sys.executable, "-m", "fleet_artifacts", "gc"],
             env=env_of(w.settings),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -152,7 +159,10 @@ async def test_two_sweeps_at_once_in_two_processes_act_once_per_artifact(w: Worl
     first, second = (gc_items(out.splitlines(), "expired") for out, _ in outputs)
     assert keys <= first | second
     assert not (first & second), "an artifact was removed by both sweeps"
+    uploads = [gc_items(out.splitlines(), "stale-uploads") for out, _ in outputs]
+    assert stale <= uploads[0] | uploads[1] and not (uploads[0] & uploads[1])
     assert c.get(f"/fleet/jobs/{job}/artifacts").json()["items"] == []
+    assert c.get(f"/fleet/jobs/{job}/artifacts", params={"status": "UPLOADING"}).json()["items"] == []
     assert gc_items(gc(w.settings, "--expired"), "expired") == set()
 
 

@@ -223,8 +223,12 @@ class ArtifactService:
         self, product_id: str, artifact_id: str, job_id: str | None, *, purge: bool
     ) -> StoredPointer:
         stored = await self.kernel.lookup(product_id, artifact_id, job_id)
-        status = stored.pointer.status
-        # Hidden states answer as missing: a soft-deleted one only to a purge.
-        if status is ArtifactStatus.DELETED and not purge:
+        pointer = stored.pointer
+        # What readers no longer see answers as missing, except to a purge: a soft-deleted one,
+        # and one past expiresAt (the sweeper's now).
+        hidden = pointer.status is ArtifactStatus.DELETED or (
+            pointer.status in VISIBLE and not pointer.visible_at(self.kernel.now())
+        )
+        if hidden and not purge:
             raise NotFound("artifact not found")
         return stored

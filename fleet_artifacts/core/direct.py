@@ -146,9 +146,9 @@ class DirectUploads:
             raise InvalidInput("sha256 must be 64 lowercase hex digits", field="sha256")
         stored = await self.kernel.lookup(product_id, artifact_id, job_id)
         pointer = stored.pointer
-        if pointer.status is ArtifactStatus.ACTIVE:
+        if pointer.status is not ArtifactStatus.UPLOADING and pointer.visible_at(self.kernel.now()):
             if pointer.size_bytes == claim.size_bytes and claim.sha256 in (None, pointer.sha256):
-                return await self.kernel.present(stored)
+                return await self.kernel.present(stored)  # a retried finalize: the artifact as it is now
             raise Conflict("the artifact was already finalized with another size or digest")
         if pointer.status is not ArtifactStatus.UPLOADING:
             raise NotFound("artifact not found")

@@ -9,11 +9,13 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+from fleet_artifacts.core.errors import ArtifactError
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.keys import BLOB_PREFIX, parse_blob_key
 from fleet_artifacts.core.models import ArtifactStatus
 from fleet_artifacts.core.ports import (
     IdempotencyRecord,
+    StoredPointer,
     UploadSession,
 )
 
@@ -69,7 +71,7 @@ async def _sweep_expired(
             seen.add(stored.pointer.id)
             if dry_run:
                 removed.append(stored.pointer.blob_key)
-            elif await kernel.retire(stored):
+            elif await _retired(kernel, stored):
                 removed.append(stored.pointer.blob_key)
                 log.info(
                     "removed %s (%s, expired %s)",
@@ -79,6 +81,15 @@ async def _sweep_expired(
                 )
         if dry_run or len(stale) < batch:
             return removed
+
+
+async def _retired(kernel: Kernel, stored: StoredPointer) -> bool:
+    """Retire one pointer; a failure is logged and left to the next sweep (the claim dated it)."""
+    try:
+        return await kernel.retire(stored)
+    except ArtifactError as exc:
+        log.warning("could not remove %s: %s", stored.pointer.blob_key, exc.detail)
+        return False
 
 
 async def sweep_orphan_blobs(kernel: Kernel, *, older_than: datetime, dry_run: bool = False) -> list[str]:

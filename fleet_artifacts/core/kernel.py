@@ -162,9 +162,10 @@ class Kernel:
         if info.tier is BlobTier.ARCHIVE or info.rehydrating:
             return stored
         try:
-            return await self.replace(
-                stored, msgspec.structs.replace(pointer, status=ArtifactStatus.ACTIVE, tier=info.tier)
+            readable = msgspec.structs.replace(
+                pointer, status=ArtifactStatus.ACTIVE, tier=info.tier, restored_at=self.now()
             )
+            return await self.replace(stored, readable)
         except PreconditionFailed:
             found = await self.pointers.get(pointer.job_id, pointer.id)
             return found or stored

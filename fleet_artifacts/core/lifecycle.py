@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -124,7 +124,14 @@ class Lifecycle:
         elif patch.keep_forever is False:
             if not pointer.keep_forever:
                 return pointer
-            rule = Retention(pointer.retention_days or limits.default_retention_days)
+            # Counted from now: ending keep-forever on an old artifact must not expire it on the spot.
+            days = pointer.retention_days or limits.default_retention_days
+            return msgspec.structs.replace(
+                pointer,
+                expires_at=self.kernel.now() + timedelta(days=days),
+                keep_forever=False,
+                retention_days=None,
+            )
         else:
             return pointer
         return msgspec.structs.replace(
@@ -142,7 +149,11 @@ class Lifecycle:
             stored = await self.kernel.visible(product_id, artifact_id, job_id)
             pointer = stored.pointer
             if pointer.status is not ArtifactStatus.ACTIVE:
-                if pointer.tier is tier:
+                if pointer.status is ArtifactStatus.ARCHIVED and tier is BlobTier.ARCHIVE:
+                    # A repeat mends a move that died between the pointer and the blob.
+                    info = await self.kernel.blobs.info(pointer.blob_key)
+                    if info is not None and info.tier is not BlobTier.ARCHIVE:
+                        await self.kernel.blobs.set_tier(pointer.blob_key, BlobTier.ARCHIVE)
                     return await self.kernel.present(stored)
                 raise Conflict(f"the artifact is {pointer.status.value.lower()}; restore it first")
             if pointer.tier is tier:
@@ -158,10 +169,10 @@ class Lifecycle:
     async def restore(
         self, product_id: str, artifact_id: str, job_id: str | None, *, high_priority: bool = False
     ) -> ArtifactOut:
-        """Start rehydrating an archived artifact to Hot; answer it RESTORING, or ACTIVE once readable.
+        """Bring an artifact back to Hot: RESTORING (then ACTIVE once readable) from Archive.
 
-        An ACTIVE one answers as it is, unless its blob was archived behind the service's back
-        (an Azure lifecycle rule): that one is restored too.
+        An ACTIVE one in Cool or Cold moves to Hot at once; one whose blob was archived behind
+        the service's back (an Azure lifecycle rule) is restored like an archived one.
         """
         kernel = self.kernel
         for _ in range(3):
@@ -171,8 +182,16 @@ class Lifecycle:
                 return await kernel.present(stored)
             if pointer.status is ArtifactStatus.ACTIVE:
                 info = await kernel.blobs.info(pointer.blob_key)
-                if info is None or info.tier is not BlobTier.ARCHIVE:
+                if info is None or (info.tier is BlobTier.HOT and pointer.tier is BlobTier.HOT):
                     return await kernel.present(stored)
+                if info.tier is not BlobTier.ARCHIVE:  # Cool or Cold: online, one call away from Hot
+                    warm = msgspec.structs.replace(pointer, tier=BlobTier.HOT, restored_at=kernel.now())
+                    try:
+                        moved = await kernel.replace(stored, warm)
+                    except PreconditionFailed:
+                        continue
+                    await kernel.blobs.set_tier(pointer.blob_key, BlobTier.HOT)
+                    return await kernel.present(moved)
             try:
                 claimed = await kernel.replace(
                     stored,

@@ -119,6 +119,9 @@ class Pointer(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=False)
     # The retention it was given, in days from createdAt (null: kept forever, or dated explicitly).
     retention_days: int | None = None
     tier: BlobTier = BlobTier.HOT  # the blob's access tier, as this service last set it
+    # When it was last restored from Archive: tier moves by age count from then (never restored:
+    # from createdAt), so the next sweep does not archive again what a user just brought back.
+    restored_at: datetime | None = None
     # While DELETED: the status and expiry an undelete brings back.
     undelete_to: UndeleteTo | None = None
 

@@ -380,13 +380,14 @@ class PointerStore(abc.ABC):
         self,
         status: ArtifactStatus,
         *,
-        created_before: datetime,
+        tiered_before: datetime,
         tiers: Sequence[BlobTier],
         limit: int = 1000,
     ) -> list[StoredPointer]:
-        """Pointers in ``status`` created before ``created_before`` whose ``tier`` is one of ``tiers``.
+        """Pointers in ``status`` whose ``tier`` is one of ``tiers``, aged since before ``tiered_before``.
 
-        For the sweeper (tier moves by age, restores to check): a cross-partition query on Cosmos.
+        Age counts from the last restore (``restoredAt``), else from ``createdAt``. For the sweeper
+        (tier moves by age, restores to check): a cross-partition query on Cosmos.
         """
 
     @abc.abstractmethod

@@ -177,7 +177,8 @@ class RetentionRules:
                 keep_forever=rule.keep_forever,
                 retention_days=rule.days,
             )
-            if new == pointer or pointer.status not in VISIBLE:
+            # Only what a reader still sees: an expired one stays expired (the sweeper's).
+            if new == pointer or not pointer.visible_at(self.kernel.now()):
                 return False
             try:
                 await self.kernel.replace(stored, new)

@@ -32,7 +32,7 @@ import msgspec
 from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, PreconditionFailed
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.keys import blob_key
-from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, SessionOpen
+from fleet_artifacts.core.models import ArtifactOut, SessionOpen
 from fleet_artifacts.core.ports import SessionChunk, UploadSession
 from fleet_artifacts.core.retention import RetentionRules, carried, new_pointer
 from fleet_artifacts.core.validation import check_id, checked_meta
@@ -224,7 +224,9 @@ class SessionService:
         """
         session, etag = await self.load(product_id, session_id)
         done = await self.kernel.pointers.get(session.job_id, session.artifact_id)
-        if done is not None and done.pointer.status is ArtifactStatus.ACTIVE:
+        if done is not None:  # completed before: never commit again, answer the artifact as it is now
+            if not done.pointer.visible_at(self.kernel.now()):
+                raise NotFound("the session's artifact was deleted or expired")
             return await self.kernel.present(done)
         if session.total_bytes is None:
             raise Conflict("the total size is unknown: send sizeBytes on open or a chunk with /<total>")

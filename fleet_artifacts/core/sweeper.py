@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-from fleet_artifacts.core.errors import Conflict, PreconditionFailed
+from fleet_artifacts.core.errors import ArtifactError, Conflict, NotFound, PreconditionFailed
 from fleet_artifacts.core.gc import (
     sweep_expired_keys,
     sweep_expired_sessions,
@@ -54,32 +54,53 @@ class Sweeper:
         self.holder = secrets.token_hex(8)
 
     async def sweep(
-        self, *, steps: Sequence[str] = STEPS, dry_run: bool = False, now: datetime | None = None
+        self,
+        *,
+        steps: Sequence[str] = STEPS,
+        dry_run: bool = False,
+        now: datetime | None = None,
+        keep_going: Callable[[], Awaitable[bool]] | None = None,
     ) -> dict[str, list[str]]:
-        """Run ``steps`` in the fixed order; what each removed or changed (would, with ``dry_run``)."""
+        """Run ``steps`` in the fixed order; what each removed or changed (would, with ``dry_run``).
+
+        A step that fails (a backend outage) is reported under ``errors`` and the next step
+        runs; an item that fails is logged and left to the next sweep. ``keep_going`` is asked
+        between steps (the background sweep renews its lease there) and False stops the sweep.
+        """
         unknown = set(steps) - set(STEPS)
         if unknown:
             raise ValueError(f"unknown sweep steps: {', '.join(sorted(unknown))}")
-        kernel = self.kernel
-        at = now or kernel.now()
+        at = now or self.kernel.now()
         done: dict[str, list[str]] = {}
-        for step in (s for s in STEPS if s in steps):
-            if step == "expired":
-                done[step] = await sweep_statuses(kernel, _EXPIRING, now=at, dry_run=dry_run, batch=_BATCH)
-            elif step == "tiers":
-                done[step] = await self.tier_moves(at, dry_run=dry_run)
-            elif step == "restores":
-                done[step] = await self.restores(at, dry_run=dry_run)
-            elif step == "stale-uploads":
-                done[step] = await sweep_stale_uploads(kernel, now=at, dry_run=dry_run, batch=_BATCH)
-            elif step == "sessions":
-                done[step] = await sweep_expired_sessions(kernel, now=at, dry_run=dry_run)
-            elif step == "keys":
-                done[step] = await sweep_expired_keys(kernel, now=at, dry_run=dry_run)
-            else:
-                cutoff = at - self.orphan_grace
-                done[step] = await sweep_orphan_blobs(kernel, older_than=cutoff, dry_run=dry_run)
+        errors: list[str] = []
+        for n, step in enumerate(s for s in STEPS if s in steps):
+            if n and keep_going is not None and not await keep_going():
+                log.info("sweep stopped before %s: the lease went to another replica", step)
+                break
+            try:
+                done[step] = await self._step(step, at, dry_run=dry_run)
+            except ArtifactError as exc:
+                log.warning("sweep step %s failed: %s", step, exc.detail)
+                errors.append(f"{step}: {exc.detail}")
+        if errors:
+            done["errors"] = errors
         return done
+
+    async def _step(self, step: str, at: datetime, *, dry_run: bool) -> list[str]:
+        kernel = self.kernel
+        if step == "expired":
+            return await sweep_statuses(kernel, _EXPIRING, now=at, dry_run=dry_run, batch=_BATCH)
+        if step == "tiers":
+            return await self.tier_moves(at, dry_run=dry_run)
+        if step == "restores":
+            return await self.restores(at, dry_run=dry_run)
+        if step == "stale-uploads":
+            return await sweep_stale_uploads(kernel, now=at, dry_run=dry_run, batch=_BATCH)
+        if step == "sessions":
+            return await sweep_expired_sessions(kernel, now=at, dry_run=dry_run)
+        if step == "keys":
+            return await sweep_expired_keys(kernel, now=at, dry_run=dry_run)
+        return await sweep_orphan_blobs(kernel, older_than=at - self.orphan_grace, dry_run=dry_run)
 
     async def tier_moves(self, now: datetime, *, dry_run: bool = False) -> list[str]:
         """Move ACTIVE artifacts older than a threshold to that tier, coldest threshold first."""
@@ -99,7 +120,7 @@ class Sweeper:
                     s
                     for s in await self.kernel.pointers.aged(
                         ArtifactStatus.ACTIVE,
-                        created_before=now - timedelta(days=days),
+                        tiered_before=now - timedelta(days=days),
                         tiers=warmer_tiers(tier),
                         limit=_BATCH,
                     )
@@ -112,8 +133,13 @@ class Sweeper:
                     if not dry_run:
                         try:
                             await move_tier(self.kernel, stored, tier)
-                        except (PreconditionFailed, Conflict):
-                            continue  # changed meanwhile (another sweep moved it): not ours to count
+                        except (PreconditionFailed, Conflict, NotFound):
+                            continue  # changed or gone meanwhile (another sweep, a delete): not ours
+                        except ArtifactError as exc:
+                            log.warning(
+                                "could not move %s to %s: %s", stored.pointer.blob_key, tier, exc.detail
+                            )
+                            continue
                     moved.append(f"{stored.pointer.blob_key} -> {tier.value}")
                 if dry_run:
                     break
@@ -123,7 +149,7 @@ class Sweeper:
         """RESTORING artifacts whose blob is readable again become ACTIVE; returns those."""
         finished: list[str] = []
         restoring = await self.kernel.pointers.aged(
-            ArtifactStatus.RESTORING, created_before=NEVER, tiers=list(BlobTier), limit=10_000
+            ArtifactStatus.RESTORING, tiered_before=NEVER, tiers=list(BlobTier), limit=10_000
         )
         for stored in restoring:
             if dry_run:
@@ -131,7 +157,11 @@ class Sweeper:
                 if info is not None and info.tier is not BlobTier.ARCHIVE and not info.rehydrating:
                     finished.append(stored.pointer.blob_key)
                 continue
-            settled = await self.kernel.settle_restore(stored)
+            try:
+                settled = await self.kernel.settle_restore(stored)
+            except ArtifactError as exc:
+                log.warning("could not check the restore of %s: %s", stored.pointer.blob_key, exc.detail)
+                continue
             if settled.pointer.status is ArtifactStatus.ACTIVE:
                 finished.append(stored.pointer.blob_key)
         return finished
@@ -150,15 +180,16 @@ class Sweeper:
         )
         try:
             await pointers.put_record(lease, etag=None if current is None else current.etag)
-        except (Conflict, PreconditionFailed):
-            return False  # another replica took it first
+        except (Conflict, PreconditionFailed, NotFound):
+            return False  # another replica took it first (or Cosmos's ttl dropped the old one meanwhile)
         return True
 
     async def run_if_due(self, interval: timedelta) -> dict[str, list[str]] | None:
         """Sweep once if this replica gets the lease for ``interval``; None if another holds it."""
         if not await self.take_lease(interval):
             return None
-        done = await self.sweep()
+        # Renewed between steps, so a sweep longer than the interval keeps the others out.
+        done = await self.sweep(keep_going=lambda: self.take_lease(interval))
         counts = {step: len(items) for step, items in done.items()}
         log.info("sweep done: %s", ", ".join(f"{n} {step}" for step, n in counts.items()))
         return done

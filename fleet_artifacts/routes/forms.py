@@ -122,7 +122,7 @@ def parse_days(value: str | None) -> int | None:
     """``retentionDays`` from a query string or form field: a whole number of days, or None."""
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 6:
+    if not (value.isascii() and value.isdigit()) or len(value) > 6:
         raise InvalidInput("retentionDays must be a whole number of days", field="retentionDays")
     return int(value)
 

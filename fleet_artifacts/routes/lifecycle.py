@@ -31,7 +31,7 @@ from fleet_artifacts.routes.deps import (
     served,
 )
 from fleet_artifacts.routes.openapi import problems
-from fleet_artifacts.routes.strict_json import OptionalJSON, StrictJSON
+from fleet_artifacts.routes.strict_json import StrictJSON
 
 IN_JOB = "/jobs/{job_id:str}/artifacts/{artifact_id:str}"
 BY_ID = "/artifacts/{artifact_id:str}"
@@ -94,7 +94,7 @@ async def update_by_id(
     return served(out, base_url)
 
 
-@post(IN_JOB + "/archive", dto=OptionalJSON[ArchiveRequest], return_dto=None, status_code=200,
+@post(IN_JOB + "/archive", dto=StrictJSON[ArchiveRequest], return_dto=None, status_code=200,
       operation_id="archiveJobArtifact", responses=problems(400, 401, 404, 409, 503),
       description=ARCHIVE_DESCRIPTION)  # fmt: skip
 async def archive_in_job(
@@ -110,7 +110,7 @@ async def archive_in_job(
     return served(out, base_url)
 
 
-@post(BY_ID + "/archive", dto=OptionalJSON[ArchiveRequest], return_dto=None, status_code=200,
+@post(BY_ID + "/archive", dto=StrictJSON[ArchiveRequest], return_dto=None, status_code=200,
       operation_id="archiveArtifact", responses=problems(400, 401, 404, 409, 503),
       description=ARCHIVE_DESCRIPTION)  # fmt: skip
 async def archive_by_id(
@@ -129,7 +129,7 @@ def _restored(out: ArtifactOut, base_url: str) -> Response[ArtifactOut]:
     return served(out, base_url, status_code=200 if out.download_url is not None else 202)
 
 
-@post(IN_JOB + "/restore", dto=OptionalJSON[RestoreRequest], return_dto=None, status_code=200,
+@post(IN_JOB + "/restore", dto=StrictJSON[RestoreRequest], return_dto=None, status_code=200,
       operation_id="restoreJobArtifact", responses=problems(400, 401, 404, 409, 503),
       description=RESTORE_DESCRIPTION)  # fmt: skip
 async def restore_in_job(
@@ -146,7 +146,7 @@ async def restore_in_job(
     return _restored(out, base_url)
 
 
-@post(BY_ID + "/restore", dto=OptionalJSON[RestoreRequest], return_dto=None, status_code=200,
+@post(BY_ID + "/restore", dto=StrictJSON[RestoreRequest], return_dto=None, status_code=200,
       operation_id="restoreArtifact", responses=problems(400, 401, 404, 409, 503),
       description=RESTORE_DESCRIPTION)  # fmt: skip
 async def restore_by_id(

@@ -29,12 +29,13 @@ class StrictJSON(MsgspecDTO[T], Generic[T]):
     """A request-body DTO that decodes with msgspec's strict rules."""
 
     config = DTOConfig(forbid_unknown_fields=True)
-    empty_is_defaults = False  # OptionalJSON: an empty body means every field at its default
 
     def decode_bytes(self, value: bytes) -> Any:
-        """Decode the body into the Struct itself, strictly; InvalidInput naming the field otherwise."""
-        if self.empty_is_defaults and not value.strip():
-            value = b"{}"
+        """Decode the body into the Struct itself, strictly; InvalidInput naming the field otherwise.
+
+        An empty body never gets here: Litestar answers it as no body (``data`` None where the
+        handler allows that, as archive and restore do).
+        """
         try:
             return msgspec.json.decode(value, type=self.model_type, strict=True)
         except msgspec.ValidationError as exc:
@@ -54,9 +55,3 @@ class StrictJSON(MsgspecDTO[T], Generic[T]):
             FieldDefinition.from_annotation(cls.model_type)
         )
         return schema
-
-
-class OptionalJSON(StrictJSON[T], Generic[T]):
-    """``StrictJSON`` whose body may be left out (empty): every field takes its default."""
-
-    empty_is_defaults = True

@@ -331,14 +331,15 @@ class CosmosPointerStore(PointerStore):
         self,
         status: ArtifactStatus,
         *,
-        created_before: datetime,
+        tiered_before: datetime,
         tiers: Sequence[BlobTier],
         limit: int = 1000,
     ) -> list[StoredPointer]:
-        """Pointers in ``status`` made before ``created_before`` in ``tiers`` (cross-partition; sweepers).
+        """Pointers in ``status`` in ``tiers`` since before ``tiered_before`` (cross-partition; sweepers).
 
-        Served by the ``/status``, ``/createdAt`` and ``/tier`` indexes; a pointer written before
-        tiers existed has no ``tier`` and counts as Hot.
+        Served by the ``/status``, ``/restoredAt``, ``/createdAt`` and ``/tier`` indexes; a pointer
+        never restored has a null (or, written before tiers existed, no) ``restoredAt`` and counts from
+        ``createdAt``, and without ``tier`` it counts as Hot.
         """
         if not tiers:
             return []
@@ -346,10 +347,14 @@ class CosmosPointerStore(PointerStore):
         tier_clause = f"c.tier IN ({marks})"
         if BlobTier.HOT in tiers:
             tier_clause = f"({tier_clause} OR NOT IS_DEFINED(c.tier))"
-        sql = f"SELECT * FROM c WHERE c.status = @status AND c.createdAt < @before AND {tier_clause}"  # noqa: S608
+        since = (
+            "(c.restoredAt < @before OR ((NOT IS_DEFINED(c.restoredAt) OR IS_NULL(c.restoredAt))"
+            " AND c.createdAt < @before))"
+        )
+        sql = f"SELECT * FROM c WHERE c.status = @status AND {since} AND {tier_clause}"  # noqa: S608
         parameters: list[dict[str, Any]] = [
             {"name": "@status", "value": status.value},
-            {"name": "@before", "value": timestamp(created_before)},
+            {"name": "@before", "value": timestamp(tiered_before)},
             *({"name": f"@tier{n}", "value": tier.value} for n, tier in enumerate(tiers)),
         ]
         results = self._container.query_items(sql, parameters=parameters, max_item_count=min(limit, 1000))

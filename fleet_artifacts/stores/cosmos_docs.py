@@ -34,7 +34,6 @@ SYSTEM_FIELDS = frozenset({"_rid", "_etag", "_ts", "_self", "_attachments"})
 # Cosmos deletes an item this long after its expiresAt by itself (per-item ``ttl``): a backstop
 # only, since such a delete never reaches the blob; the sweeper removes blob and pointer first.
 TTL_GRACE = timedelta(days=1)
-MIN_TTL_SECONDS = 3600
 _TOKEN_FIELD = "continuationToken"  # noqa: S105 - a field name, not a secret
 _NOT_OURS = "continuationToken is not one this service issued for this query"
 # Pointer fields holding datetimes, as (attribute, camelCase document key).
@@ -126,8 +125,11 @@ def to_document(pointer: Pointer, *, now: datetime | None = None) -> dict[str, A
         if value is not None:
             doc[key] = timestamp(value)
     if pointer.expires_at is not None:
-        left = (pointer.expires_at + TTL_GRACE - (now or datetime.now(UTC))).total_seconds()
-        doc["ttl"] = min(2**31 - 1, max(MIN_TTL_SECONDS, math.ceil(left)))
+        at = now or datetime.now(UTC)
+        # A grace day past expiresAt, or past now when that passed already (a PATCH to the past):
+        # the sweeper gets a day to remove the blob before Cosmos drops the pointer.
+        left = (max(pointer.expires_at, at) + TTL_GRACE - at).total_seconds()
+        doc["ttl"] = min(2**31 - 1, math.ceil(left))
     return doc
 
 

@@ -54,6 +54,7 @@ INDEXING_POLICY: dict[str, Any] = {
         {"path": "/createdAt/?"},
         {"path": "/expiresAt/?"},  # sweepers: expired artifacts and stale uploads
         {"path": "/tier/?"},  # sweepers: automatic tier moves by age
+        {"path": "/restoredAt/?"},
         {"path": "/id/?"},
         {"path": "/tags/*"},
     ],

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS pointers (
     etag        TEXT NOT NULL,
     doc         TEXT NOT NULL,
     expires_us  INTEGER,
-    tier        TEXT NOT NULL DEFAULT 'Hot'
+    tier        TEXT NOT NULL DEFAULT 'Hot',
+    tier_us     INTEGER
 );
 CREATE INDEX IF NOT EXISTS pointers_by_job ON pointers (job_id, created_us DESC, id DESC);
 CREATE TABLE IF NOT EXISTS records (
@@ -63,7 +64,7 @@ CREATE TABLE IF NOT EXISTS records (
 # the migration below, which adds their columns to a database made before they existed.
 _SWEEP_INDEXES = """
 CREATE INDEX IF NOT EXISTS pointers_by_expiry ON pointers (status, expires_us);
-CREATE INDEX IF NOT EXISTS pointers_by_age ON pointers (status, created_us);
+CREATE INDEX IF NOT EXISTS pointers_by_tier_age ON pointers (status, tier_us);
 """
 
 _encoder = msgspec.json.Encoder()
@@ -92,6 +93,14 @@ def _micros(pointer: Pointer) -> int:
 
 def _expires_us(pointer: Pointer) -> int | None:
     return None if pointer.expires_at is None else _us(pointer.expires_at)
+
+
+def _tier_us(pointer: Pointer) -> int:
+    return _us(pointer.restored_at or pointer.created_at)
+
+
+# The sweeper's columns, filled from the docs when a database made before them is opened.
+_ADDED_COLUMNS = {"expires_us": "INTEGER", "tier": "TEXT NOT NULL DEFAULT 'Hot'", "tier_us": "INTEGER"}
 
 
 def _encode_cursor(cursor: _Cursor) -> str:
@@ -128,25 +137,37 @@ class SqlitePointerStore(PointerStore):
         self._conn.executescript(_SWEEP_INDEXES)
         self._lock = threading.Lock()
 
+    def _missing_columns(self) -> list[str]:
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(pointers)")}
+        return [name for name in _ADDED_COLUMNS if name not in present]
+
     def _migrate(self) -> None:
-        """Add the sweeper's columns to a database made before they existed, filled from the docs."""
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(pointers)")}
-        if "expires_us" in columns:
+        """Add the sweeper's columns to a database made before they existed, filled from the docs.
+
+        Several processes may open an old database at once (the service and a cron ``gc``): the
+        columns are looked at again under the write lock, so only the first one migrates.
+        """
+        if not self._missing_columns():
             return
+        self._conn.execute("PRAGMA busy_timeout=120000")  # a big table takes a while to fill
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.execute("ALTER TABLE pointers ADD COLUMN expires_us INTEGER")
-            self._conn.execute("ALTER TABLE pointers ADD COLUMN tier TEXT NOT NULL DEFAULT 'Hot'")
-            for row_id, doc in self._conn.execute("SELECT id, doc FROM pointers").fetchall():
-                pointer = _pointer_decoder.decode(doc)
-                self._conn.execute(
-                    "UPDATE pointers SET expires_us = ?, tier = ? WHERE id = ?",
-                    (_expires_us(pointer), pointer.tier.value, row_id),
-                )
+            missing = self._missing_columns()
+            for name in missing:
+                self._conn.execute(f"ALTER TABLE pointers ADD COLUMN {name} {_ADDED_COLUMNS[name]}")
+            if missing:
+                for row_id, doc in self._conn.execute("SELECT id, doc FROM pointers").fetchall():
+                    pointer = _pointer_decoder.decode(doc)
+                    self._conn.execute(
+                        "UPDATE pointers SET expires_us = ?, tier = ?, tier_us = ? WHERE id = ?",
+                        (_expires_us(pointer), pointer.tier.value, _tier_us(pointer), row_id),
+                    )
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+        finally:
+            self._conn.execute("PRAGMA busy_timeout=5000")
 
     async def close(self) -> None:
         """Close the database connection."""
@@ -176,6 +197,7 @@ class SqlitePointerStore(PointerStore):
             "doc": _encoder.encode(pointer).decode(),
             "expires_us": _expires_us(pointer),
             "tier": pointer.tier.value,
+            "tier_us": _tier_us(pointer),
         }
 
     async def create(self, pointer: Pointer) -> str:
@@ -186,9 +208,9 @@ class SqlitePointerStore(PointerStore):
         def insert() -> None:
             try:
                 self._conn.execute(
-                    "INSERT INTO pointers (id, job_id, product_id, created_us, status, kind, run_id, etag,"
-                    " doc, expires_us, tier) VALUES (:id, :job_id, :product_id, :created_us, :status, :kind,"
-                    " :run_id, :etag, :doc, :expires_us, :tier)",
+                    "INSERT INTO pointers (id, job_id, product_id, created_us, status, kind, run_id,"
+                    " etag, doc, expires_us, tier, tier_us) VALUES (:id, :job_id, :product_id, :created_us,"
+                    " :status, :kind, :run_id, :etag, :doc, :expires_us, :tier, :tier_us)",
                     row,
                 )
             except sqlite3.IntegrityError as exc:
@@ -221,7 +243,8 @@ class SqlitePointerStore(PointerStore):
         def update() -> None:
             changed = self._conn.execute(
                 "UPDATE pointers SET status = :status, kind = :kind, run_id = :run_id,"
-                " etag = :etag, doc = :doc, created_us = :created_us, expires_us = :expires_us, tier = :tier"
+                " etag = :etag, doc = :doc, created_us = :created_us, expires_us = :expires_us, tier = :tier,"
+                " tier_us = :tier_us"
                 " WHERE id = :id AND job_id = :job_id AND etag = :old_etag",
                 row,
             ).rowcount
@@ -319,19 +342,19 @@ class SqlitePointerStore(PointerStore):
         self,
         status: ArtifactStatus,
         *,
-        created_before: datetime,
+        tiered_before: datetime,
         tiers: Sequence[BlobTier],
         limit: int = 1000,
     ) -> list[StoredPointer]:
-        """Pointers in ``status`` made before ``created_before`` in ``tiers``, oldest first (by age index)."""
+        """Pointers in ``status`` in ``tiers`` since before ``tiered_before``, oldest first (by tier age)."""
         if not tiers:
             return []
         marks = ", ".join("?" for _ in tiers)
         sql = (
-            "SELECT doc, etag FROM pointers WHERE status = ? AND created_us < ?"  # noqa: S608 - placeholders only
-            f" AND tier IN ({marks}) ORDER BY created_us LIMIT ?"
+            "SELECT doc, etag FROM pointers WHERE status = ? AND tier_us < ?"  # noqa: S608 - placeholders only
+            f" AND tier IN ({marks}) ORDER BY tier_us LIMIT ?"
         )
-        params = [status.value, _us(created_before), *(t.value for t in tiers), limit]
+        params = [status.value, _us(tiered_before), *(t.value for t in tiers), limit]
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         return [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows]
 

@@ -65,11 +65,11 @@ class DelegatingPointerStore(PointerStore):
         self,
         status: ArtifactStatus,
         *,
-        created_before: datetime,
+        tiered_before: datetime,
         tiers: Sequence[BlobTier],
         limit: int = 1000,
     ) -> list[StoredPointer]:
-        return await self.inner.aged(status, created_before=created_before, tiers=tiers, limit=limit)
+        return await self.inner.aged(status, tiered_before=tiered_before, tiers=tiers, limit=limit)
 
     async def list(self, query: ListQuery) -> PointerPage:
         return await self.inner.list(query)

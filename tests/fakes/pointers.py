@@ -211,18 +211,21 @@ class MemoryPointerStore(PointerStore):
         self,
         status: ArtifactStatus,
         *,
-        created_before: datetime,
+        tiered_before: datetime,
         tiers: Sequence[BlobTier],
         limit: int = 1000,
     ) -> list[StoredPointer]:
-        """Pointers in ``status`` made before ``created_before`` in ``tiers``, oldest first."""
+        """Pointers in ``status`` made before ``tiered_before`` in ``tiers``, oldest first."""
         await _turn()
-        found = sorted((row.stored() for row in self._pointers.values()), key=lambda s: s.pointer.created_at)
+        found = sorted(
+            (row.stored() for row in self._pointers.values()),
+            key=lambda s: s.pointer.restored_at or s.pointer.created_at,
+        )
         return [
             s
             for s in found
             if s.pointer.status is status
-            and s.pointer.created_at < created_before
+            and (s.pointer.restored_at or s.pointer.created_at) < tiered_before
             and s.pointer.tier in tiers
         ][:limit]
 
