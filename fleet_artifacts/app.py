@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
@@ -30,10 +31,12 @@ from fleet_artifacts.core.artifacts import ArtifactService
 from fleet_artifacts.core.clock import utcnow
 from fleet_artifacts.core.direct import DirectUploads
 from fleet_artifacts.core.errors import ArtifactError
+from fleet_artifacts.core.hosted import HostedBlobStore
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.lifecycle import Lifecycle
-from fleet_artifacts.core.ports import BlobStore, HostedBlobStore, PointerStore
+from fleet_artifacts.core.ports import BlobStore, PointerStore
 from fleet_artifacts.core.sessions import SessionService
+from fleet_artifacts.core.shares import Shares
 from fleet_artifacts.core.sweeper import Sweeper
 from fleet_artifacts.routes.access_log import access_log, true_allow
 from fleet_artifacts.routes.auth import TokenAuthority
@@ -89,6 +92,12 @@ async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, Poin
 StoresOpener = Callable[[Settings], AbstractAsyncContextManager[tuple[BlobStore, PointerStore]]]
 
 
+def reload_on_sighup(auth: TokenAuthority) -> None:
+    """Read the tokens file again on SIGHUP (where signals reach this loop: the main thread, POSIX)."""
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, auth.reload)
+
+
 async def sweep_in_background(sweeper: Sweeper, interval: timedelta) -> None:
     """Every ``interval`` (the first after a random part of it), sweep if this replica gets the lease.
 
@@ -115,8 +124,10 @@ def create_app(
         >>> app = create_app(load_settings(os.environ))  # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8080)  # doctest: +SKIP
     """
-    if not settings.tokens:
-        raise SettingsError("no bearer tokens configured (FLEET_ARTIFACTS_TOKENS)")
+    if not settings.tokens and settings.tokens_file is None:
+        raise SettingsError(
+            "no bearer tokens configured (FLEET_ARTIFACTS_TOKENS or FLEET_ARTIFACTS_TOKENS_FILE)"
+        )
 
     limits = limits_of(settings)
     # Routes are fixed before the stores open: the signed /blobs/ routes exist exactly when the
@@ -130,14 +141,19 @@ def create_app(
             if (hosted is not None) != hosts_blobs:
                 raise StartupError(f"blob backend {settings.blob_backend!r} opened a {type(blobs).__name__}")
             kernel = Kernel(blobs, pointers, limits=limits, clock=clock)
+            auth = TokenAuthority(
+                settings.tokens, file=settings.tokens_file, anonymous_read=settings.anon_read_product
+            )
+            reload_on_sighup(auth)
             direct = DirectUploads(kernel)
             app.state.services = Services(
                 kernel=kernel,
                 artifacts=ArtifactService(kernel),
                 lifecycle=Lifecycle(kernel),
+                shares=Shares(kernel, max_lifetime=timedelta(seconds=settings.max_share_seconds)),
                 direct=direct,
                 sessions=SessionService(kernel),
-                auth=TokenAuthority(settings.tokens),
+                auth=auth,
                 public_base_url=settings.public_base_url,
                 hosted=hosted,
                 write_allowed=direct.upload_open,
@@ -177,7 +193,15 @@ def create_app(
     )
     logging_config = LoggingConfig(
         root={"level": settings.log_level, "handlers": ["queue_listener"]},
-        loggers={"azure": {"level": "WARNING"}},  # azure-core logs every request (and SAS URLs) at INFO
+        loggers={
+            "azure": {"level": "WARNING"},  # azure-core logs every request (and SAS URLs) at INFO
+            # The audit trail: JSON lines alone on stderr, apart from the access log.
+            "fleet_artifacts.audit": {"level": "INFO", "handlers": ["audit"], "propagate": False},
+        },
+        handlers={
+            "audit": {"class": "logging.StreamHandler", "formatter": "audit", "stream": "ext://sys.stderr"}
+        },
+        formatters={"audit": {"format": "%(message)s"}},
         log_exceptions="never",  # the problem handlers log what deserves it
     )
     app = Litestar(

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import msgspec
 
 from fleet_artifacts import __version__
+from fleet_artifacts.core.access import TokenEntry, digest_of, new_token, parse_scopes
+from fleet_artifacts.core.errors import InvalidInput
 from fleet_artifacts.settings import Settings, SettingsError, load_settings
 from fleet_artifacts.stores.signing import load_or_create_secret
 
@@ -74,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-uploads",
         action="store_true",
         help="remove direct uploads not finalized by their deadline (blob, staged blocks, pointer), "
-        "expired upload sessions (with their staged bytes) and expired idempotency keys",
+        "expired upload sessions (with their staged bytes), idempotency keys and share links",
     )
     gc.add_argument(
         "--orphans",
@@ -88,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
         help="orphans: leave blobs younger than this alone (default 3600)",
     )
     gc.add_argument("--dry-run", action="store_true", help="list what would be done, change nothing")
+    token = commands.add_parser(
+        "token",
+        help="make a bearer token",
+        description="`token new --product P [--scopes read+write]` prints a fresh token once, and the "
+        "line to configure it by its hash only (in FLEET_ARTIFACTS_TOKENS or a TOKENS_FILE).",
+    )
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    made = token_commands.add_parser("new", help="print a fresh token and its hashed config line")
+    made.add_argument("--product", required=True, help="the product the token acts for")
+    made.add_argument(
+        "--scopes",
+        default="read+write+delete+admin",
+        help="+-joined subset of read, write, delete, admin, share (default: the first four)",
+    )
     commands.add_parser(
         "lifecycle-policy",
         help="print the Azure Storage lifecycle-management policy equivalent to the settings",
@@ -102,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fleet-artifacts`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "token":
+        return make_token(args.product, args.scopes)
     try:
         settings = load_settings(os.environ)
     except SettingsError as exc:
@@ -126,7 +144,7 @@ _STEP_FLAGS = {
     "expired": ["expired"],
     "tiers": ["tiers"],
     "restores": ["restores"],
-    "stale_uploads": ["stale-uploads", "sessions", "keys"],
+    "stale_uploads": ["stale-uploads", "sessions", "keys", "shares"],
     "orphans": ["orphans"],
 }
 
@@ -167,6 +185,26 @@ def collect(settings: Settings, *, steps: list[str] | None, grace: int, dry_run:
     return 1 if "errors" in done else 0  # a step that failed: the next run retries it
 
 
+def make_token(product: str, scopes: str) -> int:
+    """Print a fresh token (once: only its hash is kept anywhere) and its hashed config line."""
+    from fleet_artifacts.core.validation import check_id
+
+    try:
+        check_id(product, "productId")
+        chosen = parse_scopes(scopes, "--scopes")
+    except InvalidInput as exc:
+        print(f"fleet-artifacts: {exc.detail}", file=sys.stderr)
+        return 2
+    token, line = new_token(product, chosen)
+    print(f"token:  {token}\nconfig: {line}")
+    print(
+        "Give the token to its client now: it is not stored. Put the config line in "
+        "FLEET_ARTIFACTS_TOKENS (comma-separated) or FLEET_ARTIFACTS_TOKENS_FILE (one per line).",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def init_cosmos(settings: Settings) -> int:
     """Run cosmos-init and print what it created or found."""
     import asyncio
@@ -196,11 +234,13 @@ def serve(settings: Settings, host: str, port: int) -> int:
 
     data_dir = settings.data_dir.resolve()
     token_note = f"{len(settings.tokens)} configured in FLEET_ARTIFACTS_TOKENS"
-    if not settings.tokens:
+    if settings.tokens_file is not None:
+        token_note += f", and those of {settings.tokens_file} (re-read when it changes, or on SIGHUP)"
+    if not settings.tokens and settings.tokens_file is None:
         # Zero-config start: one token for product "default", generated once and kept.
         token_file = data_dir / TOKEN_FILE
         token = load_or_create_secret(token_file, prefix="fa_")
-        settings = msgspec.structs.replace(settings, tokens={token: DEFAULT_PRODUCT})
+        settings = msgspec.structs.replace(settings, tokens=(TokenEntry(digest_of(token), DEFAULT_PRODUCT),))
         token_note = f"{token}  (product {DEFAULT_PRODUCT!r}; kept in {token_file})"
     if settings.blob_backend == "local":
         blobs = f"local directory {data_dir / 'blobs'}"

@@ -4,10 +4,10 @@ Nothing here runs at import time: ``load_settings(os.environ)`` is called by the
 CLI (or a test) and the result is passed to ``create_app(settings)``.
 
 Example:
-    >>> s = load_settings({"FLEET_ARTIFACTS_TOKENS": "t0ken:acme",
+    >>> s = load_settings({"FLEET_ARTIFACTS_TOKENS": "t0ken-t0ken-t0ken:acme:read",
     ...                    "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"})
-    >>> s.tokens["t0ken"], s.sas_ttl_seconds
-    ('acme', 900)
+    >>> s.tokens[0].product, sorted(s.tokens[0].scopes), s.sas_ttl_seconds
+    ('acme', [<Scope.READ: 'read'>], 900)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Literal
 
 import msgspec
 
+from fleet_artifacts.core.access import TokenEntry, parse_entries, parse_token_file
 from fleet_artifacts.core.errors import InvalidInput
 from fleet_artifacts.core.validation import check_id
 
@@ -37,7 +38,9 @@ class SettingsError(ValueError):
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the service can be configured with (see ``.env.example``)."""
 
-    tokens: dict[str, str] = msgspec.field(default_factory=dict)
+    tokens: tuple[TokenEntry, ...] = ()
+    tokens_file: Path | None = None
+    anon_read_product: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     blob_backend: BlobBackend = "local"
@@ -73,6 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cold_after_days: int | None = None
     archive_after_days: int | None = None
     sweep_interval_seconds: int = 3600
+    max_share_seconds: int = 30 * 24 * 3600
 
 
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
@@ -96,6 +100,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "cold_after_days": (1, 36500),
     "archive_after_days": (1, 36500),
     "sweep_interval_seconds": (0, 7 * 24 * 3600),
+    "max_share_seconds": (60, 366 * 24 * 3600),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "blob_backend": ("local", "azure"),
@@ -104,23 +109,24 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def parse_tokens(raw: str) -> dict[str, str]:
-    """Parse ``token:productId[,token:productId...]``."""
-    tokens: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        token, sep, product = item.partition(":")
-        if not sep or not token or not product:
-            raise SettingsError(f"{PREFIX}TOKENS: entry {item[:8]!r}... must be token:productId")
-        if len(token) < 16:
-            raise SettingsError(f"{PREFIX}TOKENS: tokens must be at least 16 characters")
-        if token in tokens:
-            raise SettingsError(f"{PREFIX}TOKENS: a token is listed twice")
-        try:
-            check_id(product, "productId")
-        except InvalidInput as exc:
-            raise SettingsError(f"{PREFIX}TOKENS: productId {product!r}: {exc}") from exc
-        tokens[token] = product
-    return tokens
+def parse_tokens(raw: str) -> tuple[TokenEntry, ...]:
+    """Parse ``token:productId[:scopes][,...]`` (``core.access`` says what an entry may be)."""
+    try:
+        return parse_entries(
+            filter(None, (part.strip() for part in raw.split(","))), source=f"{PREFIX}TOKENS"
+        )
+    except InvalidInput as exc:
+        raise SettingsError(exc.detail) from None
+
+
+def load_token_file(path: Path) -> tuple[TokenEntry, ...]:
+    """Check a tokens file at start-up (the service reads it again whenever it changes)."""
+    try:
+        return parse_token_file(path.read_text(), source=f"{PREFIX}TOKENS_FILE {path}")
+    except OSError as exc:
+        raise SettingsError(f"{PREFIX}TOKENS_FILE: cannot read {path}: {exc.strerror or exc}") from None
+    except InvalidInput as exc:
+        raise SettingsError(exc.detail) from None
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -164,8 +170,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise SettingsError(f"{name} must be true or false")
             values[field] = raw.lower() in ("true", "1", "yes")
-        elif field == "data_dir":
+        elif field in ("data_dir", "tokens_file"):
             values[field] = Path(raw)
+        elif field == "anon_read_product":
+            try:
+                values[field] = check_id(raw, "productId")
+            except InvalidInput as exc:
+                raise SettingsError(f"{name}: {exc.detail}") from None
         elif field == "signing_key" and len(raw) < 32:
             raise SettingsError(f"{name} must be at least 32 characters")
         elif field == "public_base_url" and not raw.startswith(("http://", "https://")):
@@ -186,6 +197,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if values.get("pointer_backend") == "cosmos" and "cosmos_endpoint" not in values:
         raise SettingsError(f"{PREFIX}POINTER_BACKEND=cosmos needs {PREFIX}COSMOS_ENDPOINT")
     settings = msgspec.convert(values, Settings)
+    if settings.tokens_file is not None:
+        file_tokens = load_token_file(settings.tokens_file)
+        digests = {entry.digest for entry in settings.tokens}
+        if any(entry.digest in digests for entry in file_tokens):
+            raise SettingsError(f"a token is in both {PREFIX}TOKENS and {PREFIX}TOKENS_FILE")
     if settings.default_retention_days > settings.max_retention_days:
         raise SettingsError(f"{PREFIX}DEFAULT_RETENTION_DAYS exceeds {PREFIX}MAX_RETENTION_DAYS")
     ages = [

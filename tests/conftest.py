@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from fleet_artifacts.app import create_app
-from fleet_artifacts.core.ports import HostedBlobStore
+from fleet_artifacts.core.hosted import HostedBlobStore
 from fleet_artifacts.settings import Settings, load_settings
 from fleet_artifacts.stores.azure_blob import AzureBlobStore
 from fleet_artifacts.stores.local_blob import LocalBlobStore

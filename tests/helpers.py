@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -15,10 +16,11 @@ from litestar import Litestar
 
 from fleet_artifacts.core.artifacts import ArtifactService
 from fleet_artifacts.core.direct import DirectUploads
+from fleet_artifacts.core.hosted import HostedBlobStore
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.lifecycle import Lifecycle
-from fleet_artifacts.core.ports import HostedBlobStore
 from fleet_artifacts.core.sessions import SessionService
+from fleet_artifacts.core.shares import Shares
 from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
 from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
@@ -169,9 +171,10 @@ def hosted_blob_server(store: HostedBlobStore, *, max_upload_bytes: int = 10 * 1
             kernel=kernel,
             artifacts=ArtifactService(kernel),
             lifecycle=Lifecycle(kernel),
+            shares=Shares(kernel, max_lifetime=timedelta(days=1)),
             direct=DirectUploads(kernel),
             sessions=SessionService(kernel),
-            auth=TokenAuthority({}),
+            auth=TokenAuthority(()),
             public_base_url=None,
             hosted=store,
             write_allowed=_any_key,

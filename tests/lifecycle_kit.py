@@ -72,8 +72,10 @@ def env_of(settings: Settings) -> dict[str, str]:
     for name, value in msgspec.structs.asdict(settings).items():
         if value is None:
             continue
-        if name == "tokens":
-            value = ",".join(f"{token}:{product}" for token, product in value.items())
+        if name == "tokens":  # configured again by hash: the secrets themselves are not kept
+            value = ",".join(
+                f"sha256:{t.digest}:{t.product}:{'+'.join(sorted(s.value for s in t.scopes))}" for t in value
+            )
         elif isinstance(value, bool):
             value = str(value).lower()
         env[f"FLEET_ARTIFACTS_{name.upper()}"] = str(value)

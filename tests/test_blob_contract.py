@@ -22,8 +22,9 @@ from fleet_artifacts.core.errors import (
     PayloadTooLarge,
     SignatureRejected,
 )
+from fleet_artifacts.core.hosted import HostedBlobStore
 from fleet_artifacts.core.models import BlobTier
-from fleet_artifacts.core.ports import BlobStore, HostedBlobStore
+from fleet_artifacts.core.ports import BlobStore
 from fleet_artifacts.stores.signing import UrlSigner
 from tests.conftest import BLOB_BACKENDS, blob_server
 from tests.fakes import MemoryBlobStore

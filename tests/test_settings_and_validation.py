@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleet_artifacts.app import create_app
-from fleet_artifacts.core.errors import InvalidInput, Unauthenticated
+from fleet_artifacts.core.access import DEFAULT_SCOPES, Scope, digest_of, parse_entries
+from fleet_artifacts.core.errors import Forbidden, InvalidInput, Unauthenticated
 from fleet_artifacts.core.keys import blob_key, content_disposition
 from fleet_artifacts.core.models import ArtifactKind
 from fleet_artifacts.core.validation import (
@@ -34,7 +35,10 @@ BASE = {
 
 def test_defaults_and_overrides() -> None:
     s = load_settings(BASE)
-    assert s.tokens == {"tok-aaaaaaaaaaaaaaaa": "acme", "tok-bbbbbbbbbbbbbbbb": "globex"}
+    assert [(t.digest, t.product, t.scopes) for t in s.tokens] == [
+        (digest_of("tok-aaaaaaaaaaaaaaaa"), "acme", DEFAULT_SCOPES),
+        (digest_of("tok-bbbbbbbbbbbbbbbb"), "globex", DEFAULT_SCOPES),
+    ]
     assert (s.sas_ttl_seconds, s.blob_container, s.blob_backend, s.pointer_backend) == (
         900,
         "fleet-artifacts",
@@ -105,16 +109,30 @@ def test_env_example_lists_every_setting_and_loads() -> None:
 
 def test_no_azure_setting_means_the_embedded_default() -> None:
     s = load_settings({"FLEET_ARTIFACTS_PUBLIC_BASE_URL": "https://artifacts.example.com/"})
-    assert (s.blob_backend, s.pointer_backend, s.tokens) == ("local", "sqlite", {})
+    assert (s.blob_backend, s.pointer_backend, s.tokens) == ("local", "sqlite", ())
     assert s.public_base_url == "https://artifacts.example.com"
     with pytest.raises(SettingsError, match="no bearer tokens"):
         create_app(s)  # only `serve` generates a token; a library caller must give one
 
 
 def test_token_authority() -> None:
-    auth = TokenAuthority({"tok-aaaaaaaaaaaaaaaa": "acme"})
-    assert auth.product_for("Bearer tok-aaaaaaaaaaaaaaaa") == "acme"
-    assert auth.product_for("bearer  tok-aaaaaaaaaaaaaaaa ") == "acme"
+    auth = TokenAuthority(
+        parse_entries(
+            ["tok-aaaaaaaaaaaaaaaa:acme", f"sha256:{digest_of('tok-reader-0000000000')}:acme:read+share"],
+            source="test",
+        )
+    )
+    assert auth.identify("Bearer tok-aaaaaaaaaaaaaaaa").product == "acme"
+    assert auth.identify("bearer  tok-aaaaaaaaaaaaaaaa ").product == "acme"
+    reader = "Bearer tok-reader-0000000000"  # configured by its hash only
+    assert auth.authorize(reader, Scope.READ).product == "acme"
+    assert auth.authorize(reader, Scope.SHARE).token_id == "sha256:" + digest_of("tok-reader-0000000000")[:12]
+    for scope in (Scope.WRITE, Scope.DELETE, Scope.ADMIN):
+        with pytest.raises(Forbidden):
+            auth.authorize(reader, scope)
+    assert (
+        auth.authorize("Bearer tok-aaaaaaaaaaaaaaaa", Scope.SHARE).product == "acme"
+    )  # admin includes share
     for header in (
         None,
         "",
@@ -124,7 +142,7 @@ def test_token_authority() -> None:
         "tok-aaaaaaaaaaaaaaaa",
     ):
         with pytest.raises(Unauthenticated):
-            auth.product_for(header)
+            auth.identify(header)
 
 
 @given(st.text(max_size=200))

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import msgspec
 
+from fleet_artifacts.core.audit import audit
 from fleet_artifacts.core.errors import NotFound, PreconditionFailed
 from fleet_artifacts.core.kernel import Kernel, SignedUrl
 from fleet_artifacts.core.keys import blob_key
@@ -190,7 +191,15 @@ class ArtifactService:
         """Delete a pointer as read: DELETED (``soft``, if visible) or retired; False if it lost a race."""
         pointer = stored.pointer
         if not soft or pointer.status not in VISIBLE:
-            return await self.kernel.retire(stored)
+            if await self.kernel.retire(stored):
+                audit(
+                    "artifact.deleted",
+                    product=pointer.product_id,
+                    artifactId=pointer.id,
+                    jobId=pointer.job_id,
+                )
+                return True
+            return False
         marked = msgspec.structs.replace(
             pointer,
             status=ArtifactStatus.DELETED,
@@ -201,6 +210,13 @@ class ArtifactService:
             await self.kernel.replace(stored, marked)
         except (PreconditionFailed, NotFound):
             return False
+        audit(
+            "artifact.deleted",
+            product=pointer.product_id,
+            artifactId=pointer.id,
+            jobId=pointer.job_id,
+            soft=True,
+        )
         return True
 
     async def delete(
@@ -232,3 +248,9 @@ class ArtifactService:
         if hidden and not purge:
             raise NotFound("artifact not found")
         return stored
+
+
+def _deleted(pointer: Pointer, *, soft: bool) -> None:
+    audit(
+        "artifact.deleted", product=pointer.product_id, artifactId=pointer.id, jobId=pointer.job_id, soft=soft
+    )

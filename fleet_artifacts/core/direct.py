@@ -13,6 +13,7 @@ import re
 
 import msgspec
 
+from fleet_artifacts.core.audit import audit
 from fleet_artifacts.core.errors import (
     Conflict,
     InvalidInput,
@@ -124,7 +125,14 @@ class DirectUploads:
         # The write URL never outlives the upload's deadline.
         assert pointer.expires_at is not None
         url = await self.kernel.blobs.sign_write_url(pointer.blob_key, expires_at=pointer.expires_at)
-        log.debug("signed write URL for %s until %s", pointer.blob_key, pointer.expires_at.isoformat())
+        audit(
+            "url.signed",
+            product=pointer.product_id,
+            artifactId=pointer.id,
+            jobId=pointer.job_id,
+            permission="cw",
+            expiresAt=pointer.expires_at.isoformat(),
+        )
         return UploadTicket(
             **msgspec.structs.asdict(pointer),
             upload_url=url,

@@ -8,6 +8,7 @@ Azure SDK exception.
     ArtifactError
     ├── InvalidInput          400  the request cannot be acted on as sent
     ├── Unauthenticated       401  no or unknown bearer token
+    ├── Forbidden             403  the token lacks the scope the operation needs
     ├── NotFound              404  absent, or owned by another product
     ├── Conflict              409  a create raced an existing item
     │   └── Archived          409  the bytes are offline (Archive tier) until restored
@@ -41,6 +42,14 @@ class InvalidInput(ArtifactError):
 
 class Unauthenticated(ArtifactError):
     """The bearer token is missing or unknown."""
+
+
+class Forbidden(ArtifactError):
+    """The token is valid but lacks the scope the operation needs."""
+
+    def __init__(self, detail: str, *, scope: str) -> None:
+        super().__init__(detail)
+        self.scope = scope
 
 
 class NotFound(ArtifactError):

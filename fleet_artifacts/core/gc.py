@@ -15,6 +15,7 @@ from fleet_artifacts.core.keys import BLOB_PREFIX, parse_blob_key
 from fleet_artifacts.core.models import ArtifactStatus
 from fleet_artifacts.core.ports import (
     IdempotencyRecord,
+    ShareLink,
     StoredPointer,
     UploadSession,
 )
@@ -132,6 +133,16 @@ async def sweep_expired_sessions(kernel: Kernel, *, now: datetime, dry_run: bool
             await blobs.discard_uncommitted(session.blob_key)
         await pointers.delete_record(session.job_id, session.id, etag=stored.etag)
         log.info("removed expired upload session %s/%s", session.job_id, session.id)
+    return dropped
+
+
+async def sweep_expired_shares(kernel: Kernel, *, now: datetime, dry_run: bool = False) -> list[str]:
+    """Drop share links past their lifetime (Cosmos's ttl drops them too); ``jobId/recordId`` each."""
+    dropped: list[str] = []
+    for stored in await kernel.pointers.expired_records(ShareLink, before=now):
+        dropped.append(f"{stored.record.job_id}/{stored.record.id[:12]}")
+        if not dry_run:
+            await kernel.pointers.delete_record(stored.record.job_id, stored.record.id, etag=stored.etag)
     return dropped
 
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from fleet_artifacts.core.audit import audit
 from fleet_artifacts.core.clock import new_id, utcnow
 from fleet_artifacts.core.errors import Archived, Conflict, NotFound, PayloadTooLarge, PreconditionFailed
 from fleet_artifacts.core.idempotency import Idempotency
@@ -185,7 +186,14 @@ class Kernel:
             content_disposition=content_disposition(pointer.file_name, signed_as),
             content_type=pointer.content_type,
         )
-        log.debug("signed read URL for %s until %s", pointer.blob_key, expires_at.isoformat())
+        audit(
+            "url.signed",
+            product=pointer.product_id,
+            artifactId=pointer.id,
+            jobId=pointer.job_id,
+            permission="r",
+            expiresAt=expires_at.isoformat(),
+        )
         return SignedUrl(url=url, expires_at=expires_at, disposition=signed_as)
 
     async def present(self, stored: StoredPointer, *, disposition: str = "attachment") -> ArtifactOut:
@@ -278,4 +286,7 @@ class Kernel:
             await self.blobs.seal(pointer.blob_key)
         await self.blobs.delete(pointer.blob_key)
         await self.blobs.discard_uncommitted(pointer.blob_key)  # an UPLOADING one's staged blocks
-        return await self.pointers.delete(pointer.job_id, pointer.id)
+        removed = await self.pointers.delete(pointer.job_id, pointer.id)
+        if removed:
+            audit("artifact.removed", product=pointer.product_id, artifactId=pointer.id, jobId=pointer.job_id)
+        return removed

@@ -259,6 +259,24 @@ class JobRetentionOut(msgspec.Struct, kw_only=True, rename="camel"):
     updated: int | None = None  # with applyToExisting: how many artifacts were re-dated
 
 
+class ShareRequest(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Make a share link: how long it lives, and how its downloads present the file."""
+
+    expires_in: int  # seconds, 1 to MAX_SHARE_SECONDS
+    disposition: Literal["attachment", "inline"] = "attachment"
+
+
+class ShareOut(msgspec.Struct, kw_only=True, rename="camel"):
+    """A share link; ``url`` only in the answer that made it (the service keeps no copy of it)."""
+
+    id: str  # for listing and revoking (DELETE /fleet/shares/{id}); not the link's secret
+    url: str | None = None
+    artifact_id: str
+    disposition: str
+    created_at: datetime
+    expires_at: datetime
+
+
 class Health(msgspec.Struct):
     """Liveness answer."""
 

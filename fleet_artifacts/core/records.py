@@ -92,6 +92,18 @@ class UploadSession(SideRecord, frozen=True, kw_only=True, rename="camel"):
         return CheckedMeta(**{name: getattr(self, name) for name in CheckedMeta.__struct_fields__})
 
 
+class ShareLink(SideRecord, frozen=True, kw_only=True, rename="camel"):
+    """A share link of one artifact, until ``expires_at``; its id is the sha256 of the link's secret.
+
+    The secret itself (in the URL) is never stored, so the store cannot give a link away.
+    """
+
+    product_id: str
+    artifact_id: str
+    disposition: str
+    created_at: datetime
+
+
 R = TypeVar("R", bound=SideRecord)
 
 

@@ -6,6 +6,7 @@
     stale-uploads direct uploads never finalized, and removals a crash interrupted
     sessions      expired resumable upload sessions and their staged bytes
     keys          expired Idempotency-Key records
+    shares        expired share links
     orphans       committed blobs no pointer names, past a grace period
 
 Every step claims a pointer by etag before it acts (``Kernel.retire``, ``move_tier``,
@@ -26,6 +27,7 @@ from fleet_artifacts.core.errors import ArtifactError, Conflict, NotFound, Preco
 from fleet_artifacts.core.gc import (
     sweep_expired_keys,
     sweep_expired_sessions,
+    sweep_expired_shares,
     sweep_orphan_blobs,
     sweep_stale_uploads,
     sweep_statuses,
@@ -37,7 +39,7 @@ from fleet_artifacts.core.ports import NEVER, SweepLease
 
 log = logging.getLogger(__name__)
 
-STEPS = ("expired", "tiers", "restores", "stale-uploads", "sessions", "keys", "orphans")
+STEPS = ("expired", "tiers", "restores", "stale-uploads", "sessions", "keys", "shares", "orphans")
 LEASE_JOB = "~service"  # the lease's partition: no job id can be it (ids start with a letter or digit)
 LEASE_ID = "sweep-lease"
 _EXPIRING = (ArtifactStatus.ACTIVE, ArtifactStatus.ARCHIVED, ArtifactStatus.RESTORING, ArtifactStatus.DELETED)
@@ -100,6 +102,8 @@ class Sweeper:
             return await sweep_expired_sessions(kernel, now=at, dry_run=dry_run)
         if step == "keys":
             return await sweep_expired_keys(kernel, now=at, dry_run=dry_run)
+        if step == "shares":
+            return await sweep_expired_shares(kernel, now=at, dry_run=dry_run)
         return await sweep_orphan_blobs(kernel, older_than=at - self.orphan_grace, dry_run=dry_run)
 
     async def tier_moves(self, now: datetime, *, dry_run: bool = False) -> list[str]:

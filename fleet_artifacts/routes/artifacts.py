@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from litestar import Response, delete, get
 from litestar.params import FromQuery, QueryParameter
 
+from fleet_artifacts.core.access import Scope
 from fleet_artifacts.core.models import (
     VISIBLE,
     ArtifactKind,
@@ -27,6 +28,7 @@ from fleet_artifacts.routes.deps import (
     aid,
     anchored_page,
     job,
+    needs,
     served,
 )
 from fleet_artifacts.routes.openapi import problems
@@ -43,7 +45,12 @@ Purge = Annotated[
 ]
 
 
-@get("/jobs/{job_id:str}/artifacts", operation_id="listArtifacts", responses=problems(400, 401, 503))
+@get(
+    "/jobs/{job_id:str}/artifacts",
+    operation_id="listArtifacts",
+    **needs(Scope.READ),
+    responses=problems(400, 401, 403, 503),
+)
 async def list_artifacts(
     services: Svc,
     product_id: ProductId,
@@ -76,7 +83,8 @@ async def list_artifacts(
 @get(
     "/jobs/{job_id:str}/artifacts/{artifact_id:str}",
     operation_id="getJobArtifact",
-    responses=problems(400, 401, 404, 503),
+    **needs(Scope.READ),
+    responses=problems(400, 401, 403, 404, 503),
 )
 async def get_in_job(
     services: Svc,
@@ -91,7 +99,12 @@ async def get_in_job(
     return served(out, base_url)
 
 
-@get("/artifacts/{artifact_id:str}", operation_id="getArtifact", responses=problems(400, 401, 404, 503))
+@get(
+    "/artifacts/{artifact_id:str}",
+    operation_id="getArtifact",
+    **needs(Scope.READ),
+    responses=problems(400, 401, 403, 404, 503),
+)
 async def get_by_id(
     services: Svc,
     product_id: ProductId,
@@ -107,7 +120,8 @@ async def get_by_id(
 @delete(
     "/jobs/{job_id:str}/artifacts/{artifact_id:str}",
     operation_id="deleteJobArtifact",
-    responses=problems(400, 401, 404, 412, 503),
+    **needs(Scope.DELETE),
+    responses=problems(400, 401, 403, 404, 412, 503),
 )
 async def delete_in_job(
     services: Svc, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId, purge: Purge = False
@@ -117,7 +131,10 @@ async def delete_in_job(
 
 
 @delete(
-    "/artifacts/{artifact_id:str}", operation_id="deleteArtifact", responses=problems(400, 401, 404, 412, 503)
+    "/artifacts/{artifact_id:str}",
+    operation_id="deleteArtifact",
+    **needs(Scope.DELETE),
+    responses=problems(400, 401, 403, 404, 412, 503),
 )
 async def delete_by_id(
     services: Svc, product_id: ProductId, artifact_id: ArtifactId, purge: Purge = False
@@ -129,8 +146,9 @@ async def delete_by_id(
 @delete(
     "/jobs/{job_id:str}/artifacts",
     operation_id="deleteJobArtifacts",
+    **needs(Scope.DELETE),
     status_code=200,
-    responses=problems(400, 401, 503),
+    responses=problems(400, 401, 403, 503),
     description="Delete every artifact of the job (yours), narrowed by `kind` and `runId`; uploads in "
     "progress go too. Within the soft-delete window (without `purge`) they become DELETED instead. "
     "Answers how many; repeat it to finish an interrupted run.",

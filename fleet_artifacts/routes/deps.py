@@ -18,20 +18,23 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
-from litestar.openapi.spec import Schema, SecurityRequirement
+from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
+from fleet_artifacts.core.access import Scope
 from fleet_artifacts.core.artifacts import ArtifactService
+from fleet_artifacts.core.audit import actor as audit_actor
 from fleet_artifacts.core.direct import DirectUploads
 from fleet_artifacts.core.errors import InvalidInput
+from fleet_artifacts.core.hosted import HostedBlobStore
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, UploadTicket
-from fleet_artifacts.core.ports import HostedBlobStore
 from fleet_artifacts.core.sessions import SessionService
+from fleet_artifacts.core.shares import Shares
 from fleet_artifacts.core.validation import ID_PATTERN, MAX_ID_LENGTH, TAG_PATTERN, check_id
-from fleet_artifacts.routes.auth import TokenAuthority
+from fleet_artifacts.routes.auth import Caller, TokenAuthority
 
 AnyRequest = Request[Any, Any, Any]
 BLOB_PATH = "/blobs"  # where a HostedBlobStore's signed URLs are served (its url_prefix + "/")
@@ -44,6 +47,7 @@ class Services:
     kernel: Kernel
     artifacts: ArtifactService
     lifecycle: Lifecycle
+    shares: Shares
     direct: DirectUploads
     sessions: SessionService
     auth: TokenAuthority
@@ -66,19 +70,42 @@ def provide_base_url(request: AnyRequest, services: NamedDependency[Services]) -
     return services.public_base_url or str(request.base_url).rstrip("/")
 
 
-def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: refuse a request without a valid token before its body is read or parsed."""
-    services_of(connection.app.state).auth.product_for(connection.headers.get("authorization"))
+def needs(scope: Scope) -> dict[str, Any]:
+    """A guarded operation's scope: what ``require_token`` checks and the OpenAPI document states."""
+    return {
+        "opt": {"scope": scope},
+        "security": [{"bearer": [scope.value]}],  # OpenAPI 3.1: the role the bearer token needs
+    }
 
 
-def authenticate(request: AnyRequest, services: NamedDependency[Services]) -> str:
-    """Resolve the caller's product from the bearer token (401 otherwise)."""
-    return services.auth.product_for(request.headers.get("authorization"))
+async def require_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Guard: the token must be valid (401) and hold the operation's scope (403), before any body is read.
+
+    An operation that declares no scope fails loudly: a new route cannot forget it.
+    """
+    auth = services_of(connection.app.state).auth
+    header = connection.headers.get("authorization")
+    scope = handler.opt.get("scope")
+    if scope is None and connection.scope.get("method") == "OPTIONS":
+        auth.identify(header)  # Litestar's own OPTIONS answer: any valid token, as before scopes
+        return
+    if not isinstance(scope, Scope):
+        raise RuntimeError(f"{handler.handler_name} declares no scope: add **needs(Scope.X)")
+    caller = auth.authorize(header, scope)
+    connection.state.caller = caller
+    audit_actor.set(caller.token_id)  # audit lines of this request name its token (by id)
+
+
+def authenticate(request: AnyRequest) -> str:
+    """The caller's product, as the guard found it."""
+    caller = request.state.caller
+    assert isinstance(caller, Caller)
+    return caller.product
 
 
 DEPENDENCIES = {
     "services": Provide(services_of, sync_to_thread=False),
-    "product_id": Provide(authenticate, sync_to_thread=False),
+    "product_id": Provide(authenticate, sync_to_thread=False),  # what the guard found
     "base_url": Provide(provide_base_url, sync_to_thread=False),
 }
 Svc = NamedDependency[Services]
@@ -109,7 +136,6 @@ IdempotencyKey = Annotated[
     ),
 ]
 REPLAYED = "Idempotent-Replayed"
-BEARER: SecurityRequirement = {"bearer": []}  # in the OpenAPI document of every guarded operation
 
 
 def replayed_header(replayed: bool) -> dict[str, str]:

@@ -8,6 +8,7 @@ from litestar import HttpMethod, Response, route
 from litestar.params import FromQuery
 from litestar.response import Redirect
 
+from fleet_artifacts.core.access import Scope
 from fleet_artifacts.core.keys import content_disposition
 from fleet_artifacts.core.models import Pointer
 from fleet_artifacts.routes.artifacts import Disposition, DispositionParam
@@ -22,6 +23,7 @@ from fleet_artifacts.routes.deps import (
     aid,
     anchor,
     job,
+    needs,
     per_method,
 )
 from fleet_artifacts.routes.openapi import ANY_MEDIA_TYPE, DOWNLOAD_ANSWERS, REDIRECT_ANSWER, problems
@@ -40,7 +42,8 @@ restore it first."""
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     media_type=ANY_MEDIA_TYPE,  # the artifact's own type
     operation_id=per_method("downloadJobArtifact"),
-    responses={**problems(400, 401, 404, 409, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
+    **needs(Scope.READ),
+    responses={**problems(400, 401, 403, 404, 409, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
     description=CONTENT_DESCRIPTION,
 )
 async def content_in_job(
@@ -64,7 +67,8 @@ async def content_in_job(
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     media_type=ANY_MEDIA_TYPE,  # the artifact's own type
     operation_id=per_method("downloadArtifact"),
-    responses={**problems(400, 401, 404, 409, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
+    **needs(Scope.READ),
+    responses={**problems(400, 401, 403, 404, 409, 412, 416, 503), **DOWNLOAD_ANSWERS, **REDIRECT_ANSWER},
     description=CONTENT_DESCRIPTION,
 )
 async def content_by_id(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from litestar import Response, get, patch, post, put
 from litestar.params import JSONBody
 
+from fleet_artifacts.core.access import Scope
 from fleet_artifacts.core.models import (
     ArchiveRequest,
     ArtifactOut,
@@ -28,6 +29,7 @@ from fleet_artifacts.routes.deps import (
     aid,
     if_match_tags,
     job,
+    needs,
     served,
 )
 from fleet_artifacts.routes.openapi import problems
@@ -59,8 +61,15 @@ def _high(request: RestoreRequest | None) -> bool:
     return (request or RestoreRequest()).priority == "High"
 
 
-@patch(IN_JOB, dto=StrictJSON[ArtifactPatch], return_dto=None, operation_id="updateJobArtifact",
-       responses=problems(400, 401, 404, 412, 503), description=PATCH_DESCRIPTION)  # fmt: skip
+@patch(
+    IN_JOB,
+    dto=StrictJSON[ArtifactPatch],
+    return_dto=None,
+    operation_id="updateJobArtifact",
+    **needs(Scope.ADMIN),
+    responses=problems(400, 401, 403, 404, 412, 503),
+    description=PATCH_DESCRIPTION,
+)
 async def update_in_job(
     services: Svc,
     product_id: ProductId,
@@ -77,8 +86,15 @@ async def update_in_job(
     return served(out, base_url)
 
 
-@patch(BY_ID, dto=StrictJSON[ArtifactPatch], return_dto=None, operation_id="updateArtifact",
-       responses=problems(400, 401, 404, 412, 503), description=PATCH_DESCRIPTION)  # fmt: skip
+@patch(
+    BY_ID,
+    dto=StrictJSON[ArtifactPatch],
+    return_dto=None,
+    operation_id="updateArtifact",
+    **needs(Scope.ADMIN),
+    responses=problems(400, 401, 403, 404, 412, 503),
+    description=PATCH_DESCRIPTION,
+)
 async def update_by_id(
     services: Svc,
     product_id: ProductId,
@@ -94,9 +110,16 @@ async def update_by_id(
     return served(out, base_url)
 
 
-@post(IN_JOB + "/archive", dto=StrictJSON[ArchiveRequest], return_dto=None, status_code=200,
-      operation_id="archiveJobArtifact", responses=problems(400, 401, 404, 409, 503),
-      description=ARCHIVE_DESCRIPTION)  # fmt: skip
+@post(
+    IN_JOB + "/archive",
+    dto=StrictJSON[ArchiveRequest],
+    return_dto=None,
+    status_code=200,
+    operation_id="archiveJobArtifact",
+    **needs(Scope.ADMIN),
+    responses=problems(400, 401, 403, 404, 409, 503),
+    description=ARCHIVE_DESCRIPTION,
+)
 async def archive_in_job(
     services: Svc,
     product_id: ProductId,
@@ -110,9 +133,16 @@ async def archive_in_job(
     return served(out, base_url)
 
 
-@post(BY_ID + "/archive", dto=StrictJSON[ArchiveRequest], return_dto=None, status_code=200,
-      operation_id="archiveArtifact", responses=problems(400, 401, 404, 409, 503),
-      description=ARCHIVE_DESCRIPTION)  # fmt: skip
+@post(
+    BY_ID + "/archive",
+    dto=StrictJSON[ArchiveRequest],
+    return_dto=None,
+    status_code=200,
+    operation_id="archiveArtifact",
+    **needs(Scope.ADMIN),
+    responses=problems(400, 401, 403, 404, 409, 503),
+    description=ARCHIVE_DESCRIPTION,
+)
 async def archive_by_id(
     services: Svc,
     product_id: ProductId,
@@ -129,9 +159,16 @@ def _restored(out: ArtifactOut, base_url: str) -> Response[ArtifactOut]:
     return served(out, base_url, status_code=200 if out.download_url is not None else 202)
 
 
-@post(IN_JOB + "/restore", dto=StrictJSON[RestoreRequest], return_dto=None, status_code=200,
-      operation_id="restoreJobArtifact", responses=problems(400, 401, 404, 409, 503),
-      description=RESTORE_DESCRIPTION)  # fmt: skip
+@post(
+    IN_JOB + "/restore",
+    dto=StrictJSON[RestoreRequest],
+    return_dto=None,
+    status_code=200,
+    operation_id="restoreJobArtifact",
+    **needs(Scope.ADMIN),
+    responses=problems(400, 401, 403, 404, 409, 503),
+    description=RESTORE_DESCRIPTION,
+)
 async def restore_in_job(
     services: Svc,
     product_id: ProductId,
@@ -146,9 +183,16 @@ async def restore_in_job(
     return _restored(out, base_url)
 
 
-@post(BY_ID + "/restore", dto=StrictJSON[RestoreRequest], return_dto=None, status_code=200,
-      operation_id="restoreArtifact", responses=problems(400, 401, 404, 409, 503),
-      description=RESTORE_DESCRIPTION)  # fmt: skip
+@post(
+    BY_ID + "/restore",
+    dto=StrictJSON[RestoreRequest],
+    return_dto=None,
+    status_code=200,
+    operation_id="restoreArtifact",
+    **needs(Scope.ADMIN),
+    responses=problems(400, 401, 403, 404, 409, 503),
+    description=RESTORE_DESCRIPTION,
+)
 async def restore_by_id(
     services: Svc,
     product_id: ProductId,
@@ -165,8 +209,14 @@ async def restore_by_id(
 UNDELETE = "Bring back an artifact deleted within the soft-delete window (FLEET_ARTIFACTS_SOFT_DELETE_DAYS)."
 
 
-@post(IN_JOB + "/undelete", status_code=200, operation_id="undeleteJobArtifact",
-      responses=problems(400, 401, 404, 409, 412, 503), description=UNDELETE)  # fmt: skip
+@post(
+    IN_JOB + "/undelete",
+    status_code=200,
+    operation_id="undeleteJobArtifact",
+    **needs(Scope.DELETE),
+    responses=problems(400, 401, 403, 404, 409, 412, 503),
+    description=UNDELETE,
+)
 async def undelete_in_job(
     services: Svc, product_id: ProductId, base_url: BaseUrl, job_id: JobId, artifact_id: ArtifactId
 ) -> Response[ArtifactOut]:
@@ -174,8 +224,14 @@ async def undelete_in_job(
     return served(await services.lifecycle.undelete(product_id, aid(artifact_id), job(job_id)), base_url)
 
 
-@post(BY_ID + "/undelete", status_code=200, operation_id="undeleteArtifact",
-      responses=problems(400, 401, 404, 409, 412, 503), description=UNDELETE)  # fmt: skip
+@post(
+    BY_ID + "/undelete",
+    status_code=200,
+    operation_id="undeleteArtifact",
+    **needs(Scope.DELETE),
+    responses=problems(400, 401, 403, 404, 409, 412, 503),
+    description=UNDELETE,
+)
 async def undelete_by_id(
     services: Svc, product_id: ProductId, base_url: BaseUrl, artifact_id: ArtifactId
 ) -> Response[ArtifactOut]:
@@ -183,16 +239,27 @@ async def undelete_by_id(
     return served(await services.lifecycle.undelete(product_id, aid(artifact_id), None), base_url)
 
 
-@get("/jobs/{job_id:str}/retention", operation_id="getJobRetention", responses=problems(400, 401, 503))
+@get(
+    "/jobs/{job_id:str}/retention",
+    operation_id="getJobRetention",
+    **needs(Scope.READ),
+    responses=problems(400, 401, 403, 503),
+)
 async def get_job_retention(services: Svc, product_id: ProductId, job_id: JobId) -> JobRetentionOut:
     """A job's retention for its later uploads (the service default if none was set)."""
     return await services.artifacts.retention.job(product_id, job(job_id))
 
 
-@put("/jobs/{job_id:str}/retention", dto=StrictJSON[JobRetention], return_dto=None,
-     operation_id="setJobRetention", responses=problems(400, 401, 412, 503),
-     description="Set the job's retention (`retentionDays` or `keepForever: true`) for its later uploads; "
-     "with `applyToExisting`, re-date its artifacts too (repeat to finish an interrupted run).")  # fmt: skip
+@put(
+    "/jobs/{job_id:str}/retention",
+    dto=StrictJSON[JobRetention],
+    return_dto=None,
+    operation_id="setJobRetention",
+    **needs(Scope.ADMIN),
+    responses=problems(400, 401, 403, 412, 503),
+    description="Set the job's retention (`retentionDays` or `keepForever: true`) for its later uploads; "
+    "with `applyToExisting`, re-date its artifacts too (repeat to finish an interrupted run).",
+)
 async def set_job_retention(
     services: Svc, product_id: ProductId, job_id: JobId, data: JSONBody[JobRetention]
 ) -> JobRetentionOut:

@@ -24,8 +24,9 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from fleet_artifacts.core.errors import Archived, InvalidInput, NotFound, PayloadTooLarge, SignatureRejected
+from fleet_artifacts.core.hosted import HostedBlobStore, MayCommit
 from fleet_artifacts.core.models import BlobTier
-from fleet_artifacts.core.ports import MAX_BLOCK_BYTES, HostedBlobStore, MayCommit
+from fleet_artifacts.core.ports import MAX_BLOCK_BYTES
 from fleet_artifacts.core.validation import check_content_type
 from fleet_artifacts.routes.blob_protocol import (
     API_VERSION,

@@ -52,6 +52,7 @@ PROBLEM_TABLE: dict[type[errors.ArtifactError], tuple[int, str]] = {
     errors.InvalidInput: (400, "invalid-input"),
     errors.Unauthenticated: (401, "unauthenticated"),
     errors.SignatureRejected: (403, "signature-rejected"),
+    errors.Forbidden: (403, "forbidden"),
     errors.NotFound: (404, "not-found"),
     errors.Conflict: (409, "conflict"),
     errors.PreconditionFailed: (412, "precondition-failed"),
@@ -105,6 +106,8 @@ def artifact_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         extra["invalidParams"] = [{"name": exc.field, "reason": exc.detail}]
     if isinstance(exc, errors.PayloadTooLarge):
         extra["limitBytes"] = exc.limit
+    if isinstance(exc, errors.Forbidden):
+        extra["requiredScope"] = exc.scope
     return problem(status, exc.detail, slug=slug, instance=request.url.path, headers=headers, **extra)
 
 

@@ -8,8 +8,8 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from fleet_artifacts.core.models import Health
-from fleet_artifacts.routes import artifacts, downloads, lifecycle, uploads
-from fleet_artifacts.routes.deps import BEARER, DEPENDENCIES, require_token
+from fleet_artifacts.routes import artifacts, downloads, lifecycle, shares, uploads
+from fleet_artifacts.routes.deps import DEPENDENCIES, require_token
 from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
 from fleet_artifacts.routes.sessions import UploadSessionController
 
@@ -35,8 +35,7 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
     fleet = Router(
         path="/fleet",
         tags=["artifacts"],
-        guards=[require_token],  # every /fleet route needs a bearer token, checked before the body
-        security=[BEARER],
+        guards=[require_token],  # every /fleet route needs a bearer token with its scope, before the body
         dependencies=DEPENDENCIES,
         route_handlers=[
             uploads.upload,
@@ -60,9 +59,14 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
             lifecycle.undelete_by_id,
             lifecycle.get_job_retention,
             lifecycle.set_job_retention,
+            shares.share_in_job,
+            shares.share_by_id,
+            shares.shares_in_job,
+            shares.shares_by_id,
+            shares.revoke_share,
         ],
     )
-    handlers: list[ControllerRouterHandler] = [fleet, UploadSessionController, health]
+    handlers: list[ControllerRouterHandler] = [fleet, UploadSessionController, health, shares.follow_share]
     if hosted_blobs:
         handlers.extend([signed_blob, signed_blob_put])
     return handlers

@@ -9,17 +9,18 @@ import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import HeaderParameter, JSONBody, PathParameter
 
+from fleet_artifacts.core.access import Scope
 from fleet_artifacts.core.models import ArtifactKind, ArtifactOut, SessionOpen
 from fleet_artifacts.core.ports import UploadSession
 from fleet_artifacts.core.sessions import missing_ranges, public_id
 from fleet_artifacts.routes.deps import (
-    BEARER,
     DEPENDENCIES,
     AnyRequest,
     BaseUrl,
     IdempotencyKey,
     ProductId,
     Svc,
+    needs,
     replayed_header,
     require_token,
     served,
@@ -87,13 +88,13 @@ class UploadSessionController(Controller):
     path = SESSIONS_PATH
     tags = ["upload sessions"]
     guards = [require_token]
-    security = [BEARER]
     dependencies = DEPENDENCIES
 
     @post(
         "/",
         operation_id="openUploadSession",
-        responses=problems(400, 401, 409, 413, 503),
+        **needs(Scope.WRITE),
+        responses=problems(400, 401, 403, 409, 413, 503),
         status_code=201,
         dto=StrictJSON[SessionOpen],
         return_dto=None,
@@ -114,7 +115,8 @@ class UploadSessionController(Controller):
     @patch(
         "/{session_id:str}",
         operation_id="sendUploadChunk",
-        responses=problems(400, 401, 404, 409, 413, 503),
+        **needs(Scope.WRITE),
+        responses=problems(400, 401, 403, 404, 409, 413, 503),
         operation_class=ChunkOperation,
         request_max_body_size=None,
     )
@@ -131,7 +133,12 @@ class UploadSessionController(Controller):
         session = await services.sessions.put_chunk(product_id, session_id, content_range, request.stream())
         return session_out(session, base_url)
 
-    @get("/{session_id:str}", operation_id="getUploadSession", responses=problems(400, 401, 404, 503))
+    @get(
+        "/{session_id:str}",
+        operation_id="getUploadSession",
+        **needs(Scope.WRITE),
+        responses=problems(400, 401, 403, 404, 503),
+    )
     async def progress(
         self, services: Svc, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
     ) -> SessionOut:
@@ -142,7 +149,8 @@ class UploadSessionController(Controller):
     @post(
         "/{session_id:str}/complete",
         operation_id="completeUploadSession",
-        responses=problems(400, 401, 404, 409, 413, 503),
+        **needs(Scope.WRITE),
+        responses=problems(400, 401, 403, 404, 409, 413, 503),
         status_code=201,
     )
     async def complete(
@@ -151,7 +159,12 @@ class UploadSessionController(Controller):
         """Commit the chunks in order and create the artifact (again: the same artifact)."""
         return served(await services.sessions.complete(product_id, session_id), base_url, status_code=201)
 
-    @delete("/{session_id:str}", operation_id="abortUploadSession", responses=problems(400, 401, 404, 503))
+    @delete(
+        "/{session_id:str}",
+        operation_id="abortUploadSession",
+        **needs(Scope.WRITE),
+        responses=problems(400, 401, 403, 404, 503),
+    )
     async def abort(self, services: Svc, product_id: ProductId, session_id: SessionId) -> None:
         """Abort: the session and its staged bytes are dropped."""
         await services.sessions.abort(product_id, session_id)

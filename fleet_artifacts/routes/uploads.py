@@ -7,6 +7,7 @@ from typing import Annotated
 from litestar import Response, post
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
+from fleet_artifacts.core.access import Scope
 from fleet_artifacts.core.models import ArtifactOut, DirectUploadRequest, FinalizeRequest, UploadTicket
 from fleet_artifacts.routes.deps import (
     AnyRequest,
@@ -20,6 +21,7 @@ from fleet_artifacts.routes.deps import (
     aid,
     anchored_ticket,
     job,
+    needs,
     replayed_header,
     served,
 )
@@ -51,7 +53,8 @@ job's retention, else DEFAULT_RETENTION_DAYS. `expiresAt` is `createdAt` plus it
 @post(
     "/jobs/{job_id:str}/artifacts",
     operation_id="uploadArtifact",
-    responses=problems(400, 401, 409, 413, 415, 503),
+    **needs(Scope.WRITE),
+    responses=problems(400, 401, 403, 409, 413, 415, 503),
     operation_class=UploadOperation,
     description=UPLOAD_DESCRIPTION,
     request_max_body_size=None,  # the service enforces MAX_UPLOAD_BYTES while streaming
@@ -101,7 +104,8 @@ async def upload(
     dto=StrictJSON[DirectUploadRequest],
     return_dto=None,
     operation_id="startDirectUpload",
-    responses=problems(400, 401, 409, 413, 503),
+    **needs(Scope.WRITE),
+    responses=problems(400, 401, 403, 409, 413, 503),
     status_code=201,
     description="Start a direct-to-blob upload: answers an UPLOADING pointer with `uploadUrl`, a "
     "create+write URL for exactly its blob (an Azure SAS, or the local backend's signed PUT route). "
@@ -128,7 +132,8 @@ async def start_direct_upload(
     dto=StrictJSON[FinalizeRequest],
     return_dto=None,
     operation_id="finalizeDirectUpload",
-    responses=problems(400, 401, 404, 409, 413, 422, 503),
+    **needs(Scope.WRITE),
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
     status_code=200,
     description="Check the committed blob against the client's `sizeBytes` and `sha256` (hashing it "
     "when `verify` is true or it is at most VERIFY_MAX_BYTES), then make the artifact ACTIVE. A "

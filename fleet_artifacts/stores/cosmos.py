@@ -48,6 +48,7 @@ from fleet_artifacts.core.ports import (
 )
 from fleet_artifacts.settings import PREFIX, Settings, SettingsError
 from fleet_artifacts.stores.cosmos_docs import (
+    aged_query,
     from_document,
     list_query,
     query_fingerprint,
@@ -273,6 +274,23 @@ class CosmosPointerStore(PointerStore):
                 )
         return str(written["_etag"])
 
+    async def records(self, job_id: str, kind: type[R], *, limit: int = 1000) -> list[StoredRecord[R]]:
+        """The records of ``kind`` in one job: a single-partition query."""
+        parameters: list[dict[str, Any]] = [{"name": "@kind", "value": kind.__name__}]
+        results = self._container.query_items(
+            "SELECT * FROM c WHERE c.recordType = @kind",
+            parameters=parameters,
+            partition_key=job_id,
+            max_item_count=min(limit, 1000),
+        )
+        found: list[StoredRecord[R]] = []
+        with translate(f"list {kind.__name__} records of job {job_id}"):
+            async for doc in results:
+                found.append(record_from(doc, kind))
+                if len(found) >= limit:
+                    break
+        return found
+
     async def expired_records(
         self, kind: type[R], *, before: datetime, limit: int = 1000
     ) -> list[StoredRecord[R]]:
@@ -314,18 +332,11 @@ class CosmosPointerStore(PointerStore):
         null ``expiresAt`` compares as undefined (another type) and is left out.
         """
         sql = "SELECT * FROM c WHERE c.status = @status AND c.expiresAt < @before"
-        parameters: list[dict[str, Any]] = [
+        parameters = [
             {"name": "@status", "value": status.value},
             {"name": "@before", "value": timestamp(before)},
         ]
-        results = self._container.query_items(sql, parameters=parameters, max_item_count=min(limit, 1000))
-        found: list[StoredPointer] = []
-        with translate(f"find expired {status.value} pointers"):
-            async for doc in results:
-                found.append(from_document(doc))
-                if len(found) >= limit:
-                    break
-        return found
+        return await self._sweep_query(sql, parameters, limit, f"find expired {status.value} pointers")
 
     async def aged(
         self,
@@ -335,35 +346,21 @@ class CosmosPointerStore(PointerStore):
         tiers: Sequence[BlobTier],
         limit: int = 1000,
     ) -> list[StoredPointer]:
-        """Pointers in ``status`` in ``tiers`` since before ``tiered_before`` (cross-partition; sweepers).
-
-        Served by the ``/status``, ``/restoredAt``, ``/createdAt`` and ``/tier`` indexes; a pointer
-        never restored has a null (or, written before tiers existed, no) ``restoredAt`` and counts from
-        ``createdAt``, and without ``tier`` it counts as Hot.
-        """
+        """Pointers in ``status`` in ``tiers`` since before ``tiered_before`` (cross-partition; sweepers)."""
         if not tiers:
             return []
-        marks = ", ".join(f"@tier{n}" for n in range(len(tiers)))
-        tier_clause = f"c.tier IN ({marks})"
-        if BlobTier.HOT in tiers:
-            tier_clause = f"({tier_clause} OR NOT IS_DEFINED(c.tier))"
-        since = (
-            "(c.restoredAt < @before OR ((NOT IS_DEFINED(c.restoredAt) OR IS_NULL(c.restoredAt))"
-            " AND c.createdAt < @before))"
-        )
-        sql = f"SELECT * FROM c WHERE c.status = @status AND {since} AND {tier_clause}"  # noqa: S608
-        parameters: list[dict[str, Any]] = [
-            {"name": "@status", "value": status.value},
-            {"name": "@before", "value": timestamp(tiered_before)},
-            *({"name": f"@tier{n}", "value": tier.value} for n, tier in enumerate(tiers)),
-        ]
+        sql, parameters = aged_query(status, tiered_before, tiers)
+        return await self._sweep_query(sql, parameters, limit, "find pointers due a tier move")
+
+    async def _sweep_query(
+        self, sql: str, parameters: list[dict[str, Any]], limit: int, what: str
+    ) -> list[StoredPointer]:
         results = self._container.query_items(sql, parameters=parameters, max_item_count=min(limit, 1000))
         found: list[StoredPointer] = []
-        with translate("find pointers due a tier move"):
+        with translate(what):
             async for doc in results:
-                if "recordType" in doc:
-                    continue
-                found.append(from_document(doc))
+                if "recordType" not in doc:  # records have no status; belt and braces
+                    found.append(from_document(doc))
                 if len(found) >= limit:
                     break
         return found

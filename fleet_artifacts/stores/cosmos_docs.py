@@ -13,7 +13,7 @@ import base64
 import contextlib
 import hashlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from azure.cosmos.exceptions import (
 )
 
 from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
-from fleet_artifacts.core.models import Pointer
+from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import ListQuery, R, StoredPointer, StoredRecord
 
 SYSTEM_FIELDS = frozenset({"_rid", "_etag", "_ts", "_self", "_attachments"})
@@ -192,6 +192,32 @@ def list_query(query: ListQuery) -> tuple[str, list[dict[str, Any]]]:
         params[f"@tagValue{n}"] = value
     sql = f"SELECT * FROM c WHERE {' AND '.join(clauses)} ORDER BY c.createdAt DESC, c.id DESC"  # noqa: S608 - literal clauses
     return sql, [{"name": name, "value": value} for name, value in params.items()]
+
+
+def aged_query(
+    status: ArtifactStatus, tiered_before: datetime, tiers: Sequence[BlobTier]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The sweeper's tier query: pointers in ``status`` and ``tiers`` since before ``tiered_before``.
+
+    Served by the ``/status``, ``/restoredAt``, ``/createdAt`` and ``/tier`` indexes; a pointer
+    never restored has a null (or, written before tiers existed, no) ``restoredAt`` and counts
+    from ``createdAt``, and without ``tier`` it counts as Hot.
+    """
+    marks = ", ".join(f"@tier{n}" for n in range(len(tiers)))
+    tier_clause = f"c.tier IN ({marks})"
+    if BlobTier.HOT in tiers:
+        tier_clause = f"({tier_clause} OR NOT IS_DEFINED(c.tier))"
+    since = (
+        "(c.restoredAt < @before OR ((NOT IS_DEFINED(c.restoredAt) OR IS_NULL(c.restoredAt))"
+        " AND c.createdAt < @before))"
+    )
+    sql = f"SELECT * FROM c WHERE c.status = @status AND {since} AND {tier_clause}"  # noqa: S608
+    parameters: list[dict[str, Any]] = [
+        {"name": "@status", "value": status.value},
+        {"name": "@before", "value": timestamp(tiered_before)},
+        *({"name": f"@tier{n}", "value": tier.value} for n, tier in enumerate(tiers)),
+    ]
+    return sql, parameters
 
 
 def record_from(doc: Mapping[str, Any], kind: type[R]) -> StoredRecord[R]:

@@ -35,13 +35,12 @@ from fleet_artifacts.core.errors import (
     SignatureRejected,
     Unavailable,
 )
+from fleet_artifacts.core.hosted import HostedBlobStore, MayCommit
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import (
     MAX_STAGED_BLOCKS,
     BlobInfo,
     BlobWritten,
-    HostedBlobStore,
-    MayCommit,
     StagedChunk,
     block_id_width,
     chunk_block_id,

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,41 +31,9 @@ from fleet_artifacts.core.ports import (
     StoredPointer,
     StoredRecord,
 )
+from fleet_artifacts.stores.sqlite_schema import create_schema, expires_us, micros, tier_us, us
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pointers (
-    id          TEXT PRIMARY KEY,
-    job_id      TEXT NOT NULL,
-    product_id  TEXT NOT NULL,
-    created_us  INTEGER NOT NULL,
-    status      TEXT NOT NULL,
-    kind        TEXT NOT NULL,
-    run_id      TEXT,
-    etag        TEXT NOT NULL,
-    doc         TEXT NOT NULL,
-    expires_us  INTEGER,
-    tier        TEXT NOT NULL DEFAULT 'Hot',
-    tier_us     INTEGER
-);
-CREATE INDEX IF NOT EXISTS pointers_by_job ON pointers (job_id, created_us DESC, id DESC);
-CREATE TABLE IF NOT EXISTS records (
-    job_id  TEXT NOT NULL,
-    id      TEXT NOT NULL,
-    kind    TEXT NOT NULL,
-    etag    TEXT NOT NULL,
-    doc     TEXT NOT NULL,
-    PRIMARY KEY (job_id, id)
-);
-"""
-
-# Sweeper lookups: expired pointers of a state, and old ones of a state for tier moves. Created after
-# the migration below, which adds their columns to a database made before they existed.
-_SWEEP_INDEXES = """
-CREATE INDEX IF NOT EXISTS pointers_by_expiry ON pointers (status, expires_us);
-CREATE INDEX IF NOT EXISTS pointers_by_tier_age ON pointers (status, tier_us);
-"""
 
 _encoder = msgspec.json.Encoder()
 _pointer_decoder = msgspec.json.Decoder(Pointer)
@@ -77,30 +45,6 @@ class _Cursor(msgspec.Struct, array_like=True):
     created_us: int
     id: str
     filters: str  # ListQuery.filters_digest() of the query that issued it
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(when: datetime) -> int:
-    # Integer arithmetic: a float timestamp loses the last microsecond digits.
-    return (when - _EPOCH) // timedelta(microseconds=1)
-
-
-def _micros(pointer: Pointer) -> int:
-    return _us(pointer.created_at)
-
-
-def _expires_us(pointer: Pointer) -> int | None:
-    return None if pointer.expires_at is None else _us(pointer.expires_at)
-
-
-def _tier_us(pointer: Pointer) -> int:
-    return _us(pointer.restored_at or pointer.created_at)
-
-
-# The sweeper's columns, filled from the docs when a database made before them is opened.
-_ADDED_COLUMNS = {"expires_us": "INTEGER", "tier": "TEXT NOT NULL DEFAULT 'Hot'", "tier_us": "INTEGER"}
 
 
 def _encode_cursor(cursor: _Cursor) -> str:
@@ -132,42 +76,8 @@ class SqlitePointerStore(PointerStore):
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
-        self._migrate()
-        self._conn.executescript(_SWEEP_INDEXES)
+        create_schema(self._conn)
         self._lock = threading.Lock()
-
-    def _missing_columns(self) -> list[str]:
-        present = {row[1] for row in self._conn.execute("PRAGMA table_info(pointers)")}
-        return [name for name in _ADDED_COLUMNS if name not in present]
-
-    def _migrate(self) -> None:
-        """Add the sweeper's columns to a database made before they existed, filled from the docs.
-
-        Several processes may open an old database at once (the service and a cron ``gc``): the
-        columns are looked at again under the write lock, so only the first one migrates.
-        """
-        if not self._missing_columns():
-            return
-        self._conn.execute("PRAGMA busy_timeout=120000")  # a big table takes a while to fill
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            missing = self._missing_columns()
-            for name in missing:
-                self._conn.execute(f"ALTER TABLE pointers ADD COLUMN {name} {_ADDED_COLUMNS[name]}")
-            if missing:
-                for row_id, doc in self._conn.execute("SELECT id, doc FROM pointers").fetchall():
-                    pointer = _pointer_decoder.decode(doc)
-                    self._conn.execute(
-                        "UPDATE pointers SET expires_us = ?, tier = ?, tier_us = ? WHERE id = ?",
-                        (_expires_us(pointer), pointer.tier.value, _tier_us(pointer), row_id),
-                    )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        finally:
-            self._conn.execute("PRAGMA busy_timeout=5000")
 
     async def close(self) -> None:
         """Close the database connection."""
@@ -189,15 +99,15 @@ class SqlitePointerStore(PointerStore):
             "id": pointer.id,
             "job_id": pointer.job_id,
             "product_id": pointer.product_id,
-            "created_us": _micros(pointer),
+            "created_us": micros(pointer),
             "status": pointer.status.value,
             "kind": pointer.kind.value,
             "run_id": pointer.run_id,
             "etag": etag,
             "doc": _encoder.encode(pointer).decode(),
-            "expires_us": _expires_us(pointer),
+            "expires_us": expires_us(pointer),
             "tier": pointer.tier.value,
-            "tier_us": _tier_us(pointer),
+            "tier_us": tier_us(pointer),
         }
 
     async def create(self, pointer: Pointer) -> str:
@@ -305,6 +215,16 @@ class SqlitePointerStore(PointerStore):
         await self._run(write)
         return new_etag
 
+    async def records(self, job_id: str, kind: type[R], *, limit: int = 1000) -> list[StoredRecord[R]]:
+        """The records of ``kind`` in one job (primary-key prefix scan)."""
+        rows = await self._run(
+            lambda: self._conn.execute(
+                "SELECT doc, etag FROM records WHERE job_id = ? AND kind = ? LIMIT ?",
+                (job_id, kind.__name__, limit),
+            ).fetchall()
+        )
+        return [StoredRecord(msgspec.json.decode(doc, type=kind), etag) for doc, etag in rows]
+
     async def expired_records(
         self, kind: type[R], *, before: datetime, limit: int = 1000
     ) -> list[StoredRecord[R]]:
@@ -333,7 +253,7 @@ class SqlitePointerStore(PointerStore):
             lambda: self._conn.execute(
                 "SELECT doc, etag FROM pointers WHERE status = ? AND expires_us < ?"
                 " ORDER BY expires_us LIMIT ?",
-                (status.value, _us(before), limit),
+                (status.value, us(before), limit),
             ).fetchall()
         )
         return [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows]
@@ -354,7 +274,7 @@ class SqlitePointerStore(PointerStore):
             "SELECT doc, etag FROM pointers WHERE status = ? AND tier_us < ?"  # noqa: S608 - placeholders only
             f" AND tier IN ({marks}) ORDER BY tier_us LIMIT ?"
         )
-        params = [status.value, _us(tiered_before), *(t.value for t in tiers), limit]
+        params = [status.value, us(tiered_before), *(t.value for t in tiers), limit]
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         return [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows]
 
@@ -388,5 +308,5 @@ class SqlitePointerStore(PointerStore):
         token = None
         if len(rows) > query.limit:
             last = items[-1].pointer
-            token = _encode_cursor(_Cursor(_micros(last), last.id, query.filters_digest()))
+            token = _encode_cursor(_Cursor(micros(last), last.id, query.filters_digest()))
         return PointerPage(items, token)

@@ -23,14 +23,13 @@ from fleet_artifacts.core.errors import (
     PayloadTooLarge,
     SignatureRejected,
 )
+from fleet_artifacts.core.hosted import HostedBlobStore, MayCommit
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import (
     MAX_BLOCK_BYTES,
     MAX_STAGED_BLOCKS,
     BlobInfo,
     BlobWritten,
-    HostedBlobStore,
-    MayCommit,
     StagedChunk,
     block_id_width,
     chunk_block_id,

@@ -48,6 +48,9 @@ class DelegatingPointerStore(PointerStore):
     async def put_record(self, record: SideRecord, *, etag: str | None) -> str:
         return await self.inner.put_record(record, etag=etag)
 
+    async def records(self, job_id: str, kind: type[R], *, limit: int = 1000) -> list[StoredRecord[R]]:
+        return await self.inner.records(job_id, kind, limit=limit)
+
     async def expired_records(
         self, kind: type[R], *, before: datetime, limit: int = 1000
     ) -> list[StoredRecord[R]]:

@@ -178,6 +178,16 @@ class MemoryPointerStore(PointerStore):
         new = self._records[at] = _RecordRow(type(record).__name__, uuid.uuid4().hex, _encoder.encode(record))
         return new.etag
 
+    async def records(self, job_id: str, kind: type[R], *, limit: int = 1000) -> list[StoredRecord[R]]:
+        """The records of ``kind`` in one job."""
+        await _turn()
+        found = [
+            row.stored(kind)
+            for (job, _), row in self._records.items()
+            if job == job_id and row.kind == kind.__name__
+        ]
+        return found[:limit]
+
     async def expired_records(
         self, kind: type[R], *, before: datetime, limit: int = 1000
     ) -> list[StoredRecord[R]]:

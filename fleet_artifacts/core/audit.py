@@ -1,0 +1,34 @@
+"""The audit trail: one JSON object per line for every security-relevant event.
+
+Logged on the ``fleet_artifacts.audit`` logger (the app writes it to stderr on its own, message
+only, so operators can ship it apart from the access log). Each line has ``event``, ``time``,
+``actor`` (the token's id, ``sha256:<12 hex>``, or ``anonymous``/``system``) and the event's
+fields. Never a token, a signature or a signed URL: only what was granted, to what, until when.
+
+    url.signed       a read URL (SAS) was issued: product, artifactId, permission "r", expiresAt
+    url.signed       a write URL for a direct upload: permission "cw"
+    share.created / share.used / share.revoked
+    artifact.deleted (soft: true within the soft-delete window) and artifact.removed (bytes gone)
+    token.refused    401 or 403: reason, and the token's id when it was a known token
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from typing import Any
+
+from fleet_artifacts.core.clock import utcnow
+
+log = logging.getLogger("fleet_artifacts.audit")
+# Who the current request acts as; the HTTP guard sets it, sweeps and CLI commands run as "system".
+actor: contextvars.ContextVar[str] = contextvars.ContextVar("fleet_artifacts_actor", default="system")
+
+
+def audit(event: str, **fields: Any) -> None:
+    """Log one audit line (skipped cheaply when the audit logger is off)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    line = {"event": event, "time": utcnow().isoformat(), "actor": actor.get(), **fields}
+    log.info(json.dumps(line, default=str, separators=(",", ":")))

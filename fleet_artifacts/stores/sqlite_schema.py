@@ -1,0 +1,112 @@
+"""The SQLite pointer store's tables, and the migration of a database made by an older release."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from fleet_artifacts.core.models import Pointer
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pointers (
+    id          TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL,
+    product_id  TEXT NOT NULL,
+    created_us  INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    run_id      TEXT,
+    etag        TEXT NOT NULL,
+    doc         TEXT NOT NULL,
+    expires_us  INTEGER,
+    tier        TEXT NOT NULL DEFAULT 'Hot',
+    tier_us     INTEGER
+);
+CREATE INDEX IF NOT EXISTS pointers_by_job ON pointers (job_id, created_us DESC, id DESC);
+CREATE TABLE IF NOT EXISTS records (
+    job_id  TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    etag    TEXT NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (job_id, id)
+);
+"""
+
+# Sweeper lookups: expired pointers of a state, and old ones of a state for tier moves. Created after
+# the migration below, which adds their columns to a database made before they existed.
+SWEEP_INDEXES = """
+CREATE INDEX IF NOT EXISTS pointers_by_expiry ON pointers (status, expires_us);
+CREATE INDEX IF NOT EXISTS pointers_by_tier_age ON pointers (status, tier_us);
+"""
+
+_pointer_decoder = msgspec.json.Decoder(Pointer)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def us(when: datetime) -> int:
+    """Microseconds since the epoch (integer arithmetic: a float timestamp loses the last digits)."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def micros(pointer: Pointer) -> int:
+    """The ``created_us`` column: what listings sort by."""
+    return us(pointer.created_at)
+
+
+def expires_us(pointer: Pointer) -> int | None:
+    """The ``expires_us`` column: what the sweeper finds expired pointers by."""
+    return None if pointer.expires_at is None else us(pointer.expires_at)
+
+
+def tier_us(pointer: Pointer) -> int:
+    """The ``tier_us`` column: where tier moves by age count from (the last restore, or creation)."""
+    return us(pointer.restored_at or pointer.created_at)
+
+
+# The sweeper's columns, filled from the docs when a database made before them is opened.
+ADDED_COLUMNS = {"expires_us": "INTEGER", "tier": "TEXT NOT NULL DEFAULT 'Hot'", "tier_us": "INTEGER"}
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables if missing, bring an older database's columns up to date, add the indexes."""
+    conn.executescript(SCHEMA)
+    _migrate(conn)
+    conn.executescript(SWEEP_INDEXES)
+
+
+def _missing_columns(conn: sqlite3.Connection) -> list[str]:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(pointers)")}
+    return [name for name in ADDED_COLUMNS if name not in present]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the sweeper's columns to a database made before they existed, filled from the docs.
+
+    Several processes may open an old database at once (the service and a cron ``gc``): the
+    columns are looked at again under the write lock, so only the first one migrates.
+    """
+    if not _missing_columns(conn):
+        return
+    conn.execute("PRAGMA busy_timeout=120000")  # a big table takes a while to fill
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        missing = _missing_columns(conn)
+        for name in missing:
+            conn.execute(f"ALTER TABLE pointers ADD COLUMN {name} {ADDED_COLUMNS[name]}")
+        if missing:
+            for row_id, doc in conn.execute("SELECT id, doc FROM pointers").fetchall():
+                pointer = _pointer_decoder.decode(doc)
+                conn.execute(
+                    "UPDATE pointers SET expires_us = ?, tier = ?, tier_us = ? WHERE id = ?",
+                    (expires_us(pointer), pointer.tier.value, tier_us(pointer), row_id),
+                )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.execute("PRAGMA busy_timeout=5000")

@@ -1,0 +1,183 @@
+"""Scoped tokens over HTTP.
+
+Every operation needs exactly its scope; hashed tokens; a tokens file that is re-read without a
+restart; anonymous read; and `fleet-artifacts token new`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleet_artifacts.app import create_app
+from fleet_artifacts.core.access import Scope, digest_of
+from tests.conftest import make_settings
+from tests.helpers import assert_problem, clean_env, upload_raw
+from tests.servers import Azurite, ThreadedServer
+
+ONE_SCOPE = {scope: f"tok-{scope.value}-" + "0" * 16 for scope in Scope}
+ADMIN = ONE_SCOPE[Scope.ADMIN]
+
+
+@pytest.fixture(scope="module", params=["azure-sqlite", "local-sqlite", "azure-cosmos"])
+def scoped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose tokens each hold one scope (the reader's configured by its hash only)."""
+    blobs, pointers = str(request.param).split("-")
+    azurite = request.getfixturevalue("azurite") if blobs == "azure" else None
+    cosmos = request.getfixturevalue("cosmos_gateway") if pointers == "cosmos" else None
+    entries = [
+        f"sha256:{digest_of(token)}:prod-a:{scope.value}"
+        if scope is Scope.READ
+        else f"{token}:prod-a:{scope.value}"
+        for scope, token in ONE_SCOPE.items()
+    ]
+    settings = make_settings(
+        azurite, tmp_path_factory.mktemp("scoped"), cosmos=cosmos, tokens=",".join(entries)
+    )
+    server = ThreadedServer(create_app(settings)).start()
+    yield server.url
+    server.stop()
+
+
+def operations(url: str) -> list[tuple[str, str, list[dict[str, list[str]]] | None]]:
+    """Every (method, path, security) of the OpenAPI document."""
+    document = httpx.get(f"{url}/docs/openapi.json").json()
+    return [
+        (method.upper(), path, op.get("security"))
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method in ("get", "head", "post", "put", "patch", "delete")
+    ]
+
+
+def concrete(path: str) -> str:
+    """A path template with placeholder values (the guard answers before any lookup)."""
+    return re.sub(r"\{[^}]+\}", "x1", path)
+
+
+def test_every_operation_needs_exactly_its_scope(scoped: str) -> None:
+    open_paths = {"/health", "/blobs/{key}", "/s/{token}"}  # the link, or the signature, is the capability
+    checked = 0
+    with httpx.Client(base_url=scoped, timeout=30) as client:
+        for method, path, security in operations(scoped):
+            if path in open_paths:
+                assert security is None, f"{method} {path} is anonymous and says so"
+                continue
+            assert security is not None and len(security) == 1, f"{method} {path} states no scope"
+            [needed] = security[0]["bearer"]
+            for scope, token in ONE_SCOPE.items():
+                allowed = scope.value == needed or (needed == "share" and scope is Scope.ADMIN)
+                r = client.request(
+                    method, concrete(path), headers={"Authorization": f"Bearer {token}"}, content=b"{}"
+                )
+                if allowed:
+                    assert r.status_code not in (401, 403), f"{scope} refused on {method} {path}: {r.text}"
+                else:
+                    assert r.status_code == 403, f"{scope} allowed on {method} {path}"
+                    if method != "HEAD":
+                        assert assert_problem(r, 403)["requiredScope"] == needed
+            assert client.request(method, concrete(path)).status_code == 401
+            checked += 1
+    assert checked >= 28  # every guarded operation of the document was tried
+
+
+def test_a_reader_reads_and_a_writer_writes_what_the_other_cannot(scoped: str) -> None:
+    job = "job-" + secrets.token_hex(4)
+    writer = httpx.Client(base_url=scoped, headers={"Authorization": f"Bearer {ONE_SCOPE[Scope.WRITE]}"})
+    reader = httpx.Client(base_url=scoped, headers={"Authorization": f"Bearer {ONE_SCOPE[Scope.READ]}"})
+    with writer, reader:
+        made = upload_raw(writer, job, b"scoped")
+        assert made.status_code == 201
+        assert_problem(upload_raw(reader, job, b"nope"), 403)
+        assert reader.get(f"/fleet/artifacts/{made.json()['id']}/content").content == b"scoped"
+        assert_problem(writer.get(f"/fleet/artifacts/{made.json()['id']}"), 403)
+        assert_problem(reader.delete(f"/fleet/artifacts/{made.json()['id']}"), 403)
+
+
+def test_a_tokens_file_is_read_again_so_a_token_is_revoked_without_a_restart(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    kept, revoked = "kept-token-" + "1" * 16, "revoked-token-" + "2" * 16
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# fleet tokens\n{kept}:prod-a\nsha256:{digest_of(revoked)}:prod-a:read  # ci\n")
+    settings = make_settings(None, tmp_path / "data", tokens_file=str(tokens))
+    server = ThreadedServer(create_app(settings)).start()
+    try:
+
+        def status(token: str) -> int:
+            return httpx.get(
+                f"{server.url}/fleet/jobs/j/artifacts", headers={"Authorization": f"Bearer {token}"}
+            ).status_code
+
+        assert (status(kept), status(revoked)) == (200, 200)
+        tokens.write_text(f"{kept}:prod-a\n")
+        deadline = time.monotonic() + 10
+        while status(revoked) != 401:
+            assert time.monotonic() < deadline, "the revoked token still works"
+            time.sleep(0.2)
+        assert status(kept) == 200
+        tokens.write_text("not a token line\n")  # a broken file keeps the tokens in force
+        time.sleep(1.2)
+        assert status(kept) == 200
+    finally:
+        server.stop()
+
+
+def test_anonymous_requests_may_read_one_product_and_nothing_else(tmp_path: Path) -> None:
+    settings = make_settings(None, tmp_path, anon_read_product="prod-a")
+    server = ThreadedServer(create_app(settings)).start()
+    try:
+        with httpx.Client(base_url=server.url) as anonymous:
+            assert anonymous.get("/fleet/jobs/j/artifacts").status_code == 200
+            assert_problem(upload_raw(anonymous, "j", b"x"), 401)
+            assert_problem(anonymous.delete("/fleet/jobs/j/artifacts"), 401)
+    finally:
+        server.stop()
+
+
+def test_token_new_prints_a_token_once_and_the_hashed_line_that_configures_it(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fleet_artifacts",
+            "token",
+            "new",
+            "--product",
+            "prod-a",
+            "--scopes",
+            "read+share",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    token = re.search(r"token:\s+(\S+)", run.stdout)[1]  # type: ignore[index]
+    line = re.search(r"config:\s+(\S+)", run.stdout)[1]  # type: ignore[index]
+    assert line == f"sha256:{digest_of(token)}:prod-a:read+share" and token not in line
+    settings = make_settings(None, tmp_path, tokens=line)
+    server = ThreadedServer(create_app(settings)).start()
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{server.url}/fleet/jobs/j/artifacts", headers=auth).status_code == 200
+        assert httpx.delete(f"{server.url}/fleet/jobs/j/artifacts", headers=auth).status_code == 403
+    finally:
+        server.stop()
+    bad = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "token", "new", "--product", "p", "--scopes", "read+root"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "unknown scope" in bad.stderr
