@@ -227,6 +227,7 @@ def limits_of(settings: Settings) -> Limits:
         max_upload_bytes=settings.max_upload_bytes,
         max_envelope_bytes=settings.max_envelope_bytes,
         sas_ttl=timedelta(seconds=settings.sas_ttl_seconds),
+        max_sas_ttl=timedelta(seconds=settings.max_sas_ttl_seconds),
         upload_url_ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
         verify_max_bytes=settings.verify_max_bytes,
         idempotency_retention=timedelta(seconds=settings.idempotency_retention_seconds),

@@ -59,6 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_bytes: int = 10 * GiB
     max_envelope_bytes: int = 8 * MiB
     sas_ttl_seconds: int = 900
+    max_sas_ttl_seconds: int = 24 * 3600
     upload_url_ttl_seconds: int = 3600
     verify_max_bytes: int = 64 * MiB
     idempotency_retention_seconds: int = 24 * 3600
@@ -83,6 +84,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "max_upload_bytes": (1, 190 * 1024 * GiB),
     "max_envelope_bytes": (1, 64 * MiB),
     "sas_ttl_seconds": (60, 7 * 24 * 3600),
+    "max_sas_ttl_seconds": (60, 7 * 24 * 3600),
     "upload_url_ttl_seconds": (60, 7 * 24 * 3600),
     "verify_max_bytes": (0, 190 * 1024 * GiB),
     "idempotency_retention_seconds": (60, 30 * 24 * 3600),
@@ -202,6 +204,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         digests = {entry.digest for entry in settings.tokens}
         if any(entry.digest in digests for entry in file_tokens):
             raise SettingsError(f"a token is in both {PREFIX}TOKENS and {PREFIX}TOKENS_FILE")
+    if settings.sas_ttl_seconds > settings.max_sas_ttl_seconds:
+        raise SettingsError(f"{PREFIX}SAS_TTL_SECONDS exceeds {PREFIX}MAX_SAS_TTL_SECONDS")
     if settings.default_retention_days > settings.max_retention_days:
         raise SettingsError(f"{PREFIX}DEFAULT_RETENTION_DAYS exceeds {PREFIX}MAX_RETENTION_DAYS")
     ages = [

@@ -12,8 +12,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from fleet_artifacts.core.clock import utcnow
 from tests.helpers import assert_problem, upload_raw
-from tests.lifecycle_kit import VARIANTS, World, gc, gc_items, make_world
+from tests.lifecycle_kit import VARIANTS, World, gc, gc_items, make_world, when
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -117,3 +118,24 @@ def test_the_sweep_drops_expired_links(w: World) -> None:
     record = old["id"].split(".")[1]
     assert f"{job}/{record[:12]}" in dropped and live["id"].split(".")[1][:12] not in "".join(dropped)
     assert [link["id"] for link in c.get(f"/fleet/artifacts/{out['id']}/shares").json()] == [live["id"]]
+
+
+def test_expires_in_sets_the_life_of_the_urls_in_an_answer_within_its_bound(w: World) -> None:
+    c, job = w.client, "job-" + secrets.token_hex(4)
+    out = upload_raw(c, job, b"timed").json()
+    where = f"/fleet/jobs/{job}/artifacts/{out['id']}"
+
+    def life(answer: dict[str, str]) -> float:
+        return (when(answer["downloadUrlExpiresAt"]) - utcnow()).total_seconds()
+
+    assert 50 < life(c.get(where).json()) <= 60  # the default here: SAS_TTL_SECONDS=60
+    assert 3590 < life(c.get(where, params={"expiresIn": 3600}).json()) <= 3600
+    [item] = c.get(f"/fleet/jobs/{job}/artifacts", params={"expiresIn": 7200}).json()["items"]
+    assert 7190 < life(item) <= 7200
+    redirect = c.get(where + "/content", params={"redirect": "true", "expiresIn": 300})
+    assert redirect.status_code == 302 and httpx.get(redirect.headers["location"]).content == b"timed"
+    for bad in ("0", "86401", "soon"):
+        problem = assert_problem(c.get(where, params={"expiresIn": bad}), 400)
+        assert problem["field"] == "expiresIn"
+    too_long = c.get(f"/fleet/artifacts/{out['id']}", params={"expiresIn": "90000"})
+    assert "86400" in str(assert_problem(too_long, 400)["detail"])  # the bound is named

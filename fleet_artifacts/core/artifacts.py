@@ -103,30 +103,44 @@ class ArtifactService:
         return await kernel.present(await kernel.commit_pointer(pointer))
 
     async def get(
-        self, product_id: str, artifact_id: str, job_id: str | None = None, *, disposition: str = "attachment"
+        self,
+        product_id: str,
+        artifact_id: str,
+        job_id: str | None = None,
+        *,
+        disposition: str = "attachment",
+        expires_in: int | None = None,
     ) -> ArtifactOut:
         """A visible artifact: with a fresh download URL (a point read with ``job_id``) if online."""
-        return await self.kernel.present(
-            await self.kernel.visible(product_id, artifact_id, job_id), disposition=disposition
-        )
+        self.kernel.lifetime(expires_in)  # a bad expiresIn is refused before any read
+        stored = await self.kernel.visible(product_id, artifact_id, job_id)
+        return await self.kernel.present(stored, disposition=disposition, expires_in=expires_in)
 
     async def content(self, product_id: str, artifact_id: str, job_id: str | None = None) -> Pointer:
         """The readable pointer whose bytes the content proxy streams (Archived if they are offline)."""
         return (await self.kernel.active(product_id, artifact_id, job_id)).pointer
 
     async def download_url(
-        self, product_id: str, artifact_id: str, job_id: str | None = None, *, disposition: str = "attachment"
+        self,
+        product_id: str,
+        artifact_id: str,
+        job_id: str | None = None,
+        *,
+        disposition: str = "attachment",
+        expires_in: int | None = None,
     ) -> SignedUrl:
         """A freshly signed download URL of a readable artifact (for redirects)."""
+        self.kernel.lifetime(expires_in)
         stored = await self.kernel.active(product_id, artifact_id, job_id)
-        return await self.kernel.sign(stored.pointer, disposition=disposition)
+        return await self.kernel.sign(stored.pointer, disposition=disposition, expires_in=expires_in)
 
-    async def list(self, query: ListQuery) -> ArtifactPage:
+    async def list(self, query: ListQuery, *, expires_in: int | None = None) -> ArtifactPage:
         """One page of a job's artifacts in ``query.statuses``, each with a download URL if online.
 
         Artifacts past ``expiresAt`` are left out at once, before a sweep removes them; a page
         may then hold fewer than ``limit`` items (never none while more may follow).
         """
+        self.kernel.lifetime(expires_in)
         now = self.kernel.now()
         hide_expired = set(query.statuses) <= VISIBLE
         items: list[StoredPointer] = []
@@ -136,7 +150,7 @@ class ArtifactService:
             if items or page.continuation is None:
                 break
             query = msgspec.structs.replace(query, continuation=page.continuation)
-        out = [await self.kernel.present(stored) for stored in items]
+        out = [await self.kernel.present(stored, expires_in=expires_in) for stored in items]
         return ArtifactPage(items=out, continuation_token=page.continuation)
 
     async def delete_job(

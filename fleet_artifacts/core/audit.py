@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 from fleet_artifacts.core.clock import utcnow
+from fleet_artifacts.core.models import Pointer
 
 log = logging.getLogger("fleet_artifacts.audit")
 # Who the current request acts as; the HTTP guard sets it, sweeps and CLI commands run as "system".
@@ -32,3 +34,15 @@ def audit(event: str, **fields: Any) -> None:
         return
     line = {"event": event, "time": utcnow().isoformat(), "actor": actor.get(), **fields}
     log.info(json.dumps(line, default=str, separators=(",", ":")))
+
+
+def url_signed(pointer: Pointer, permission: str, expires_at: datetime) -> None:
+    """The line for a signed URL: what it grants, on which artifact, until when (never the URL)."""
+    audit(
+        "url.signed",
+        product=pointer.product_id,
+        artifactId=pointer.id,
+        jobId=pointer.job_id,
+        permission=permission,
+        expiresAt=expires_at.isoformat(),
+    )

@@ -13,7 +13,7 @@ import re
 
 import msgspec
 
-from fleet_artifacts.core.audit import audit
+from fleet_artifacts.core.audit import url_signed
 from fleet_artifacts.core.errors import (
     Conflict,
     InvalidInput,
@@ -125,14 +125,7 @@ class DirectUploads:
         # The write URL never outlives the upload's deadline.
         assert pointer.expires_at is not None
         url = await self.kernel.blobs.sign_write_url(pointer.blob_key, expires_at=pointer.expires_at)
-        audit(
-            "url.signed",
-            product=pointer.product_id,
-            artifactId=pointer.id,
-            jobId=pointer.job_id,
-            permission="cw",
-            expiresAt=pointer.expires_at.isoformat(),
-        )
+        url_signed(pointer, "cw", pointer.expires_at)
         return UploadTicket(
             **msgspec.structs.asdict(pointer),
             upload_url=url,

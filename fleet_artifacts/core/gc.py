@@ -16,6 +16,7 @@ from fleet_artifacts.core.models import ArtifactStatus
 from fleet_artifacts.core.ports import (
     IdempotencyRecord,
     ShareLink,
+    SideRecord,
     StoredPointer,
     UploadSession,
 )
@@ -137,20 +138,25 @@ async def sweep_expired_sessions(kernel: Kernel, *, now: datetime, dry_run: bool
 
 
 async def sweep_expired_shares(kernel: Kernel, *, now: datetime, dry_run: bool = False) -> list[str]:
-    """Drop share links past their lifetime (Cosmos's ttl drops them too); ``jobId/recordId`` each."""
-    dropped: list[str] = []
-    for stored in await kernel.pointers.expired_records(ShareLink, before=now):
-        dropped.append(f"{stored.record.job_id}/{stored.record.id[:12]}")
-        if not dry_run:
-            await kernel.pointers.delete_record(stored.record.job_id, stored.record.id, etag=stored.etag)
-    return dropped
+    """Drop share links past their lifetime (Cosmos's ttl drops them too); ``jobId/<hash prefix>`` each.
+
+    Only 12 characters of a link's record id are named: the id is the hash of its secret.
+    """
+    return await _drop_expired(kernel, ShareLink, now=now, dry_run=dry_run, shown=12)
 
 
 async def sweep_expired_keys(kernel: Kernel, *, now: datetime, dry_run: bool = False) -> list[str]:
     """Drop Idempotency-Key records past their retention; return them as ``jobId/recordId``."""
+    return await _drop_expired(kernel, IdempotencyRecord, now=now, dry_run=dry_run)
+
+
+async def _drop_expired(
+    kernel: Kernel, kind: type[SideRecord], *, now: datetime, dry_run: bool, shown: int | None = None
+) -> list[str]:
     dropped: list[str] = []
-    for stored in await kernel.pointers.expired_records(IdempotencyRecord, before=now):
-        dropped.append(f"{stored.record.job_id}/{stored.record.id}")
+    for stored in await kernel.pointers.expired_records(kind, before=now):
+        record = stored.record
+        dropped.append(f"{record.job_id}/{record.id[:shown]}")
         if not dry_run:
-            await kernel.pointers.delete_record(stored.record.job_id, stored.record.id, etag=stored.etag)
+            await kernel.pointers.delete_record(record.job_id, record.id, etag=stored.etag)
     return dropped

@@ -25,9 +25,16 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from fleet_artifacts.core.audit import audit
+from fleet_artifacts.core.audit import audit, url_signed
 from fleet_artifacts.core.clock import new_id, utcnow
-from fleet_artifacts.core.errors import Archived, Conflict, NotFound, PayloadTooLarge, PreconditionFailed
+from fleet_artifacts.core.errors import (
+    Archived,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+)
 from fleet_artifacts.core.idempotency import Idempotency
 from fleet_artifacts.core.keys import content_disposition, signed_disposition
 from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, BlobTier, Pointer
@@ -42,6 +49,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_bytes: int = 10 * 1024**3
     max_envelope_bytes: int = 8 * 1024 * 1024
     sas_ttl: timedelta = timedelta(seconds=900)
+    max_sas_ttl: timedelta = timedelta(days=1)  # the longest a caller may ask for (expiresIn)
     upload_url_ttl: timedelta = timedelta(hours=1)
     verify_max_bytes: int = 64 * 1024 * 1024
     idempotency_retention: timedelta = timedelta(days=1)
@@ -171,14 +179,25 @@ class Kernel:
             found = await self.pointers.get(pointer.job_id, pointer.id)
             return found or stored
 
-    async def sign(self, pointer: Pointer, *, disposition: str = "attachment") -> SignedUrl:
-        """Sign a fresh read URL for a pointer's blob.
+    def lifetime(self, expires_in: int | None) -> timedelta:
+        """How long a read URL lives: ``expires_in`` seconds (1 to ``max_sas_ttl``), else ``sas_ttl``."""
+        if expires_in is None:
+            return self.limits.sas_ttl
+        longest = int(self.limits.max_sas_ttl.total_seconds())
+        if not 1 <= expires_in <= longest:
+            raise InvalidInput(f"expiresIn must be between 1 and {longest} seconds", field="expiresIn")
+        return timedelta(seconds=expires_in)
+
+    async def sign(
+        self, pointer: Pointer, *, disposition: str = "attachment", expires_in: int | None = None
+    ) -> SignedUrl:
+        """Sign a fresh read URL for a pointer's blob, for ``expires_in`` seconds (default ``sas_ttl``).
 
         ``inline`` is granted only to types a browser shows without running them
         (``keys.inline_safe``); any other type is signed as an attachment, since the
         storage origin that serves the URL can add no Content-Security-Policy.
         """
-        expires_at = self.now() + self.limits.sas_ttl
+        expires_at = self.now() + self.lifetime(expires_in)
         signed_as = signed_disposition(pointer.content_type, disposition)
         url = await self.blobs.sign_read_url(
             pointer.blob_key,
@@ -186,17 +205,12 @@ class Kernel:
             content_disposition=content_disposition(pointer.file_name, signed_as),
             content_type=pointer.content_type,
         )
-        audit(
-            "url.signed",
-            product=pointer.product_id,
-            artifactId=pointer.id,
-            jobId=pointer.job_id,
-            permission="r",
-            expiresAt=expires_at.isoformat(),
-        )
+        url_signed(pointer, "r", expires_at)
         return SignedUrl(url=url, expires_at=expires_at, disposition=signed_as)
 
-    async def present(self, stored: StoredPointer, *, disposition: str = "attachment") -> ArtifactOut:
+    async def present(
+        self, stored: StoredPointer, *, disposition: str = "attachment", expires_in: int | None = None
+    ) -> ArtifactOut:
         """A pointer as served: with a freshly signed, short-lived download URL if its bytes are online."""
         pointer = stored.pointer
         fields = msgspec.structs.asdict(pointer)
@@ -208,7 +222,7 @@ class Kernel:
                 reason=_OFFLINE.get(pointer.status, pointer.status.value.lower()),
                 etag=version(stored.etag),
             )
-        signed = await self.sign(pointer, disposition=disposition)
+        signed = await self.sign(pointer, disposition=disposition, expires_in=expires_in)
         return ArtifactOut(
             **fields,
             download_url=signed.url,

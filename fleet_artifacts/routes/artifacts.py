@@ -21,6 +21,7 @@ from fleet_artifacts.core.validation import check_id, parse_tags
 from fleet_artifacts.routes.deps import (
     ArtifactId,
     BaseUrl,
+    ExpiresIn,
     JobId,
     ProductId,
     Svc,
@@ -29,6 +30,7 @@ from fleet_artifacts.routes.deps import (
     anchored_page,
     job,
     needs,
+    seconds,
     served,
 )
 from fleet_artifacts.routes.openapi import problems
@@ -65,6 +67,7 @@ async def list_artifacts(
     ] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     continuation_token: Annotated[str | None, QueryParameter(name="continuationToken")] = None,
+    expires_in: ExpiresIn = None,
 ) -> ArtifactPage:
     """List a job's artifacts, newest first; pass continuationToken for the next page."""
     query = ListQuery(
@@ -77,7 +80,7 @@ async def list_artifacts(
         limit=limit,
         continuation=continuation_token,
     )
-    return anchored_page(await services.artifacts.list(query), base_url)
+    return anchored_page(await services.artifacts.list(query, expires_in=seconds(expires_in)), base_url)
 
 
 @get(
@@ -93,9 +96,12 @@ async def get_in_job(
     job_id: JobId,
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
+    expires_in: ExpiresIn = None,
 ) -> Response[ArtifactOut]:
     """Fetch a pointer with a fresh download URL (a point read)."""
-    out = await services.artifacts.get(product_id, aid(artifact_id), job(job_id), disposition=disposition)
+    out = await services.artifacts.get(
+        product_id, aid(artifact_id), job(job_id), disposition=disposition, expires_in=seconds(expires_in)
+    )
     return served(out, base_url)
 
 
@@ -111,9 +117,12 @@ async def get_by_id(
     base_url: BaseUrl,
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
+    expires_in: ExpiresIn = None,
 ) -> Response[ArtifactOut]:
     """Fetch a pointer by id alone (a cross-partition lookup on Cosmos)."""
-    out = await services.artifacts.get(product_id, aid(artifact_id), disposition=disposition)
+    out = await services.artifacts.get(
+        product_id, aid(artifact_id), disposition=disposition, expires_in=seconds(expires_in)
+    )
     return served(out, base_url)
 
 

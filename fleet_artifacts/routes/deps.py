@@ -127,6 +127,27 @@ Tag = Annotated[
         schema_extra={"items": Schema(type=OpenAPIType.STRING, pattern=TAG_PATTERN)},
     ),
 ]
+# A string checked here (``seconds``), so a bad value's problem names ``expiresIn``, as every other does.
+ExpiresIn = Annotated[
+    str | None,
+    QueryParameter(
+        name="expiresIn",
+        description="Seconds the signed URLs in this answer live (1 to MAX_SAS_TTL_SECONDS; "
+        "default SAS_TTL_SECONDS).",
+        schema_extra={"pattern": "^[0-9]{1,9}$"},
+    ),
+]
+
+
+def seconds(value: str | None) -> int | None:
+    """``expiresIn`` as a whole number of seconds (its bounds are the core's); None if absent."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise InvalidInput("expiresIn must be a whole number of seconds", field="expiresIn")
+    return int(value)
+
+
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(

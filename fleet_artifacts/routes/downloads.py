@@ -16,6 +16,7 @@ from fleet_artifacts.routes.deps import (
     AnyRequest,
     ArtifactId,
     BaseUrl,
+    ExpiresIn,
     JobId,
     ProductId,
     Services,
@@ -25,6 +26,7 @@ from fleet_artifacts.routes.deps import (
     job,
     needs,
     per_method,
+    seconds,
 )
 from fleet_artifacts.routes.openapi import ANY_MEDIA_TYPE, DOWNLOAD_ANSWERS, REDIRECT_ANSWER, problems
 from fleet_artifacts.routes.streaming import Served, stream_blob
@@ -55,11 +57,11 @@ async def content_in_job(
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
     redirect: FromQuery[bool] = False,
+    expires_in: ExpiresIn = None,
 ) -> Response[Any]:
     """Download the bytes through the service (Range, ETag), or redirect to a signed URL."""
-    return await _content(
-        request, services, (product_id, aid(artifact_id), job(job_id)), disposition, redirect, base_url
-    )
+    which = (product_id, aid(artifact_id), job(job_id))
+    return await _content(request, services, which, disposition, redirect, base_url, seconds(expires_in))
 
 
 @route(
@@ -79,11 +81,11 @@ async def content_by_id(
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
     redirect: FromQuery[bool] = False,
+    expires_in: ExpiresIn = None,
 ) -> Response[Any]:
     """Download the bytes, the artifact looked up by id alone."""
-    return await _content(
-        request, services, (product_id, aid(artifact_id), None), disposition, redirect, base_url
-    )
+    which = (product_id, aid(artifact_id), None)
+    return await _content(request, services, which, disposition, redirect, base_url, seconds(expires_in))
 
 
 async def _content(
@@ -93,9 +95,10 @@ async def _content(
     disposition: Disposition,
     redirect: bool,
     base_url: str,
+    expires_in: int | None,
 ) -> Response[Any]:
     if redirect:
-        signed = await services.artifacts.download_url(*which, disposition=disposition)
+        signed = await services.artifacts.download_url(*which, disposition=disposition, expires_in=expires_in)
         return Redirect(
             anchor(signed.url, base_url),
             status_code=302,
