@@ -41,6 +41,7 @@ from fleet_artifacts.core.sweeper import Sweeper
 from fleet_artifacts.routes.access_log import access_log, true_allow
 from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
+from fleet_artifacts.routes.hosts import LOOPBACK, trusted_hosts
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes.router import DOCS_ASSETS, docs_assets, route_handlers
 from fleet_artifacts.settings import Settings, SettingsError
@@ -217,8 +218,15 @@ def create_app(
         if isinstance(route, HTTPRoute)
     }
     # Outermost, so unknown routes (404) and refused methods (405) get their line too.
-    app.asgi_handler = access_log(true_allow(app.asgi_handler, allowed))
+    app.asgi_handler = access_log(trusted_hosts(true_allow(app.asgi_handler, allowed), hosts_of(settings)))
     return app
+
+
+def hosts_of(settings: Settings) -> tuple[str, ...] | None:
+    """The Host names requests may carry: ALLOWED_HOSTS; else loopback, or any with PUBLIC_BASE_URL."""
+    if settings.allowed_hosts is not None:
+        return settings.allowed_hosts
+    return None if settings.public_base_url else LOOPBACK
 
 
 def limits_of(settings: Settings) -> Limits:

@@ -230,8 +230,17 @@ def serve(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from fleet_artifacts.app import create_app
+    from fleet_artifacts.routes.hosts import LOOPBACK
     from fleet_artifacts.serving import bounded_protocol
 
+    if host not in LOOPBACK and not settings.public_base_url and settings.allowed_hosts is None:
+        print(
+            f"fleet-artifacts: serving on {host} needs FLEET_ARTIFACTS_PUBLIC_BASE_URL or "
+            "FLEET_ARTIFACTS_ALLOWED_HOSTS: without either, the URLs it hands out would follow any "
+            "Host header a client sends",
+            file=sys.stderr,
+        )
+        return 2
     data_dir = settings.data_dir.resolve()
     token_note = f"{len(settings.tokens)} configured in FLEET_ARTIFACTS_TOKENS"
     if settings.tokens_file is not None:

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path("fleet-artifacts-data")
     signing_key: str | None = None
     public_base_url: str | None = None
+    allowed_hosts: tuple[str, ...] | None = None  # None: loopback names, or any once PUBLIC_BASE_URL is set
     max_upload_bytes: int = 10 * GiB
     max_envelope_bytes: int = 8 * MiB
     sas_ttl_seconds: int = 900
@@ -109,6 +111,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "pointer_backend": ("sqlite", "cosmos"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
+
+
+_HOST = re.compile(r"\*|(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:]+")
 
 
 def parse_tokens(raw: str) -> tuple[TokenEntry, ...]:
@@ -181,6 +186,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 raise SettingsError(f"{name}: {exc.detail}") from None
         elif field == "signing_key" and len(raw) < 32:
             raise SettingsError(f"{name} must be at least 32 characters")
+        elif field == "allowed_hosts":
+            hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+            if not hosts or any(not _HOST.fullmatch(h) for h in hosts):
+                raise SettingsError(f"{name}: comma-separated host names, *.domain patterns or *")
+            values[field] = hosts
         elif field == "public_base_url" and not raw.startswith(("http://", "https://")):
             raise SettingsError(f"{name} must be an http:// or https:// URL")
         else:

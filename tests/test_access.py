@@ -181,3 +181,37 @@ def test_token_new_prints_a_token_once_and_the_hashed_line_that_configures_it(tm
         timeout=60,
     )
     assert bad.returncode == 2 and "unknown scope" in bad.stderr
+
+
+def test_a_request_for_another_host_is_refused_so_no_url_follows_a_forged_host(tmp_path: Path) -> None:
+    loopback = ThreadedServer(create_app(make_settings(None, tmp_path / "a"))).start()
+    named = ThreadedServer(
+        create_app(
+            make_settings(None, tmp_path / "b", allowed_hosts="artifacts.example.com,*.ci.example.com")
+        )
+    ).start()
+    try:
+        auth = {"Authorization": f"Bearer {ONE_SCOPE[Scope.ADMIN]}"}
+        for url, host, status in [
+            (loopback.url, "evil.example.com", 400),
+            (loopback.url, f"localhost:{loopback.port}", 401),  # allowed: then the token is checked
+            (named.url, "artifacts.example.com", 401),
+            (named.url, "runner-7.ci.example.com:443", 401),
+            (named.url, "example.org", 400),
+            (named.url, "ci.example.com.evil.org", 400),
+        ]:
+            r = httpx.get(f"{url}/fleet/jobs/j/artifacts", headers={**auth, "Host": host})
+            assert r.status_code == status, (host, r.text)
+            if status == 400:
+                assert assert_problem(r, 400)["field"] == "Host"
+    finally:
+        loopback.stop()
+        named.stop()
+    refused = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "serve", "--host", "0.0.0.0", "--port", "0"],
+        env=clean_env() | {"FLEET_ARTIFACTS_DATA_DIR": str(tmp_path / "c")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "FLEET_ARTIFACTS_ALLOWED_HOSTS" in refused.stderr

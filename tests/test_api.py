@@ -607,7 +607,7 @@ async def test_over_limit_upload_is_413_and_leaves_nothing(
     assert port is not None
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(
-            f"POST /fleet/jobs/{job_id}/artifacts?kind=log&fileName=a HTTP/1.1\r\nHost: x\r\n"
+            f"POST /fleet/jobs/{job_id}/artifacts?kind=log&fileName=a HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: {client.headers['authorization']}\r\nContent-Type: text/plain\r\n"
             f"Content-Length: {limit + 1}\r\n\r\n".encode()
         )

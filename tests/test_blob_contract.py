@@ -7,11 +7,13 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
+from typing import cast
 
 import httpx
 import pytest
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobClient
+from azure.storage.blob import BlobClient, BlobProperties
+from azure.storage.blob.aio import BlobClient as AsyncBlobClient
 
 from fleet_artifacts.core.clock import utcnow
 from fleet_artifacts.core.errors import (
@@ -21,10 +23,12 @@ from fleet_artifacts.core.errors import (
     NotFound,
     PayloadTooLarge,
     SignatureRejected,
+    Unavailable,
 )
 from fleet_artifacts.core.hosted import HostedBlobStore
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import BlobStore
+from fleet_artifacts.stores.azure_copy import copy_blob
 from fleet_artifacts.stores.signing import UrlSigner
 from tests.conftest import BLOB_BACKENDS, blob_server
 from tests.fakes import MemoryBlobStore
@@ -472,3 +476,162 @@ async def test_the_fake_can_keep_a_blob_rehydrating_as_azure_does() -> None:
     info = await blobs.info(k)
     assert info is not None and info.tier is BlobTier.COOL and not info.rehydrating
     assert await read_all(blobs, k) == b"later"
+
+
+def staging() -> str:
+    return f"staging/p/j/{secrets.token_hex(8)}-log"
+
+
+async def test_copy_gives_the_target_the_sources_bytes_type_and_digest(blobs: BlobStore) -> None:
+    data = secrets.token_bytes(700_000)  # several blocks on Azurite (256 KiB blocks in the fixture)
+    source, target = staging(), key()
+    await blobs.write(
+        source,
+        chunks_of(data, 65536),
+        content_type="text/plain; charset=utf-8",
+        max_bytes=10**6,
+        tags={"s": "1"},
+    )
+    tags = {"product": "p", "kind": "log", "expires": "2030-01-01"}
+    copied = await blobs.copy(source, target, tags=tags)
+    digest = hashlib.sha256(data).hexdigest()
+    assert copied.size_bytes == len(data) and copied.sha256 == digest
+    assert copied.content_type == "text/plain; charset=utf-8"
+    assert copied.tier is BlobTier.HOT and not copied.rehydrating
+    assert await blobs.info(target) == copied
+    assert await read_all(blobs, target) == data
+    assert b"".join([c async for c in blobs.read(target, offset=300_000, length=10)]) == data[300_000:300_010]
+    assert await blobs.get_tags(target) == tags
+    # The source is unchanged and still readable.
+    source_info = await blobs.info(source)
+    assert source_info is not None and source_info.sha256 == digest == copied.sha256
+    assert source_info.content_type == copied.content_type and source_info.size_bytes == len(data)
+    assert await read_all(blobs, source) == data
+    assert await blobs.get_tags(source) == {"s": "1"}
+
+
+async def test_copy_replaces_an_existing_target_and_its_tier_and_tags(blobs: BlobStore) -> None:
+    source, target = staging(), key()
+    await blobs.write(source, chunks_of(b"new bytes", 4), content_type="application/zip", max_bytes=100)
+    await blobs.write(target, chunks_of(b"old", 3), content_type="text/plain", max_bytes=100, tags={"v": "1"})
+    await blobs.set_tier(target, BlobTier.COOL)
+    copied = await blobs.copy(source, target)  # no tags: the target has none
+    assert copied.size_bytes == 9 and copied.content_type == "application/zip"
+    assert copied.sha256 == hashlib.sha256(b"new bytes").hexdigest() and copied.tier is BlobTier.HOT
+    assert await read_all(blobs, target) == b"new bytes"
+    assert await blobs.get_tags(target) == {}
+    info = await blobs.info(target)
+    assert info is not None and info.tier is BlobTier.HOT
+    await blobs.write(source, chunks_of(b"newer", 4), content_type="text/csv", max_bytes=100)
+    await blobs.copy(source, target, tags={"v": "3"})  # copying again replaces the copy
+    assert await read_all(blobs, target) == b"newer" and await blobs.get_tags(target) == {"v": "3"}
+    info = await blobs.info(target)
+    assert info is not None and info.content_type == "text/csv"
+
+
+async def test_copy_of_an_absent_source_is_not_found_and_creates_nothing(blobs: BlobStore) -> None:
+    source, target, kept = staging(), key(), key()
+    with pytest.raises(NotFound):
+        await blobs.copy(source, target, tags={"a": "b"})
+    assert await blobs.info(target) is None
+    # Staged but never committed is absent too; an existing target is left as it was.
+    await blobs.stage_chunk(source, offset=0, nonce="00000000", chunks=chunks_of(b"staged", 3), max_bytes=10)
+    await blobs.write(kept, chunks_of(b"kept", 2), content_type="a/b", max_bytes=10, tags={"k": "1"})
+    with pytest.raises(NotFound):
+        await blobs.copy(source, kept)
+    assert await read_all(blobs, kept) == b"kept" and await blobs.get_tags(kept) == {"k": "1"}
+    await blobs.discard_uncommitted(source)  # Azure refuses block ids of two lengths in one blob
+    await blobs.write(source, chunks_of(b"gone", 2), content_type="a/b", max_bytes=10)
+    assert await blobs.delete(source)
+    with pytest.raises(NotFound):
+        await blobs.copy(source, target)
+    assert await blobs.info(target) is None
+
+
+async def test_copy_of_an_archived_source_is_refused(blobs: BlobStore) -> None:
+    source, target = staging(), key()
+    await blobs.write(source, chunks_of(b"offline", 3), content_type="a/b", max_bytes=100, tags={"s": "1"})
+    await blobs.set_tier(source, BlobTier.ARCHIVE)
+    with pytest.raises(Archived):
+        await blobs.copy(source, target, tags={"t": "1"})
+    assert await blobs.info(target) is None
+    info = await blobs.info(source)
+    assert info is not None and info.tier is BlobTier.ARCHIVE  # the refusal changed nothing
+    await blobs.set_tier(source, BlobTier.HOT)
+    copied = await blobs.copy(source, target, tags={"t": "1"})
+    assert copied.tier is BlobTier.HOT and await read_all(blobs, target) == b"offline"
+
+
+async def test_copy_refuses_tags_azure_refuses_before_copying(blobs: BlobStore) -> None:
+    source, target = staging(), key()
+    await blobs.write(source, chunks_of(b"x", 1), content_type="a/b", max_bytes=10)
+    with pytest.raises(InvalidInput):
+        await blobs.copy(source, target, tags={"k": "v!"})
+    assert await blobs.info(target) is None
+
+
+async def test_a_large_blob_copies_byte_exact(blobs: BlobStore) -> None:
+    data = secrets.token_bytes(5 * 1024 * 1024 + 12345)  # 21 blocks of 256 KiB on Azurite
+    source, target = staging(), key()
+    await blobs.write(source, chunks_of(data, 1024 * 1024), content_type="application/zip", max_bytes=10**8)
+    copied = await blobs.copy(source, target, tags={"kind": "bundle"})
+    assert copied.size_bytes == len(data) and copied.sha256 == hashlib.sha256(data).hexdigest()
+    assert hashlib.sha256(await read_all(blobs, target)).hexdigest() == copied.sha256
+    tail = b"".join([c async for c in blobs.read(target, offset=len(data) - 100)])
+    assert tail == data[-100:]
+
+
+async def test_the_copy_outlives_its_source(blobs: BlobStore) -> None:
+    data = secrets.token_bytes(300_000)
+    source, target = staging(), key()
+    await blobs.write(source, chunks_of(data, 65536), content_type="a/b", max_bytes=10**6)
+    await blobs.copy(source, target, tags={"t": "1"})
+    assert await blobs.delete(source)
+    assert await blobs.info(source) is None
+    assert await read_all(blobs, target) == data and await blobs.get_tags(target) == {"t": "1"}
+    info = await blobs.info(target)
+    assert info is not None and info.sha256 == hashlib.sha256(data).hexdigest()
+    assert [k async for k, _ in blobs.committed(target)] == [target]
+
+
+class PendingCopyTarget:
+    """A stand-in target BlobClient whose copy Azure answers "pending", then settles as told.
+
+    Azurite finishes every copy within the account before it answers, so the polling and
+    clean-up of ``azure_copy`` are driven by this instead.
+    """
+
+    blob_name = "fleet/p/j/pending-log"
+
+    def __init__(self, statuses: list[str]) -> None:
+        self.statuses = statuses
+        self.calls: list[str] = []
+
+    async def start_copy_from_url(self, source_url: str, **kw: object) -> dict[str, str]:
+        self.calls.append("start")
+        return {"copy_id": "copy-1", "copy_status": "pending"}
+
+    async def get_blob_properties(self) -> BlobProperties:
+        props = BlobProperties()
+        props.copy.status = self.statuses.pop(0)
+        return props
+
+    async def abort_copy(self, copy_id: str) -> None:
+        self.calls.append(f"abort {copy_id}")
+
+    async def delete_blob(self) -> None:
+        self.calls.append("delete")
+
+
+async def test_a_pending_azure_copy_is_waited_for() -> None:
+    target = PendingCopyTarget(["pending", "pending", "success"])
+    await copy_blob(cast(AsyncBlobClient, target), "http://source?sas", tags={})
+    assert target.calls == ["start"] and target.statuses == []
+
+
+@pytest.mark.parametrize(("status", "error"), [("failed", Unavailable), ("aborted", Conflict)])
+async def test_a_failed_azure_copy_leaves_no_target(status: str, error: type[Exception]) -> None:
+    target = PendingCopyTarget(["pending", status])
+    with pytest.raises(error):
+        await copy_blob(cast(AsyncBlobClient, target), "http://source?sas", tags={})
+    assert target.calls == ["start", "abort copy-1", "delete"]

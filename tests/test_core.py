@@ -29,6 +29,7 @@ from fleet_artifacts.core.errors import (
 )
 from fleet_artifacts.core.gc import sweep_stale_uploads
 from fleet_artifacts.core.kernel import Kernel, Limits
+from fleet_artifacts.core.keys import staging_key
 from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.models import (
     ArtifactKind,
@@ -178,18 +179,26 @@ async def test_direct_upload_finalize_and_a_wrong_claim() -> None:
     assert ticket.status is ArtifactStatus.UPLOADING and ticket.upload_url.startswith(BLOBS)
     with pytest.raises(NotFound):  # not served before finalize
         await w.artifacts.get("p", ticket.id, "j1")
-    assert await w.direct.upload_open(ticket.blob_key)
-    await w.blobs.write(ticket.blob_key, body(b"12345"), content_type="text/plain", max_bytes=10)
+    # The client writes the upload's staging blob; finalize copies it to the artifact's key.
+    staged = staging_key(ticket.blob_key)
+    assert ticket.upload_url.startswith(BLOBS + staged + "?")
+    assert await w.direct.upload_open(staged) and not await w.direct.upload_open(ticket.blob_key)
+    await w.blobs.write(staged, body(b"12345"), content_type="text/plain", max_bytes=10)
     claim = FinalizeRequest(size_bytes=5, sha256=hashlib.sha256(b"12345").hexdigest())
     done = await w.direct.finalize("p", "j1", ticket.id, claim)
     assert done.status is ArtifactStatus.ACTIVE and done.sha256_verified
-    assert not await w.direct.upload_open(ticket.blob_key)  # its write URL is dead now
+    assert not await w.direct.upload_open(staged)  # its write URL is dead now
+    assert await w.read(ticket.blob_key) == b"12345" and await w.blobs.info(staged) is None
+    # A late write to staging (an Azure SAS cannot be revoked) changes nothing anyone reads.
+    await w.blobs.write(staged, body(b"54321"), content_type="text/plain", max_bytes=10)
+    assert await w.read((await w.artifacts.content("p", ticket.id, "j1")).blob_key) == b"12345"
 
     bad, _ = await w.direct.start("p", "j1", META, None)
-    await w.blobs.write(bad.blob_key, body(b"other"), content_type="text/plain", max_bytes=10)
+    await w.blobs.write(staging_key(bad.blob_key), body(b"other"), content_type="text/plain", max_bytes=10)
     with pytest.raises(Unprocessable):
         await w.direct.finalize("p", "j1", bad.id, claim)
     assert await w.blobs.info(bad.blob_key) is None and await w.pointers.get("j1", bad.id) is None
+    assert await w.blobs.info(staging_key(bad.blob_key)) is None
 
 
 async def test_a_session_commits_chunks_sent_out_of_order() -> None:

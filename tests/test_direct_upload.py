@@ -14,7 +14,7 @@ from azure.storage.blob import BlobClient
 
 from fleet_artifacts.app import open_stores
 from fleet_artifacts.core.clock import utcnow
-from fleet_artifacts.core.gc import sweep_stale_uploads
+from fleet_artifacts.core.gc import sweep_orphan_blobs, sweep_stale_uploads
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.settings import Settings
 from tests.conftest import TOKEN_B
@@ -130,7 +130,10 @@ def test_write_url_cannot_read_or_touch_another_blob(client: httpx.Client, job_i
         blob.download_blob().readall()
     assert read.value.status_code == 403
     assert httpx.get(ticket["uploadUrl"]).status_code == 403
-    stolen = ticket["uploadUrl"].replace(ticket["blobKey"], other["blobKey"])
+    # The write URL names the upload's staging blob; aimed at another artifact's blob, it is refused.
+    staged = "staging/" + ticket["blobKey"].removeprefix("fleet/")
+    stolen = ticket["uploadUrl"].replace(staged, other["blobKey"])
+    assert stolen != ticket["uploadUrl"]
     with BlobClient.from_blob_url(stolen) as blob, pytest.raises(HttpResponseError) as overwrite:
         blob.upload_blob(b"overwritten", overwrite=True)
     assert overwrite.value.status_code == 403
@@ -228,9 +231,39 @@ async def test_gc_removes_uploads_past_their_deadline(
     assert await blob_names(settings, f"fleet/prod-a/{job_id}/") == [finished["blobKey"]] or (
         settings.blob_backend == "local"
         and await blob_names(settings, f"fleet/prod-a/{job_id}/")
-        # Beside the blob: its type and digest, and the mark that its write URL is dead.
-        == sorted([finished["blobKey"], finished["blobKey"] + ".meta", finished["blobKey"] + ".sealed"])
+        # Beside the blob: its type and digest (its write URL named the staging blob, gone now).
+        == sorted([finished["blobKey"], finished["blobKey"] + ".meta"])
     )
     if settings.blob_backend == "local":
         staging = settings.data_dir / "staging"
         assert not staging.exists() or list(staging.iterdir()) == []
+
+
+async def test_a_write_through_the_upload_url_after_finalize_never_changes_the_artifact(
+    client: httpx.Client, settings: Settings, job_id: str
+) -> None:
+    data = secrets.token_bytes(150_000)
+    ticket = start(client, job_id)
+    assert "/staging/" in ticket["uploadUrl"] and ticket["blobKey"].startswith("fleet/")
+    write(ticket["uploadUrl"], data)
+    done = finalize(client, ticket, data).json()
+    assert done["status"] == "ACTIVE"
+    forged = secrets.token_bytes(150_000)
+    try:
+        write(ticket["uploadUrl"], forged, blocks=False)  # an Azure SAS still writes: into staging
+        overwritten = True
+    except HttpResponseError as refused:  # the local backend refuses a URL whose upload was finalized
+        assert refused.status_code == 403
+        overwritten = False
+    assert overwritten == (settings.blob_backend == "azure")
+    again = client.get(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}").json()
+    assert again["sha256"] == done["sha256"] == hashlib.sha256(data).hexdigest()
+    assert httpx.get(again["downloadUrl"]).content == data
+    assert client.get(f"/fleet/artifacts/{ticket['id']}/content").content == data
+    # What the late write left in staging is an orphan: nothing reads it, the sweep removes it.
+    async with open_stores(settings) as (blobs, pointers):
+        swept = await sweep_orphan_blobs(Kernel(blobs, pointers), older_than=utcnow() + timedelta(seconds=5))
+        staged = "staging/" + ticket["blobKey"].removeprefix("fleet/")
+        assert (staged in swept) == overwritten and ticket["blobKey"] not in swept
+        assert await blobs.info(staged) is None
+    assert client.get(f"/fleet/artifacts/{ticket['id']}/content").content == data

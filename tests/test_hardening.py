@@ -233,7 +233,8 @@ def test_deleting_an_unfinished_local_upload_drops_its_staged_blocks(
     ticket = start(client, job_id)
     with BlobClient.from_blob_url(ticket["uploadUrl"]) as blob:
         blob.stage_block("YmxvY2stMDAwMQ==", b"half")
-    staging = settings.data_dir / "staging" / hashlib.sha256(ticket["blobKey"].encode()).hexdigest()
+    staged_key = "staging/" + ticket["blobKey"].removeprefix("fleet/")  # the write URL's blob
+    staging = settings.data_dir / "staging" / hashlib.sha256(staged_key.encode()).hexdigest()
     assert staging.is_dir()
     assert client.delete(f"/fleet/jobs/{job_id}/artifacts/{ticket['id']}").status_code == 204
     assert not staging.exists()

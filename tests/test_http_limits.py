@@ -78,9 +78,9 @@ def health(host: str, port: int) -> float:
 def test_a_head_over_the_bound_is_431_and_closed(served: tuple[str, int, int]) -> None:
     host, port, _ = served
     for head in (
-        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (4 * 1024 * 1024) + b"\r\n\r\n",
-        b"GET /" + b"p" * (2 * 1024 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a huge request target
-        b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Many: 1\r\n" * 5000 + b"\r\n",
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (4 * 1024 * 1024) + b"\r\n\r\n",
+        b"GET /" + b"p" * (2 * 1024 * 1024) + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # huge target
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Many: 1\r\n" * 5000 + b"\r\n",
     ):
         started = time.perf_counter()
         answer = exchange((host, port), head)
@@ -93,8 +93,8 @@ def test_a_head_over_the_bound_is_431_and_closed(served: tuple[str, int, int]) -
 def test_heads_within_the_bound_and_pipelined_requests_still_work(served: tuple[str, int, int]) -> None:
     host, port, _ = served
     header = b"X-Fine: " + b"a" * (LIMIT - 1024) + b"\r\n"
-    one = b"GET /health HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n"
-    last = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    one = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n"
+    last = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     answer = exchange((host, port), one + one + last)
     assert answer.count(b"HTTP/1.1 200 OK") == 3, answer[:300]
     r = httpx.get(
@@ -108,7 +108,7 @@ def test_a_trickled_head_is_cut_off(served: tuple[str, int, int]) -> None:
     host, port, _ = served
     with socket.create_connection((host, port), timeout=10) as sock:
         started = time.perf_counter()
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         answer = b""
         for _ in range(40):  # one header byte every 0.25 s: never done within the 2 s bound
             try:
@@ -135,7 +135,7 @@ def test_parallel_huge_heads_leave_memory_flat_and_health_responsive(served: tup
     health(host, port)
     before = rss_kib(pid)
     answers: list[bytes] = []
-    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (32 * 1024 * 1024) + b"\r\n\r\n"
+    head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (32 * 1024 * 1024) + b"\r\n\r\n"
     threads = [
         threading.Thread(target=lambda: answers.append(exchange((host, port), head))) for _ in range(4)
     ]
@@ -151,7 +151,7 @@ def test_parallel_huge_heads_leave_memory_flat_and_health_responsive(served: tup
 
 def test_a_chunked_body_cannot_carry_a_huge_trailer(served: tuple[str, int, int]) -> None:
     host, port, _ = served
-    head = b"POST /fleet/jobs/j/artifacts HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /fleet/jobs/j/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
     body = b"5\r\nhello\r\n0\r\nX-Trailer: " + b"a" * (8 * 1024 * 1024) + b"\r\n\r\n"
     started = time.perf_counter()
     answer = exchange((host, port), head + body)
@@ -165,7 +165,7 @@ def test_a_head_begun_in_the_read_that_ends_a_body_is_timed_too(served: tuple[st
     with socket.create_connection((host, port), timeout=15) as sock:
         # One packet: a whole request with a body, then the start of the next head, never finished.
         sock.sendall(
-            b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+            b"POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
             b"GET /health HTTP/1.1\r\nX-Slow: a"
         )
         started = time.perf_counter()

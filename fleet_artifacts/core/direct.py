@@ -23,7 +23,7 @@ from fleet_artifacts.core.errors import (
     Unprocessable,
 )
 from fleet_artifacts.core.kernel import Kernel
-from fleet_artifacts.core.keys import blob_key, parse_blob_key
+from fleet_artifacts.core.keys import blob_key, parse_blob_key, staging_key
 from fleet_artifacts.core.models import (
     ArtifactMeta,
     ArtifactOut,
@@ -124,7 +124,10 @@ class DirectUploads:
     async def _ticket(self, pointer: Pointer) -> UploadTicket:
         # The write URL never outlives the upload's deadline.
         assert pointer.expires_at is not None
-        url = await self.kernel.blobs.sign_write_url(pointer.blob_key, expires_at=pointer.expires_at)
+        # The client writes a staging blob; finalize copies it to the artifact's key.
+        url = await self.kernel.blobs.sign_write_url(
+            staging_key(pointer.blob_key), expires_at=pointer.expires_at
+        )
         url_signed(pointer, "cw", pointer.expires_at)
         return UploadTicket(
             **msgspec.structs.asdict(pointer),
@@ -155,13 +158,16 @@ class DirectUploads:
             raise NotFound("artifact not found")
         if pointer.expires_at is not None and pointer.expires_at <= self.kernel.now():
             raise Conflict("the upload's deadline has passed; start a new upload")
-        if await self.kernel.blobs.info(pointer.blob_key) is None:
+        blobs, staged, target = self.kernel.blobs, staging_key(pointer.blob_key), pointer.blob_key
+        if await blobs.info(staged) is None:
             raise Conflict("nothing is committed under the upload URL yet")
-        # No write through the upload URL lands after this: what is hashed below stays the blob.
-        await self.kernel.blobs.seal(pointer.blob_key)
-        info = await self.kernel.blobs.info(pointer.blob_key)
-        if info is None:  # deleted meanwhile (a concurrent discard): start over
-            raise Conflict("the upload was discarded meanwhile; start a new upload")
+        # Locally no write through the upload URL lands after this. On Azure one still may, on the
+        # staging blob: so the checks below look at the copy, which only this service writes.
+        await blobs.seal(staged)
+        try:
+            info = await blobs.copy(staged, target)
+        except NotFound:  # discarded meanwhile (a concurrent delete): start over
+            raise Conflict("the upload was discarded meanwhile; start a new upload") from None
         if info.size_bytes > self.kernel.limits.max_upload_bytes:  # a SAS cannot cap a size: check it here
             await self._abandon(stored)
             raise PayloadTooLarge(self.kernel.limits.max_upload_bytes)
@@ -177,7 +183,7 @@ class DirectUploads:
         verified = claim.verify or sha256 is None or info.size_bytes <= self.kernel.limits.verify_max_bytes
         if verified:
             digest = hashlib.sha256()
-            async for chunk in self.kernel.blobs.read(pointer.blob_key):
+            async for chunk in blobs.read(target):
                 digest.update(chunk)
             if sha256 is not None and digest.hexdigest() != sha256:
                 await self._abandon(stored)
@@ -197,13 +203,15 @@ class DirectUploads:
             expires_at=retention.expires_at(pointer.created_at),
             retention_days=retention.days,
         )
-        # The client wrote the blob with a SAS that grants no tags: the service tags it now.
-        await self.kernel.blobs.set_tags(pointer.blob_key, self.kernel.blob_tags(active))
+        await blobs.set_tags(target, self.kernel.blob_tags(active))
         try:
             etag = await self.kernel.pointers.replace(active, etag=stored.etag)
         except PreconditionFailed:
             # A concurrent finalize (or delete) won; answer as a retry of that one would be answered.
             return await self.finalize(product_id, job_id, artifact_id, claim)
+        # Only now: a finalize retried after a failure above still finds the staged bytes.
+        await blobs.delete(staged)
+        await blobs.discard_uncommitted(staged)
         return await self.kernel.present(StoredPointer(active, etag))
 
     async def upload_open(self, key: str) -> bool:
@@ -212,7 +220,7 @@ class DirectUploads:
         if named is None:
             return False
         stored = await self.kernel.pointers.get(*named)
-        if stored is None or stored.pointer.blob_key != key:
+        if stored is None or staging_key(stored.pointer.blob_key) != key:
             return False
         pointer = stored.pointer
         deadline = pointer.expires_at

@@ -11,8 +11,8 @@ from datetime import datetime
 
 from fleet_artifacts.core.errors import ArtifactError
 from fleet_artifacts.core.kernel import Kernel
-from fleet_artifacts.core.keys import BLOB_PREFIX, parse_blob_key
-from fleet_artifacts.core.models import ArtifactStatus
+from fleet_artifacts.core.keys import BLOB_PREFIX, STAGING_PREFIX, parse_blob_key, staging_key
+from fleet_artifacts.core.models import ArtifactStatus, Pointer
 from fleet_artifacts.core.ports import (
     IdempotencyRecord,
     ShareLink,
@@ -100,21 +100,31 @@ async def sweep_orphan_blobs(kernel: Kernel, *, older_than: datetime, dry_run: b
     Such blobs are left when the process dies between writing a blob and its pointer,
     or when deleting a blob after a failed pointer write fails too. The grace period
     (``older_than``) keeps the sweep off uploads whose pointer is still being written.
+    Staging blobs go too once their upload is finalized or gone (a write through an old
+    upload URL after finalize lands there, and nothing reads it).
     """
     blobs, pointers = kernel.blobs, kernel.pointers
     removed: list[str] = []
-    async for key, modified in blobs.committed(BLOB_PREFIX):
-        if modified >= older_than:
-            continue
-        named = parse_blob_key(key)
-        stored = await pointers.get(*named) if named else None
-        if stored is not None and stored.pointer.blob_key == key:
-            continue
-        removed.append(key)
-        if not dry_run:
-            await blobs.delete(key)
-            log.info("removed orphan blob %s (modified %s)", key, modified.isoformat())
+    for prefix in (BLOB_PREFIX, STAGING_PREFIX):
+        async for key, modified in blobs.committed(prefix):
+            if modified >= older_than:
+                continue
+            named = parse_blob_key(key)
+            stored = await pointers.get(*named) if named else None
+            if stored is not None and _names(stored.pointer, key):
+                continue
+            removed.append(key)
+            if not dry_run:
+                await blobs.delete(key)
+                log.info("removed orphan blob %s (modified %s)", key, modified.isoformat())
     return removed
+
+
+def _names(pointer: Pointer, key: str) -> bool:
+    """Whether ``pointer`` still needs the blob ``key``: its own, or its upload's staging blob."""
+    if key.startswith(STAGING_PREFIX):
+        return pointer.status is ArtifactStatus.UPLOADING and staging_key(pointer.blob_key) == key
+    return pointer.blob_key == key
 
 
 async def sweep_expired_sessions(kernel: Kernel, *, now: datetime, dry_run: bool = False) -> list[str]:

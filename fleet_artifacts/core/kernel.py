@@ -36,7 +36,7 @@ from fleet_artifacts.core.errors import (
     PreconditionFailed,
 )
 from fleet_artifacts.core.idempotency import Idempotency
-from fleet_artifacts.core.keys import content_disposition, signed_disposition
+from fleet_artifacts.core.keys import content_disposition, signed_disposition, staging_key
 from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import BlobStore, PointerStore, StoredPointer
 
@@ -295,11 +295,14 @@ class Kernel:
             except (PreconditionFailed, NotFound):
                 return False
         if pointer.status is ArtifactStatus.UPLOADING or pointer.status is ArtifactStatus.DELETING:
-            # An unfinished upload's write URL may still be streaming: it must not recreate the
-            # blob. An artifact's was sealed at finalize, or it never had one.
-            await self.blobs.seal(pointer.blob_key)
+            # An unfinished upload's write URL may still be streaming into its staging blob: it
+            # must not land again. (An artifact's staging blob went at finalize.)
+            staged = staging_key(pointer.blob_key)
+            await self.blobs.seal(staged)
+            await self.blobs.delete(staged)
+            await self.blobs.discard_uncommitted(staged)
         await self.blobs.delete(pointer.blob_key)
-        await self.blobs.discard_uncommitted(pointer.blob_key)  # an UPLOADING one's staged blocks
+        await self.blobs.discard_uncommitted(pointer.blob_key)
         removed = await self.pointers.delete(pointer.job_id, pointer.id)
         if removed:
             audit("artifact.removed", product=pointer.product_id, artifactId=pointer.id, jobId=pointer.job_id)

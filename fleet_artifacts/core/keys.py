@@ -7,6 +7,9 @@ from urllib.parse import quote
 from fleet_artifacts.core.models import ArtifactKind
 
 BLOB_PREFIX = "fleet/"  # every artifact's blob is under it (lifecycle rules and the orphan sweep use it)
+# Where a direct upload's client writes; finalize copies the verified bytes to the artifact's key,
+# so the write URL (an Azure SAS cannot be revoked) can never change a finalized artifact.
+STAGING_PREFIX = "staging/"
 
 
 def blob_key(product_id: str, job_id: str, artifact_id: str, kind: ArtifactKind) -> str:
@@ -14,10 +17,15 @@ def blob_key(product_id: str, job_id: str, artifact_id: str, kind: ArtifactKind)
     return f"{BLOB_PREFIX}{product_id}/{job_id}/{artifact_id}-{kind.value}"
 
 
+def staging_key(key: str) -> str:
+    """The staging key of an artifact's blob key: ``staging/<productId>/<jobId>/<id>-<kind>``."""
+    return STAGING_PREFIX + key.removeprefix(BLOB_PREFIX)
+
+
 def parse_blob_key(key: str) -> tuple[str, str] | None:
-    """The (job id, artifact id) a key made by ``blob_key`` names; None for any other key."""
+    """The (job id, artifact id) a key made by ``blob_key`` (or its staging key) names; None otherwise."""
     parts = key.split("/")
-    if len(parts) != 4 or parts[0] != "fleet":
+    if len(parts) != 4 or parts[0] + "/" not in (BLOB_PREFIX, STAGING_PREFIX):
         return None
     artifact_id = parts[3].rpartition("-")[0]
     return (parts[2], artifact_id) if artifact_id else None

@@ -170,6 +170,16 @@ class BlobStore(abc.ABC):
         """Commit staged blocks, in this order, as the blob (index ``tags`` on it); return size and sha256."""
 
     @abc.abstractmethod
+    async def copy(self, source: str, target: str, *, tags: Mapping[str, str] | None = None) -> BlobInfo:
+        """Copy a committed blob to ``target`` inside the store (replacing it), with index ``tags``.
+
+        Server-side: on Azure a Copy Blob within the account, waited for until it succeeds, so
+        no byte passes through the service. The target gets the source's bytes, content type
+        and digest, in the Hot tier. NotFound if ``source`` is absent; a copy that fails leaves
+        no ``target`` behind. Returns the target's properties.
+        """
+
+    @abc.abstractmethod
     async def set_tier(self, key: str, tier: BlobTier, *, high_priority: bool = False) -> None:
         """Move a committed blob to ``tier``; NotFound if absent.
 

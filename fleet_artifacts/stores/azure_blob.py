@@ -8,7 +8,8 @@ project's errors in ``azure_blob_errors.translate`` and nowhere else.
 
 Access tiers and index tags are Azure's own (``set_standard_blob_tier``, ``set_blob_tags``);
 an archived blob answers reads with ``BlobArchived`` until its rehydration, which takes
-hours on Azure, has finished (Azurite rehydrates at once).
+hours on Azure, has finished (Azurite rehydrates at once). A copy inside the store is a
+Copy Blob, waited for (``azure_copy``); SAS signing is in ``azure_sas``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import base64
 import contextlib
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from azure.identity.aio import DefaultAzureCredential
@@ -30,22 +31,22 @@ from azure.storage.blob import (
     RehydratePriority,
     StandardBlobTier,
     UserDelegationKey,
-    generate_blob_sas,
 )
 from azure.storage.blob.aio import BlobServiceClient
 
 from fleet_artifacts.core.clock import utcnow
-from fleet_artifacts.core.errors import Conflict, NotFound, PayloadTooLarge
+from fleet_artifacts.core.errors import Archived, Conflict, NotFound, PayloadTooLarge
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import BlobInfo, BlobStore, BlobWritten, StagedChunk, chunk_block_id
 from fleet_artifacts.settings import Settings
 from fleet_artifacts.stores.azure_blob_errors import translate
+from fleet_artifacts.stores.azure_copy import COPY_WAIT, copy_blob
+from fleet_artifacts.stores.azure_sas import SAS_BACKDATE, signed_blob_url
 from fleet_artifacts.stores.blob_tags import check_tags
 from fleet_artifacts.stores.delegation import DelegationKeyCache
 
 MAX_BLOCKS = 50_000
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
-SAS_BACKDATE = timedelta(minutes=15)  # tolerate clock skew between us and the reader
 
 
 def _tier_of(props: BlobProperties) -> BlobTier:
@@ -292,6 +293,29 @@ class AzureBlobStore(BlobStore):
             rehydrating=(props.archive_status or "").startswith("rehydrate-pending"),
         )
 
+    async def copy(self, source: str, target: str, *, tags: Mapping[str, str] | None = None) -> BlobInfo:
+        """Copy Blob within the account (``azure_copy``), from a read SAS of ``source`` alone.
+
+        The source's properties are read first: an archived source is refused here, because
+        Azure would take a copy of it as a rehydration and keep the copy pending for hours.
+        """
+        checked = check_tags(tags)
+        found = await self.info(source)
+        if found is None:
+            raise NotFound(f"copy {source}: not found")
+        if found.tier is BlobTier.ARCHIVE:
+            raise Archived(f"copy {source}: the blob is in the Archive tier (or still rehydrating)")
+        # The source URL carries a read SAS of the source alone, signed as every SAS of the store
+        # is (account key, or user delegation key with Entra ID), valid while the copy is waited for.
+        source_url = await self._sign(
+            source, BlobSasPermissions(read=True), utcnow() + COPY_WAIT + SAS_BACKDATE, {}
+        )
+        await copy_blob(self._container.get_blob_client(target), source_url, tags=checked)
+        copied = await self.info(target)
+        if copied is None:  # deleted between the copy and this look
+            raise NotFound(f"copy {source} to {target}: the copy is gone")
+        return copied
+
     async def set_tier(self, key: str, tier: BlobTier, *, high_priority: bool = False) -> None:
         """Set Blob Tier; from Archive to an online tier it starts a rehydration (hours on Azure)."""
         blob = self._container.get_blob_client(key)
@@ -353,22 +377,11 @@ class AzureBlobStore(BlobStore):
     async def _sign(
         self, key: str, permission: BlobSasPermissions, expires_at: datetime, overrides: dict[str, str]
     ) -> str:
-        blob = self._container.get_blob_client(key)
-        common: dict[str, Any] = {
-            "account_name": self._service.account_name,
-            "container_name": self._container.container_name,
-            "blob_name": key,
-            "permission": permission,
-            "expiry": expires_at,
-            "start": utcnow() - SAS_BACKDATE,
-            **overrides,
-        }
-        if blob.scheme == "https":
-            common["protocol"] = "https"
-        if self.delegation_keys is not None:
-            with translate("fetch user delegation key"):
-                udk = await self.delegation_keys.key_valid_until(expires_at)
-            sas = generate_blob_sas(user_delegation_key=udk, **common)
-        else:
-            sas = generate_blob_sas(account_key=self._account_key, **common)
-        return f"{blob.url}?{sas}"
+        return await signed_blob_url(
+            self._container.get_blob_client(key),
+            permission,
+            expires_at,
+            account_key=self._account_key,
+            delegation_keys=self.delegation_keys,
+            overrides=overrides,
+        )

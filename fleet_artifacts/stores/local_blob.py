@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
@@ -47,7 +47,7 @@ from fleet_artifacts.core.ports import (
 )
 from fleet_artifacts.stores.blob_tags import check_tags
 from fleet_artifacts.stores.local_files import (
-    FLUSH_BYTES,
+    SIDECARS,
     BlobMeta,
     block_file,
     block_stems,
@@ -55,21 +55,23 @@ from fleet_artifacts.stores.local_files import (
     commit_files,
     committed_meta,
     concatenate,
+    copy_to_temp,
     fsync_dir,
+    key_path,
     open_online,
+    open_with_meta,
     read_meta,
     remove_blob,
     resolve_blocks,
+    scan_committed,
     spool,
     stage_file,
     staged_sizes,
+    stream_range,
     temp_beside,
 )
 from fleet_artifacts.stores.local_locks import KeyLocks
 from fleet_artifacts.stores.signing import UrlSigner
-
-# Beside a blob: its properties and tags (.meta), and whether its write URLs are dead (.sealed).
-_SIDECARS = (".meta", ".sealed")
 
 
 class LocalBlobStore(HostedBlobStore):
@@ -96,19 +98,7 @@ class LocalBlobStore(HostedBlobStore):
 
     async def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
         """Walk the blob root for committed files under ``prefix`` (not sidecars, not temps)."""
-
-        def scan() -> list[tuple[str, datetime]]:
-            found = []
-            for path in self.root.rglob("*"):
-                name = path.name
-                if not path.is_file() or name.endswith(_SIDECARS) or name.startswith(".tmp-"):
-                    continue
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    found.append((key, datetime.fromtimestamp(path.stat().st_mtime, UTC)))
-            return found
-
-        for item in await asyncio.to_thread(scan):
+        for item in await asyncio.to_thread(scan_committed, self.root, prefix):
             yield item
 
     async def stage_chunk(
@@ -235,20 +225,7 @@ class LocalBlobStore(HostedBlobStore):
 
     def path_of(self, key: str) -> Path:
         """Resolve a key to its file, refusing anything that would leave the root."""
-        parts = key.split("/")
-        if (
-            not key
-            or "\\" in key
-            or "\0" in key
-            or any(part in ("", ".", "..") for part in parts)
-            or key.endswith(_SIDECARS)
-            or parts[-1].startswith(".tmp-")
-        ):
-            raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
-            raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
-        return path
+        return key_path(self.root, key)
 
     async def write(
         self,
@@ -317,19 +294,9 @@ class LocalBlobStore(HostedBlobStore):
             raise NotFound(f"blob {key}: not found") from None
         if src is None:
             raise Archived(f"blob {key} is in the Archive tier: set an online tier to read it")
-        try:
-            await asyncio.to_thread(src.seek, offset)
-            left = length
-            while left is None or left > 0:
-                want = FLUSH_BYTES if left is None else min(FLUSH_BYTES, left)
-                chunk = await asyncio.to_thread(src.read, want)
-                if not chunk:
-                    break
-                if left is not None:
-                    left -= len(chunk)
+        async with contextlib.aclosing(stream_range(src, offset, length)) as chunks:  # closes src now
+            async for chunk in chunks:
                 yield chunk
-        finally:
-            src.close()
 
     async def info(self, key: str) -> BlobInfo | None:
         """Size from the file, the rest from its sidecar (never rehydrating: that is instant here)."""
@@ -344,6 +311,38 @@ class LocalBlobStore(HostedBlobStore):
             return BlobInfo(size, meta.content_type, meta.sha256, tier=meta.tier)
 
         return await asyncio.to_thread(stat)
+
+    async def copy(self, source: str, target: str, *, tags: Mapping[str, str] | None = None) -> BlobInfo:
+        """Copy the bytes into a temp file beside ``target``, fsync, then rename it into place (as ``write``).
+
+        The target's sidecar has the source's content type and digest, the Hot tier and ``tags``.
+        NotFound if the source is absent, Archived while it is offline (Azure refuses that copy too).
+        """
+        checked = check_tags(tags)
+        src_path, path = self.path_of(source), self.path_of(target)
+        try:
+            # The bytes and the sidecar under the source's lock, so both are of one write; never
+            # under both keys' locks at once: two keys may share a stripe, and a lock is not reentrant.
+            async with self._locks.hold(source):
+                src, meta = await asyncio.to_thread(open_with_meta, src_path)
+        except FileNotFoundError:
+            raise NotFound(f"copy {source}: not found") from None
+        temp = temp_beside(path)
+        try:
+            with src:
+                if meta.tier is BlobTier.ARCHIVE:
+                    raise Archived(f"copy {source}: the blob is in the Archive tier")
+                await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+                size = await asyncio.to_thread(copy_to_temp, src, temp)
+            copied = BlobMeta(content_type=meta.content_type, sha256=meta.sha256, tags=checked)
+            async with self._locks.hold(target):
+                await asyncio.to_thread(commit_files, temp, path, copied)
+        except OSError as exc:
+            raise Unavailable(f"local blob store: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        return BlobInfo(size, copied.content_type, copied.sha256, tier=copied.tier)
 
     async def set_tier(self, key: str, tier: BlobTier, *, high_priority: bool = False) -> None:
         """Record ``tier``; leaving Archive rehydrates at once (``high_priority`` has nothing to hurry)."""
@@ -379,7 +378,7 @@ class LocalBlobStore(HostedBlobStore):
         """Remove the file and its sidecars; False if there was no file."""
         path = self.path_of(key)
         async with self._locks.hold(key):  # a set_tier() waiting on it then finds no blob
-            return await asyncio.to_thread(remove_blob, path, _SIDECARS)
+            return await asyncio.to_thread(remove_blob, path, SIDECARS)
 
     async def sign_read_url(
         self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str

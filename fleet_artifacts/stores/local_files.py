@@ -5,7 +5,8 @@ then renamed into place, so a crash never leaves a half file under a real name.
 Blocks of one blob wait in a staging directory of their own, one file per block id,
 named by the id's bytes in hex (never the id itself): ``<hex id>.block``. What Azure keeps
 beside a blob's bytes (content type, digest, access tier, index tags) is a JSON sidecar,
-``<name>.meta``, written the same way.
+``<name>.meta``, written the same way. A copy of a blob is spooled from the source's open
+file the same way too. Keys are resolved to paths (never leaving the root) here as well.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import asyncio
 import base64
 import contextlib
 import os
+import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +28,8 @@ from fleet_artifacts.core.errors import Conflict, InvalidInput, PayloadTooLarge,
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import MAX_BLOCK_BYTES
 
+# Beside a blob: its properties and tags (.meta), and whether its write URLs are dead (.sealed).
+SIDECARS = (".meta", ".sealed")
 FLUSH_BYTES = 1024 * 1024  # write to disk in 1 MiB batches: few thread hops, little memory
 BLOCK_SUFFIX = ".block"
 
@@ -81,16 +86,78 @@ def remove_blob(path: Path, sidecars: tuple[str, ...]) -> bool:
 
 def open_online(path: Path) -> BinaryIO | None:
     """Open a committed blob's bytes, or None while its tier is Archive; FileNotFoundError if absent."""
+    src, meta = open_with_meta(path)
+    if meta.tier is BlobTier.ARCHIVE:
+        src.close()
+        return None
+    return src
+
+
+def open_with_meta(path: Path) -> tuple[BinaryIO, BlobMeta]:
+    """Open a committed blob's bytes and read its sidecar; FileNotFoundError if absent."""
     src = open(path, "rb")  # noqa: SIM115 - the caller streams from it and closes it
     try:
         # The sidecar after the bytes: a blob being deleted (sidecar gone first) is not found.
-        if read_meta(path).tier is BlobTier.ARCHIVE:
-            src.close()
-            return None
+        return src, read_meta(path)
     except BaseException:
         src.close()
         raise
-    return src
+
+
+async def stream_range(src: BinaryIO, offset: int, length: int | None) -> AsyncGenerator[bytes, None]:
+    """Yield ``length`` bytes of ``src`` from ``offset`` (to its end if None) in 1 MiB reads; close it."""
+    try:
+        await asyncio.to_thread(src.seek, offset)
+        left = length
+        while left is None or left > 0:
+            want = FLUSH_BYTES if left is None else min(FLUSH_BYTES, left)
+            chunk = await asyncio.to_thread(src.read, want)
+            if not chunk:
+                break
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+    finally:
+        src.close()
+
+
+def copy_to_temp(src: BinaryIO, temp: Path) -> int:
+    """Copy the rest of ``src`` into the new file ``temp``, fsynced; return how many bytes."""
+    with open(temp, "xb") as out:
+        shutil.copyfileobj(src, out, FLUSH_BYTES)
+        fsync_file(out)
+        return out.tell()
+
+
+def scan_committed(root: Path, prefix: str) -> list[tuple[str, datetime]]:
+    """The committed blobs under ``root`` whose keys start with ``prefix`` (no sidecars, no temps)."""
+    found = []
+    for path in root.rglob("*"):
+        name = path.name
+        if not path.is_file() or name.endswith(SIDECARS) or name.startswith(".tmp-"):
+            continue
+        key = path.relative_to(root).as_posix()
+        if key.startswith(prefix):
+            found.append((key, datetime.fromtimestamp(path.stat().st_mtime, UTC)))
+    return found
+
+
+def key_path(root: Path, key: str) -> Path:
+    """Resolve a key to its file under ``root``; InvalidInput for anything that would leave it."""
+    parts = key.split("/")
+    if (
+        not key
+        or "\\" in key
+        or "\0" in key
+        or any(part in ("", ".", "..") for part in parts)
+        or key.endswith(SIDECARS)
+        or parts[-1].startswith(".tmp-")
+    ):
+        raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
+    path = (root / key).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
+    return path
 
 
 def block_file(block_id: bytes) -> str:

@@ -2,7 +2,8 @@
 
 Access tiers and index tags are kept with each blob. Leaving Archive rehydrates at once, as on
 the local backend and Azurite; ``MemoryBlobStore(..., instant_rehydration=False)`` keeps the blob
-rehydrating, as Azure does for hours, until ``finish_rehydration(key)``.
+rehydrating, as Azure does for hours, until ``finish_rehydration(key)``. ``copy`` makes a new
+Hot blob of the same bytes, and refuses an archived (or rehydrating) source, as the others do.
 """
 
 from __future__ import annotations
@@ -152,6 +153,23 @@ class MemoryBlobStore(HostedBlobStore):
             return None
         rehydrating = blob.rehydrating_to is not None
         return BlobInfo(len(blob.data), blob.content_type, blob.sha256, blob.tier, rehydrating)
+
+    async def copy(self, source: str, target: str, *, tags: Mapping[str, str] | None = None) -> BlobInfo:
+        """Copy the source's bytes, content type and digest to ``target`` (Hot, with ``tags``).
+
+        NotFound if absent, Archived while offline (rehydrating too), as on the local backend.
+        """
+        _check_key(source)
+        _check_key(target)
+        checked = check_tags(tags)
+        await _turn()
+        blob = self._committed(source)
+        if blob.tier is BlobTier.ARCHIVE:
+            raise Archived(f"copy {source}: the blob is in the Archive tier")
+        # A fresh blob: Hot, not rehydrating, its own tags and time; the bytes are shared (immutable).
+        copied = _Blob(blob.data, blob.content_type, blob.sha256, datetime.now(UTC), tuple(checked.items()))
+        self._blobs[target] = copied
+        return BlobInfo(len(copied.data), copied.content_type, copied.sha256, copied.tier)
 
     async def set_tier(self, key: str, tier: BlobTier, *, high_priority: bool = False) -> None:
         """Move the blob to ``tier``; from Archive, rehydrate it (at once, or at ``finish_rehydration``)."""
