@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from datetime import datetime, timedelta
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -207,6 +208,7 @@ def create_app(
     )
     app = Litestar(
         route_handlers=[*route_handlers(hosted_blobs=hosts_blobs), docs_assets()],
+        cors_config=cors_of(settings),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi,
@@ -220,6 +222,45 @@ def create_app(
     # Outermost, so unknown routes (404) and refused methods (405) get their line too.
     app.asgi_handler = access_log(trusted_hosts(true_allow(app.asgi_handler, allowed), hosts_of(settings)))
     return app
+
+
+# What a browser dashboard or front-end upload sends and needs to read (the signed PUT included).
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Content-Range",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+    "Range",
+    "x-ms-blob-type",
+    "x-ms-blob-content-type",
+    "x-ms-version",
+    "x-ms-date",
+    "x-ms-client-request-id",
+]
+CORS_EXPOSED_HEADERS = [
+    "ETag",
+    "Location",
+    "Content-Range",
+    "Content-Disposition",
+    "Idempotent-Replayed",
+    "Retry-After",
+    "Accept-Ranges",
+]
+
+
+def cors_of(settings: Settings) -> CORSConfig | None:
+    """CORS for browser dashboards (``CORS_ORIGINS``; off when unset). Bearer tokens, no cookies."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        max_age=600,
+    )
 
 
 def hosts_of(settings: Settings) -> tuple[str, ...] | None:

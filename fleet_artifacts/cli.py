@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
         default="read+write+delete+admin",
         help="+-joined subset of read, write, delete, admin, share (default: the first four)",
     )
+    cors = commands.add_parser(
+        "storage-cors",
+        help="print (or --apply) the Blob service CORS rules browsers need for direct uploads",
+        description="Print the storage account's CORS rules that let the given origins PUT to upload "
+        "URLs and GET download URLs straight from Blob Storage; --apply sets them through the SDK "
+        "(replacing the account's CORS rules, nothing else). The API's own: FLEET_ARTIFACTS_CORS_ORIGINS.",
+    )
+    cors.add_argument("--origin", action="append", required=True, help="an allowed origin (repeatable)")
+    cors.add_argument("--apply", action="store_true", help="set the rules on the configured account")
     commands.add_parser(
         "lifecycle-policy",
         help="print the Azure Storage lifecycle-management policy equivalent to the settings",
@@ -132,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("fleet-artifacts: --grace-seconds cannot be negative", file=sys.stderr)
             return 2
         return collect(settings, steps=_steps(args), grace=args.grace_seconds, dry_run=args.dry_run)
+    if args.command == "storage-cors":
+        return storage_cors(settings, args.origin, apply=args.apply)
     if args.command == "lifecycle-policy":
         from fleet_artifacts.lifecycle_policy import policy_json
 
@@ -183,6 +194,33 @@ def collect(settings: Settings, *, steps: list[str] | None, grace: int, dry_run:
             print(f"{prefix}{step} {item}", file=sys.stderr if step == "errors" else sys.stdout)
     print(f"{'would do' if dry_run else 'done'}: {summary(done)}")
     return 1 if "errors" in done else 0  # a step that failed: the next run retries it
+
+
+def storage_cors(settings: Settings, origins: list[str], *, apply: bool) -> int:
+    """Print the Blob service CORS rules for ``origins``; with ``apply``, set them too."""
+    import asyncio
+
+    from fleet_artifacts.storage_cors import apply as apply_rules
+    from fleet_artifacts.storage_cors import rules_json
+
+    print(rules_json(origins))
+    if apply:
+        try:
+            asyncio.run(apply_rules(settings, origins))
+        except SettingsError as exc:
+            print(f"fleet-artifacts: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            print(
+                f"fleet-artifacts: storage-cors --apply failed: {type(exc).__name__}: {str(exc)[:200]}",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"applied to the Blob service of the configured account ({len(origins)} origin(s))",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def make_token(product: str, scopes: str) -> int:

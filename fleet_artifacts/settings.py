@@ -58,6 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signing_key: str | None = None
     public_base_url: str | None = None
     allowed_hosts: tuple[str, ...] | None = None  # None: loopback names, or any once PUBLIC_BASE_URL is set
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (off when empty)
     max_upload_bytes: int = 10 * GiB
     max_envelope_bytes: int = 8 * MiB
     sas_ttl_seconds: int = 900
@@ -113,6 +114,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _HOST = re.compile(r"\*|(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:]+")
 
 
@@ -191,6 +193,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             if not hosts or any(not _HOST.fullmatch(h) for h in hosts):
                 raise SettingsError(f"{name}: comma-separated host names, *.domain patterns or *")
             values[field] = hosts
+        elif field == "cors_origins":
+            origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+            if any(o != "*" and not _ORIGIN.fullmatch(o) for o in origins):
+                raise SettingsError(f"{name}: comma-separated origins such as https://dash.example.com, or *")
+            values[field] = origins
         elif field == "public_base_url" and not raw.startswith(("http://", "https://")):
             raise SettingsError(f"{name} must be an http:// or https:// URL")
         else:

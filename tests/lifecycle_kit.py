@@ -78,6 +78,10 @@ def env_of(settings: Settings) -> dict[str, str]:
             )
         elif isinstance(value, bool):
             value = str(value).lower()
+        elif isinstance(value, tuple):  # comma-separated lists (hosts, origins)
+            if not value:
+                continue
+            value = ",".join(value)
         env[f"FLEET_ARTIFACTS_{name.upper()}"] = str(value)
     return env
 

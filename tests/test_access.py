@@ -6,6 +6,7 @@ restart; anonymous read; and `fleet-artifacts token new`.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -19,8 +20,9 @@ import pytest
 
 from fleet_artifacts.app import create_app
 from fleet_artifacts.core.access import Scope, digest_of
-from tests.conftest import make_settings
+from tests.conftest import TOKEN_A, make_settings
 from tests.helpers import assert_problem, clean_env, upload_raw
+from tests.lifecycle_kit import env_of
 from tests.servers import Azurite, ThreadedServer
 
 ONE_SCOPE = {scope: f"tok-{scope.value}-" + "0" * 16 for scope in Scope}
@@ -215,3 +217,56 @@ def test_a_request_for_another_host_is_refused_so_no_url_follows_a_forged_host(t
         timeout=60,
     )
     assert refused.returncode == 2 and "FLEET_ARTIFACTS_ALLOWED_HOSTS" in refused.stderr
+
+
+def test_cors_preflights_pass_for_allowed_origins_on_the_service_and_on_storage(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    dash, other = "https://dash.example.com", "https://evil.example.net"
+    settings = make_settings(azurite, tmp_path, cors_origins=dash)
+    server = ThreadedServer(create_app(settings)).start()
+    try:
+        preflight = {
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization,if-match",
+        }
+        allowed = httpx.options(f"{server.url}/fleet/artifacts/x", headers={"Origin": dash, **preflight})
+        assert allowed.status_code in (200, 204), allowed.text
+        assert allowed.headers["access-control-allow-origin"] == dash
+        assert "PATCH" in allowed.headers["access-control-allow-methods"]
+        refused = httpx.options(f"{server.url}/fleet/artifacts/x", headers={"Origin": other, **preflight})
+        assert "access-control-allow-origin" not in refused.headers
+        token = {"Authorization": f"Bearer {TOKEN_A}"}
+        made = upload_raw(httpx.Client(base_url=server.url, headers={**token, "Origin": dash}), "j", b"cors")
+        assert made.status_code == 201 and made.headers["access-control-allow-origin"] == dash
+        assert "ETag" in made.headers["access-control-expose-headers"]
+        start = {"kind": "build", "fileName": "b"}
+        ticket = httpx.post(f"{server.url}/fleet/jobs/j/artifacts/uploads", json=start, headers=token).json()
+    finally:
+        server.stop()
+
+    def storage_preflight(origin: str) -> httpx.Response:
+        return httpx.options(
+            ticket["uploadUrl"],
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "x-ms-blob-type,content-type",
+            },
+        )
+
+    assert "access-control-allow-origin" not in storage_preflight(dash).headers  # no rules yet
+    env = env_of(settings)
+    printed = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "storage-cors", "--origin", dash],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert printed.returncode == 0 and json.loads(printed.stdout)["cors"][0]["allowedOrigins"] == [dash]
+    applied = subprocess.run(
+        [sys.executable, "-m", "fleet_artifacts", "storage-cors", "--origin", dash, "--apply"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    ok = storage_preflight(dash)
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == dash
+    assert "access-control-allow-origin" not in storage_preflight(other).headers
