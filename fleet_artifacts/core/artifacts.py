@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import msgspec
 
-from fleet_artifacts.core.audit import audit
+from fleet_artifacts.core.audit import on_artifact
 from fleet_artifacts.core.errors import NotFound, PreconditionFailed
 from fleet_artifacts.core.kernel import Kernel, SignedUrl
 from fleet_artifacts.core.keys import blob_key
@@ -206,12 +206,7 @@ class ArtifactService:
         pointer = stored.pointer
         if not soft or pointer.status not in VISIBLE:
             if await self.kernel.retire(stored):
-                audit(
-                    "artifact.deleted",
-                    product=pointer.product_id,
-                    artifactId=pointer.id,
-                    jobId=pointer.job_id,
-                )
+                on_artifact("artifact.deleted", pointer, soft=False)
                 return True
             return False
         marked = msgspec.structs.replace(
@@ -224,13 +219,7 @@ class ArtifactService:
             await self.kernel.replace(stored, marked)
         except (PreconditionFailed, NotFound):
             return False
-        audit(
-            "artifact.deleted",
-            product=pointer.product_id,
-            artifactId=pointer.id,
-            jobId=pointer.job_id,
-            soft=True,
-        )
+        on_artifact("artifact.deleted", pointer, soft=True)
         return True
 
     async def delete(
@@ -262,9 +251,3 @@ class ArtifactService:
         if hidden and not purge:
             raise NotFound("artifact not found")
         return stored
-
-
-def _deleted(pointer: Pointer, *, soft: bool) -> None:
-    audit(
-        "artifact.deleted", product=pointer.product_id, artifactId=pointer.id, jobId=pointer.job_id, soft=soft
-    )

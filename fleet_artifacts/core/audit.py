@@ -36,13 +36,11 @@ def audit(event: str, **fields: Any) -> None:
     log.info(json.dumps(line, default=str, separators=(",", ":")))
 
 
+def on_artifact(event: str, pointer: Pointer, **fields: Any) -> None:
+    """One audit line about an artifact: its product, id and job, and ``fields``."""
+    audit(event, product=pointer.product_id, artifactId=pointer.id, jobId=pointer.job_id, **fields)
+
+
 def url_signed(pointer: Pointer, permission: str, expires_at: datetime) -> None:
     """The line for a signed URL: what it grants, on which artifact, until when (never the URL)."""
-    audit(
-        "url.signed",
-        product=pointer.product_id,
-        artifactId=pointer.id,
-        jobId=pointer.job_id,
-        permission=permission,
-        expiresAt=expires_at.isoformat(),
-    )
+    on_artifact("url.signed", pointer, permission=permission, expiresAt=expires_at.isoformat())

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from fleet_artifacts.core.audit import audit, url_signed
+from fleet_artifacts.core.audit import on_artifact, url_signed
 from fleet_artifacts.core.clock import new_id, utcnow
 from fleet_artifacts.core.errors import (
     Archived,
@@ -305,5 +305,5 @@ class Kernel:
         await self.blobs.discard_uncommitted(pointer.blob_key)
         removed = await self.pointers.delete(pointer.job_id, pointer.id)
         if removed:
-            audit("artifact.removed", product=pointer.product_id, artifactId=pointer.id, jobId=pointer.job_id)
+            on_artifact("artifact.removed", pointer)
         return removed

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import msgspec
 
-from fleet_artifacts.core.audit import audit
+from fleet_artifacts.core.audit import audit, on_artifact
 from fleet_artifacts.core.errors import InvalidInput, NotFound
 from fleet_artifacts.core.kernel import Kernel, SignedUrl
 from fleet_artifacts.core.ports import ShareLink
@@ -81,14 +81,7 @@ class Shares:
             created_at=now,
         )
         await self.kernel.pointers.put_record(link, etag=None)
-        audit(
-            "share.created",
-            product=product_id,
-            artifactId=pointer.id,
-            jobId=pointer.job_id,
-            share=share_id(link),
-            expiresAt=link.expires_at.isoformat(),
-        )
+        on_artifact("share.created", pointer, share=share_id(link), expiresAt=link.expires_at.isoformat())
         return ShareMade(link, f"{_job_part(pointer.job_id)}.{secret}")
 
     async def list(self, product_id: str, artifact_id: str, job_id: str | None) -> list[ShareLink]:

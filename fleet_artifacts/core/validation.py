@@ -154,6 +154,18 @@ def check_content_type(value: str) -> str:
     return value
 
 
+def whole_number(value: str | None, field: str, unit: str, *, digits: int) -> int | None:
+    """A count from a query string or form field (ASCII digits, at most ``digits``); None if absent.
+
+    Bounds are the caller's; this refuses what is no number at all, naming ``field``.
+    """
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > digits:
+        raise InvalidInput(f"{field} must be a whole number of {unit}", field=field)
+    return int(value)
+
+
 def checked_meta(meta: ArtifactMeta) -> CheckedMeta:
     """Return the metadata of an upload with every field checked (InvalidInput on the first bad one).
 

@@ -33,7 +33,7 @@ from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, UploadTicket
 from fleet_artifacts.core.sessions import SessionService
 from fleet_artifacts.core.shares import Shares
-from fleet_artifacts.core.validation import ID_PATTERN, MAX_ID_LENGTH, TAG_PATTERN, check_id
+from fleet_artifacts.core.validation import ID_PATTERN, MAX_ID_LENGTH, TAG_PATTERN, check_id, whole_number
 from fleet_artifacts.routes.auth import Caller, TokenAuthority
 
 AnyRequest = Request[Any, Any, Any]
@@ -141,11 +141,7 @@ ExpiresIn = Annotated[
 
 def seconds(value: str | None) -> int | None:
     """``expiresIn`` as a whole number of seconds (its bounds are the core's); None if absent."""
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 9:
-        raise InvalidInput("expiresIn must be a whole number of seconds", field="expiresIn")
-    return int(value)
+    return whole_number(value, "expiresIn", "seconds", digits=9)
 
 
 IdempotencyKey = Annotated[

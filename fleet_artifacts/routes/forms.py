@@ -21,7 +21,7 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser, par
 
 from fleet_artifacts.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from fleet_artifacts.core.models import ArtifactKind, ArtifactMeta, UploadEnvelope
-from fleet_artifacts.core.validation import parse_tags
+from fleet_artifacts.core.validation import parse_tags, whole_number
 
 ENVELOPE_MEDIA_TYPE = "application/vnd.fleet-artifact+json"
 MULTIPART_MEDIA_TYPE = "multipart/form-data"
@@ -120,11 +120,7 @@ async def read_bounded(stream: AsyncIterator[bytes], limit: int) -> bytes:
 
 def parse_days(value: str | None) -> int | None:
     """``retentionDays`` from a query string or form field: a whole number of days, or None."""
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 6:
-        raise InvalidInput("retentionDays must be a whole number of days", field="retentionDays")
-    return int(value)
+    return whole_number(value, "retentionDays", "days", digits=6)
 
 
 def parse_flag(value: str | None, field: str) -> bool:
