@@ -33,6 +33,7 @@ from fleet_artifacts.core.clock import utcnow
 from fleet_artifacts.core.direct import DirectUploads
 from fleet_artifacts.core.errors import ArtifactError
 from fleet_artifacts.core.hosted import HostedBlobStore
+from fleet_artifacts.core.jobs import Jobs
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.ports import BlobStore, PointerStore
@@ -155,6 +156,8 @@ def create_app(
                 shares=Shares(kernel, max_lifetime=timedelta(seconds=settings.max_share_seconds)),
                 direct=direct,
                 sessions=SessionService(kernel),
+                # A long poll looks at the store again this often (any replica may have written).
+                jobs=Jobs(kernel, poll_interval=1.0 if settings.pointer_backend == "cosmos" else 0.25),
                 auth=auth,
                 public_base_url=settings.public_base_url,
                 hosted=hosted,
@@ -247,6 +250,8 @@ CORS_EXPOSED_HEADERS = [
     "Idempotent-Replayed",
     "Retry-After",
     "Accept-Ranges",
+    "X-Job-Digest",
+    "X-Skipped-Artifacts",
 ]
 
 
@@ -284,6 +289,7 @@ def limits_of(settings: Settings) -> Limits:
         default_retention_days=settings.default_retention_days,
         max_retention_days=settings.max_retention_days,
         soft_delete=timedelta(days=settings.soft_delete_days),
+        event_retention=timedelta(days=settings.event_retention_days),
         cool_after_days=settings.cool_after_days,
         cold_after_days=settings.cold_after_days,
         archive_after_days=settings.archive_after_days,

@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-uploads",
         action="store_true",
         help="remove direct uploads not finalized by their deadline (blob, staged blocks, pointer), "
-        "expired upload sessions (with their staged bytes), idempotency keys and share links",
+        "expired upload sessions (with their staged bytes), idempotency keys, share links and old events",
     )
     gc.add_argument(
         "--orphans",
@@ -155,7 +155,7 @@ _STEP_FLAGS = {
     "expired": ["expired"],
     "tiers": ["tiers"],
     "restores": ["restores"],
-    "stale_uploads": ["stale-uploads", "sessions", "keys", "shares"],
+    "stale_uploads": ["stale-uploads", "sessions", "keys", "shares", "events"],
     "orphans": ["orphans"],
 }
 

@@ -76,6 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_retention_days: int = 30
     max_retention_days: int = 365
     soft_delete_days: int = 0
+    event_retention_days: int = 7
     cool_after_days: int | None = None
     cold_after_days: int | None = None
     archive_after_days: int | None = None
@@ -101,6 +102,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "default_retention_days": (1, 36500),
     "max_retention_days": (1, 36500),
     "soft_delete_days": (0, 365),
+    "event_retention_days": (1, 365),
     "cool_after_days": (1, 36500),
     "cold_after_days": (1, 36500),
     "archive_after_days": (1, 36500),

@@ -17,6 +17,7 @@ from litestar import Litestar
 from fleet_artifacts.core.artifacts import ArtifactService
 from fleet_artifacts.core.direct import DirectUploads
 from fleet_artifacts.core.hosted import HostedBlobStore
+from fleet_artifacts.core.jobs import Jobs
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.sessions import SessionService
@@ -174,6 +175,7 @@ def hosted_blob_server(store: HostedBlobStore, *, max_upload_bytes: int = 10 * 1
             shares=Shares(kernel, max_lifetime=timedelta(days=1)),
             direct=DirectUploads(kernel),
             sessions=SessionService(kernel),
+            jobs=Jobs(kernel),
             auth=TokenAuthority(()),
             public_base_url=None,
             hosted=store,

@@ -28,6 +28,7 @@ from fleet_artifacts.core.errors import (
     Unprocessable,
 )
 from fleet_artifacts.core.gc import sweep_stale_uploads
+from fleet_artifacts.core.journal import Event
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.keys import staging_key
 from fleet_artifacts.core.lifecycle import Lifecycle
@@ -131,7 +132,7 @@ async def test_another_products_artifact_is_not_found() -> None:
 class CreatesFail(MemoryPointerStore):
     """A pointer store whose creates fail, as a Cosmos outage would make them."""
 
-    async def create(self, pointer: Pointer) -> str:
+    async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
         raise Unavailable("pointer store is down (injected)")
 
 

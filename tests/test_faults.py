@@ -12,6 +12,7 @@ import pytest
 
 from fleet_artifacts.app import create_app, open_stores
 from fleet_artifacts.core.errors import Unavailable
+from fleet_artifacts.core.journal import Event
 from fleet_artifacts.core.models import Pointer
 from fleet_artifacts.core.ports import (
     BlobStore,
@@ -27,7 +28,7 @@ from tests.servers import Azurite, ThreadedServer
 class PointerWritesFail(DelegatingPointerStore):
     """A real pointer store whose creates fail, as a Cosmos outage would make them."""
 
-    async def create(self, pointer: Pointer) -> str:
+    async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
         raise Unavailable("pointer store is down (injected)")
 
 

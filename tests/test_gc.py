@@ -96,16 +96,18 @@ async def test_gc_cli_reports_each_step_and_dry_run_removes_nothing(tmp_path: Pa
         f"would: stale-uploads {stale.blob_key}",
         "would: keys j/idem-x",
         f"would: orphans {orphan}",
-        "would do: 0 expired, 0 tiers, 0 restores, 1 stale-uploads, 0 sessions, 1 keys, 0 shares, 1 orphans",
+        "would do: 0 expired, 0 tiers, 0 restores, 1 stale-uploads, 0 sessions, 1 keys, 0 shares, 0 events,"
+        " 1 orphans",
     ]
     # The step flags choose steps (--stale-uploads: uploads, sessions and keys); none: every step.
     assert gc("--dry-run", "--stale-uploads", "--orphans") == [
         *expected[:3],
-        "would do: 1 stale-uploads, 0 sessions, 1 keys, 0 shares, 1 orphans",
+        "would do: 1 stale-uploads, 0 sessions, 1 keys, 0 shares, 0 events, 1 orphans",
     ]
     assert gc("--dry-run") == expected
     assert gc("--dry-run") == expected  # a dry run removed nothing
     assert gc() == [line.replace("would: ", "").replace("would do:", "done:") for line in expected]
     assert gc() == [
-        "done: 0 expired, 0 tiers, 0 restores, 0 stale-uploads, 0 sessions, 0 keys, 0 shares, 0 orphans"
+        "done: 0 expired, 0 tiers, 0 restores, 0 stale-uploads, 0 sessions, 0 keys, 0 shares, 0 events,"
+        " 0 orphans"
     ]

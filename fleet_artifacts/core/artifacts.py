@@ -60,6 +60,7 @@ class ArtifactService:
         self.retention.check(checked)
 
         async def create() -> ArtifactOut:
+            await self.kernel.check_open(product_id, job_id)
             return await self._store(product_id, job_id, checked, chunks)
 
         async def replay(artifact_id: str) -> ArtifactOut:

@@ -17,6 +17,7 @@ from fleet_artifacts.core.audit import url_signed
 from fleet_artifacts.core.errors import (
     Conflict,
     InvalidInput,
+    JobSealed,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
@@ -100,6 +101,7 @@ class DirectUploads:
             if size_bytes < 0:
                 raise InvalidInput("sizeBytes cannot be negative", field="sizeBytes")
             self.kernel.check_size(size_bytes)
+        await self.kernel.check_open(product_id, job_id)
         retention = await self.rules.resolve(product_id, job_id, meta)
         artifact_id = self.kernel.new_id()
         now = self.kernel.now()
@@ -205,7 +207,10 @@ class DirectUploads:
         )
         await blobs.set_tags(target, self.kernel.blob_tags(active))
         try:
-            etag = await self.kernel.pointers.replace(active, etag=stored.etag)
+            etag = (await self.kernel.replace(stored, active)).etag
+        except JobSealed:  # sealed since the upload started: it never becomes an artifact
+            await self._abandon(stored)
+            raise
         except PreconditionFailed:
             # A concurrent finalize (or delete) won; answer as a retry of that one would be answered.
             return await self.finalize(product_id, job_id, artifact_id, claim)

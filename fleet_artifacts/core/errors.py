@@ -11,6 +11,7 @@ Azure SDK exception.
     ├── Forbidden             403  the token lacks the scope the operation needs
     ├── NotFound              404  absent, or owned by another product
     ├── Conflict              409  a create raced an existing item
+    │   ├── JobSealed         409  the job was sealed: it takes no new artifact
     │   └── Archived          409  the bytes are offline (Archive tier) until restored
     ├── PreconditionFailed    412  an etag compare-and-swap lost
     ├── SignatureRejected     403  a signed blob URL is forged, altered or expired
@@ -58,6 +59,10 @@ class NotFound(ArtifactError):
 
 class Conflict(ArtifactError):
     """An item with the same identity exists already."""
+
+
+class JobSealed(Conflict):
+    """The job was sealed: it takes no new artifact."""
 
 
 class Archived(Conflict):

@@ -4,6 +4,7 @@
     present / sign     attach a freshly signed, short-lived download URL (when the bytes are online)
     commit_pointer     the pointer of a committed blob, or no blob at all
     replace            the one way a pointer changes: by etag, blob index tags kept in step
+    event              the journal event each of those writes with the pointer (``core.journal``)
     retire             the one way an artifact (or an unfinished upload) is removed
     idempotency        the one idempotent-create helper (``Idempotency.run``)
 
@@ -31,11 +32,13 @@ from fleet_artifacts.core.errors import (
     Archived,
     Conflict,
     InvalidInput,
+    JobSealed,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
 )
 from fleet_artifacts.core.idempotency import Idempotency
+from fleet_artifacts.core.journal import Event, event_of
 from fleet_artifacts.core.keys import content_disposition, signed_disposition, staging_key
 from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import BlobStore, PointerStore, StoredPointer
@@ -57,6 +60,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     default_retention_days: int = 30
     max_retention_days: int = 365
     soft_delete: timedelta = timedelta(0)  # 0: a delete removes at once
+    event_retention: timedelta = timedelta(days=7)  # how long the event feed keeps an event
     # Automatic tier moves by age (None: off), applied by the sweeper.
     cool_after_days: int | None = None
     cold_after_days: int | None = None
@@ -120,6 +124,15 @@ class Kernel:
             "kind": pointer.kind.value,
             "keep": "true" if pointer.keep_forever else "false",
         }
+
+    async def check_open(self, product_id: str, job_id: str) -> None:
+        """Refuse to start a new artifact in a sealed job (JobSealed) before a byte is read.
+
+        An early answer only: the store checks the seal again, atomically, when the pointer commits.
+        """
+        state = await self.pointers.job(product_id, job_id)
+        if state is not None and state.sealed:
+            raise JobSealed(f"job {job_id} is sealed: it takes no new artifacts")
 
     async def lookup(self, product_id: str, artifact_id: str, job_id: str | None) -> StoredPointer:
         """The caller's pointer in any state: a point read with ``job_id``, else by id alone."""
@@ -238,7 +251,8 @@ class Kernel:
         made it) counts as success and the blob, which is also its blob, stays.
         """
         try:
-            return StoredPointer(pointer, await self.pointers.create(pointer))
+            etag = await self.pointers.create(pointer, event=self.event(None, pointer))
+            return StoredPointer(pointer, etag)
         except Conflict:
             if concurrent_ok:
                 found = await self.pointers.get(pointer.job_id, pointer.id)
@@ -249,6 +263,10 @@ class Kernel:
         except BaseException:
             await self._drop_orphan(pointer.blob_key)  # then let the first error speak
             raise
+
+    def event(self, old: Pointer | None, new: Pointer | None) -> Event | None:
+        """The journal event of a pointer change, dated now (``journal.event_of``)."""
+        return event_of(old, new, at=self.now(), event_id=self.new_id())
 
     async def _drop_orphan(self, key: str) -> None:
         try:
@@ -267,7 +285,7 @@ class Kernel:
         online = new.status is not ArtifactStatus.UPLOADING  # an upload's blob gets its tags at finalize
         if online and new.keep_forever and not old.keep_forever:
             await self._tag(new)
-        etag = await self.pointers.replace(new, etag=stored.etag)
+        etag = await self.pointers.replace(new, etag=stored.etag, event=self.event(old, new))
         if online and old.keep_forever and not new.keep_forever:
             await self._tag(new)
         return StoredPointer(new, etag)
@@ -291,7 +309,7 @@ class Kernel:
         if pointer.status is not ArtifactStatus.DELETING:
             claimed = msgspec.structs.replace(pointer, status=ArtifactStatus.DELETING, expires_at=self.now())
             try:
-                await self.pointers.replace(claimed, etag=stored.etag)
+                await self.pointers.replace(claimed, etag=stored.etag, event=self.event(pointer, claimed))
             except (PreconditionFailed, NotFound):
                 return False
         if pointer.status is ArtifactStatus.UPLOADING or pointer.status is ArtifactStatus.DELETING:

@@ -16,6 +16,8 @@ from datetime import datetime
 
 import msgspec
 
+from fleet_artifacts.core.journal import Event
+from fleet_artifacts.core.journal_port import JournalStore
 from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.records import (
     NEVER,
@@ -263,12 +265,16 @@ class PointerPage(msgspec.Struct, frozen=True):
     continuation: str | None
 
 
-class PointerStore(abc.ABC):
-    """Pointer documents, partitioned by job id."""
+class PointerStore(JournalStore):
+    """Pointer documents, partitioned by job id, and their job's journal."""
 
     @abc.abstractmethod
-    async def create(self, pointer: Pointer) -> str:
-        """Insert a new pointer and return its etag; Conflict if the id exists."""
+    async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
+        """Insert a new pointer and return its etag; Conflict if the id exists.
+
+        With ``event``, the event is written and applied to its job's totals in the same unit of
+        work; JobSealed (and nothing written) if it adds an artifact to a sealed job.
+        """
 
     @abc.abstractmethod
     async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
@@ -279,10 +285,11 @@ class PointerStore(abc.ABC):
         """Look a pointer up by id alone (may cost a cross-partition query)."""
 
     @abc.abstractmethod
-    async def replace(self, pointer: Pointer, *, etag: str) -> str:
+    async def replace(self, pointer: Pointer, *, etag: str, event: Event | None = None) -> str:
         """Overwrite a pointer if its etag still matches; return the new etag.
 
-        Raises PreconditionFailed if it changed meanwhile, NotFound if it is gone.
+        Raises PreconditionFailed if it changed meanwhile, NotFound if it is gone. ``event``
+        as for ``create``.
         """
 
     @abc.abstractmethod

@@ -133,6 +133,7 @@ class SessionService:
         )
 
         async def create() -> UploadSession:
+            await self.kernel.check_open(product_id, job_id)
             await self._pointers.put_record(session, etag=None)
             return session
 

@@ -7,6 +7,7 @@
     sessions      expired resumable upload sessions and their staged bytes
     keys          expired Idempotency-Key records
     shares        expired share links
+    events        journal events older than EVENT_RETENTION_DAYS (Cosmos: its ttl does it)
     orphans       committed blobs no pointer names, past a grace period
 
 Every step claims a pointer by etag before it acts (``Kernel.retire``, ``move_tier``,
@@ -39,7 +40,7 @@ from fleet_artifacts.core.ports import NEVER, SweepLease
 
 log = logging.getLogger(__name__)
 
-STEPS = ("expired", "tiers", "restores", "stale-uploads", "sessions", "keys", "shares", "orphans")
+STEPS = ("expired", "tiers", "restores", "stale-uploads", "sessions", "keys", "shares", "events", "orphans")
 LEASE_JOB = "~service"  # the lease's partition: no job id can be it (ids start with a letter or digit)
 LEASE_ID = "sweep-lease"
 _EXPIRING = (ArtifactStatus.ACTIVE, ArtifactStatus.ARCHIVED, ArtifactStatus.RESTORING, ArtifactStatus.DELETED)
@@ -104,6 +105,8 @@ class Sweeper:
             return await sweep_expired_keys(kernel, now=at, dry_run=dry_run)
         if step == "shares":
             return await sweep_expired_shares(kernel, now=at, dry_run=dry_run)
+        if step == "events":
+            return await self.old_events(at, dry_run=dry_run)
         return await sweep_orphan_blobs(kernel, older_than=at - self.orphan_grace, dry_run=dry_run)
 
     async def tier_moves(self, now: datetime, *, dry_run: bool = False) -> list[str]:
@@ -148,6 +151,17 @@ class Sweeper:
                 if dry_run:
                     break
         return moved
+
+    async def old_events(self, now: datetime, *, dry_run: bool = False) -> list[str]:
+        """Drop journal events past their retention; the cursors of those dropped (a dry run drops none)."""
+        if dry_run:
+            return []
+        before, gone = now - self.kernel.limits.event_retention, []
+        while batch := await self.kernel.pointers.prune_events(before=before, limit=_BATCH):
+            gone += batch
+            if len(batch) < _BATCH:
+                break
+        return gone
 
     async def restores(self, now: datetime, *, dry_run: bool = False) -> list[str]:
         """RESTORING artifacts whose blob is readable again become ACTIVE; returns those."""

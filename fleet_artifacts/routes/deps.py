@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any
 
 import msgspec
@@ -23,11 +24,13 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from fleet_artifacts.core.access import Scope
+from fleet_artifacts.core.archive import JobArchives
 from fleet_artifacts.core.artifacts import ArtifactService
 from fleet_artifacts.core.audit import actor as audit_actor
 from fleet_artifacts.core.direct import DirectUploads
 from fleet_artifacts.core.errors import InvalidInput
 from fleet_artifacts.core.hosted import HostedBlobStore
+from fleet_artifacts.core.jobs import Jobs
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, UploadTicket
@@ -50,12 +53,18 @@ class Services:
     shares: Shares
     direct: DirectUploads
     sessions: SessionService
+    jobs: Jobs
     auth: TokenAuthority
     public_base_url: str | None
     hosted: HostedBlobStore | None  # the blob store, when this service serves its URLs
     # Whether a hosted store's write URL may still write ``key``: the direct upload it was
     # issued for is open (``DirectUploads.upload_open``).
     write_allowed: Callable[[str], Awaitable[bool]]
+
+    @cached_property
+    def archives(self) -> JobArchives:
+        """Zip archives of a job's artifacts: built on first use from the kernel (it holds no state)."""
+        return JobArchives(self.kernel)
 
 
 def services_of(state: State) -> Services:

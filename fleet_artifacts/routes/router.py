@@ -8,7 +8,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from fleet_artifacts.core.models import Health
-from fleet_artifacts.routes import artifacts, downloads, lifecycle, shares, uploads
+from fleet_artifacts.routes import archive, artifacts, downloads, jobs, lifecycle, shares, uploads
 from fleet_artifacts.routes.deps import DEPENDENCIES, require_token
 from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
 from fleet_artifacts.routes.sessions import UploadSessionController
@@ -49,6 +49,11 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
             artifacts.delete_job,
             downloads.content_in_job,
             downloads.content_by_id,
+            archive.job_archive,
+            jobs.list_jobs,
+            jobs.manifest,
+            jobs.seal,
+            jobs.events,
             lifecycle.update_in_job,
             lifecycle.update_by_id,
             lifecycle.archive_in_job,

@@ -5,18 +5,12 @@ the pointers and side records as ``stores.cosmos_docs`` writes them: no payload,
 extra fields; Cosmos adds ``_rid``, ``_etag``, ``_ts``, ``_self`` and
 ``_attachments``, which decoding strips.
 
-Every hot path stays in one partition: ``get`` is a point read and ``list`` a
-single-partition query. Only ``find`` (an id without its job) fans out.
+Every hot path stays in one partition: ``get`` is a point read and ``list`` a single-partition
+query. Only ``find`` (an id without its job) fans out.
 
-One ``CosmosClient`` per process, opened and closed by the app lifespan. SDK
-errors become the project's errors in ``cosmos_docs.translate`` and nowhere
-else; the SDK's own retry policy (429 throttling, connection errors) runs first.
-
-Example:
-    >>> store = CosmosPointerStore.from_settings(settings)  # doctest: +SKIP
-    >>> await store.open()  # doctest: +SKIP
-    >>> page = await store.list(ListQuery(job_id="job-42", product_id="acme", limit=50))  # doctest: +SKIP
-    >>> await store.close()  # doctest: +SKIP
+One ``CosmosClient`` per process, opened and closed by the app lifespan. SDK errors become the
+project's errors in ``cosmos_docs.translate`` and nowhere else; the SDK's own retry policy (429
+throttling, connection errors) runs first. The job journal is ``stores.cosmos_journal``.
 """
 
 from __future__ import annotations
@@ -35,6 +29,7 @@ from azure.cosmos.aio import CosmosClient
 from azure.identity.aio import DefaultAzureCredential
 
 from fleet_artifacts.core.errors import NotFound, PreconditionFailed, Unavailable
+from fleet_artifacts.core.journal import Event
 from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import (
     NEVER,
@@ -59,16 +54,16 @@ from fleet_artifacts.stores.cosmos_docs import (
     unwrap_token,
     wrap_token,
 )
+from fleet_artifacts.stores.cosmos_journal import CosmosJournal
 from fleet_artifacts.stores.cosmos_setup import container_problem, ensure_database_and_container
 
 
-class CosmosPointerStore(PointerStore):
+class CosmosPointerStore(CosmosJournal, PointerStore):
     """``PointerStore`` on one Cosmos DB container partitioned by ``/jobId``.
 
-    The store owns the client (and the credential, if given) and closes them in
-    ``close``. Cosmos keeps ids unique per partition only; pointer ids are
-    random, so a clash across jobs is not expected, and ``find`` returns the
-    first match if one ever happens.
+    The store owns the client (and the credential, if given) and closes them in ``close``. Cosmos
+    keeps ids unique per partition only; pointer ids are random, so a clash across jobs is not
+    expected, and ``find`` returns the first match if one ever happens.
     """
 
     def __init__(
@@ -80,6 +75,7 @@ class CosmosPointerStore(PointerStore):
         container: str,
         credential: AsyncTokenCredential | None = None,
         init_on_start: bool = False,
+        event_retention_days: int = 7,
     ) -> None:
         """Wrap a client for ``database``/``container``; ``open`` connects.
 
@@ -91,6 +87,7 @@ class CosmosPointerStore(PointerStore):
             credential: The Entra ID credential the client uses, to close with it.
             init_on_start: ``open`` creates the database and container if missing
                 instead of only checking that they exist.
+            event_retention_days: How long Cosmos keeps a journal event (its ``ttl``).
         """
         self._client = client
         self._endpoint = endpoint
@@ -101,6 +98,8 @@ class CosmosPointerStore(PointerStore):
         self._init_on_start = init_on_start
         self._connected = False
         self._closed = False
+        self._event_ttl = event_retention_days * 24 * 3600
+        self._known_jobs = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CosmosPointerStore:
@@ -129,6 +128,7 @@ class CosmosPointerStore(PointerStore):
             container=settings.cosmos_container,
             credential=credential,
             init_on_start=settings.cosmos_init_on_start,
+            event_retention_days=settings.event_retention_days,
         )
 
     @property
@@ -191,8 +191,10 @@ class CosmosPointerStore(PointerStore):
             if self._credential is not None:
                 await self._credential.close()
 
-    async def create(self, pointer: Pointer) -> str:
-        """Insert with ``create_item``; Conflict if the id exists in the pointer's job."""
+    async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
+        """Insert with ``create_item`` (with ``event``: one batch); Conflict if the id exists in the job."""
+        if event is not None:
+            return await self.journaled_create(to_document(pointer), pointer, event)
         with translate(f"create pointer {pointer.job_id}/{pointer.id}"):
             created = await self._container.create_item(to_document(pointer))
         return str(created["_etag"])
@@ -225,8 +227,10 @@ class CosmosPointerStore(PointerStore):
                 return from_document(doc)
         return None
 
-    async def replace(self, pointer: Pointer, *, etag: str) -> str:
-        """Compare-and-swap with ``if-match``; PreconditionFailed if stale, NotFound if gone."""
+    async def replace(self, pointer: Pointer, *, etag: str, event: Event | None = None) -> str:
+        """Compare-and-swap with ``if-match`` (with ``event``: one batch); PreconditionFailed, NotFound."""
+        if event is not None:
+            return await self.journaled_replace(to_document(pointer), pointer, etag, event)
         with translate(f"replace pointer {pointer.job_id}/{pointer.id}"):
             replaced = await self._container.replace_item(
                 pointer.id, to_document(pointer), etag=etag, match_condition=MatchConditions.IfNotModified

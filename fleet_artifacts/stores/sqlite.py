@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import sqlite3
 import threading
 import uuid
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from fleet_artifacts.core.journal import Event, EventPage, JobPage, JobState
 from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import (
     ListQuery,
@@ -31,6 +33,7 @@ from fleet_artifacts.core.ports import (
     StoredPointer,
     StoredRecord,
 )
+from fleet_artifacts.stores import sqlite_journal as journal
 from fleet_artifacts.stores.sqlite_schema import create_schema, expires_us, micros, tier_us, us
 
 T = TypeVar("T")
@@ -110,8 +113,8 @@ class SqlitePointerStore(PointerStore):
             "tier_us": tier_us(pointer),
         }
 
-    async def create(self, pointer: Pointer) -> str:
-        """Insert; Conflict if the id is taken."""
+    async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
+        """Insert (with ``event``, in one transaction with it); Conflict if the id is taken."""
         etag = uuid.uuid4().hex
         row = self._row(pointer, etag)
 
@@ -125,8 +128,10 @@ class SqlitePointerStore(PointerStore):
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"artifact {pointer.id} exists already") from exc
+            if event is not None:
+                journal.apply_event(self._conn, event)
 
-        await self._run(insert)
+        await self._run(lambda: journal.transaction(self._conn, insert))
         return etag
 
     def _select_one(self, where: str, params: tuple[str, ...]) -> StoredPointer | None:
@@ -144,8 +149,8 @@ class SqlitePointerStore(PointerStore):
         """Read one pointer by id (a primary-key lookup here)."""
         return await self._run(lambda: self._select_one("id = ?", (artifact_id,)))
 
-    async def replace(self, pointer: Pointer, *, etag: str) -> str:
-        """Compare-and-swap on the etag."""
+    async def replace(self, pointer: Pointer, *, etag: str, event: Event | None = None) -> str:
+        """Compare-and-swap on the etag (with ``event``, in one transaction with it)."""
         new_etag = uuid.uuid4().hex
         row = self._row(pointer, new_etag)
         row["old_etag"] = etag
@@ -159,12 +164,14 @@ class SqlitePointerStore(PointerStore):
                 row,
             ).rowcount
             if changed:
+                if event is not None:
+                    journal.apply_event(self._conn, event)
                 return
             if self._select_one("job_id = ? AND id = ?", (pointer.job_id, pointer.id)) is None:
                 raise NotFound(f"artifact {pointer.id} not found")
             raise PreconditionFailed(f"artifact {pointer.id} changed since it was read")
 
-        await self._run(update)
+        await self._run(lambda: journal.transaction(self._conn, update))
         return new_etag
 
     async def delete(self, job_id: str, artifact_id: str) -> bool:
@@ -310,3 +317,27 @@ class SqlitePointerStore(PointerStore):
             last = items[-1].pointer
             token = _encode_cursor(_Cursor(micros(last), last.id, query.filters_digest()))
         return PointerPage(items, token)
+
+    async def job(self, product_id: str, job_id: str) -> JobState | None:
+        """One product's state of one job."""
+        return await self._run(lambda: journal.read_job(self._conn, product_id, job_id))
+
+    async def seal(self, event: Event) -> JobState:
+        """Seal a job, writing its event (once)."""
+        return await self._run(
+            lambda: journal.transaction(self._conn, lambda: journal.seal(self._conn, event))
+        )
+
+    async def jobs(self, product_id: str, *, limit: int, continuation: str | None) -> JobPage:
+        """A product's jobs, most recently active first."""
+        return await self._run(lambda: journal.list_jobs(self._conn, product_id, limit, continuation))
+
+    async def events(
+        self, product_id: str, *, since: str | None, limit: int, job_id: str | None
+    ) -> EventPage:
+        """A product's events after ``since``, in commit order."""
+        return await self._run(lambda: journal.list_events(self._conn, product_id, since, limit, job_id))
+
+    async def prune_events(self, *, before: datetime, limit: int = 1000) -> builtins.list[str]:
+        """Delete events older than ``before`` (SQLite has no TTL: this is how they go)."""
+        return await self._run(lambda: journal.prune_events(self._conn, us(before), limit))

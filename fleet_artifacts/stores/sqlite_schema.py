@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from fleet_artifacts.core.journal import JobState
 from fleet_artifacts.core.models import Pointer
 
 SCHEMA = """
@@ -33,6 +34,27 @@ CREATE TABLE IF NOT EXISTS records (
     doc     TEXT NOT NULL,
     PRIMARY KEY (job_id, id)
 );
+"""
+
+# The job journal (core.journal): the event log in commit order, and each product's job totals.
+JOURNAL = """
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a cursor stays valid
+    product_id  TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    at_us       INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_product ON events (product_id, seq);
+CREATE INDEX IF NOT EXISTS events_by_age ON events (at_us);
+CREATE TABLE IF NOT EXISTS jobs (
+    product_id  TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    active_us   INTEGER NOT NULL,  -- last upload, else first event: what the job listing sorts by
+    doc         TEXT NOT NULL,
+    PRIMARY KEY (product_id, job_id)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_activity ON jobs (product_id, active_us DESC, job_id DESC);
 """
 
 # Sweeper lookups: expired pointers of a state, and old ones of a state for tier moves. Created after
@@ -76,6 +98,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     _migrate(conn)
     conn.executescript(SWEEP_INDEXES)
+    _add_journal(conn)
 
 
 def _missing_columns(conn: sqlite3.Connection) -> list[str]:
@@ -110,3 +133,58 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
     finally:
         conn.execute("PRAGMA busy_timeout=5000")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        is not None
+    )
+
+
+def _add_journal(conn: sqlite3.Connection) -> None:
+    """Create the journal's tables; in a database made before them, fill each job's totals.
+
+    The totals of a job are those of its visible artifacts, its last upload the newest of them. Old
+    artifacts get no events: the feed starts when the journal does. Done under the write lock,
+    looked at again there, so of several processes opening an old database one fills it.
+    """
+    if _has_table(conn, "jobs"):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not _has_table(conn, "jobs"):
+            # One statement at a time: executescript would commit the transaction first.
+            for statement in JOURNAL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            _fill_jobs(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _fill_jobs(conn: sqlite3.Connection) -> None:
+    totals: dict[tuple[str, str], JobState] = {}
+    rows = conn.execute(
+        "SELECT doc FROM pointers WHERE status IN ('ACTIVE', 'ARCHIVED', 'RESTORING')"
+    ).fetchall()
+    for (doc,) in rows:
+        pointer = _pointer_decoder.decode(doc)
+        key = (pointer.product_id, pointer.job_id)
+        state = totals.get(key) or JobState(product_id=pointer.product_id, job_id=pointer.job_id)
+        last = state.last_upload_at
+        totals[key] = msgspec.structs.replace(
+            state,
+            artifact_count=state.artifact_count + 1,
+            total_bytes=state.total_bytes + pointer.size_bytes,
+            last_upload_at=pointer.created_at if last is None or pointer.created_at > last else last,
+            version=1,
+        )
+    for (product_id, job_id), state in totals.items():
+        assert state.last_upload_at is not None
+        conn.execute(
+            "INSERT INTO jobs (product_id, job_id, active_us, doc) VALUES (?, ?, ?, ?)",
+            (product_id, job_id, us(state.last_upload_at), msgspec.json.encode(state).decode()),
+        )

@@ -3,7 +3,9 @@
 It exists because the official emulator needs Docker. It checks master-key
 signatures, keys items by (partition key, id), enforces etags and TTL, and runs a
 small SQL subset server-side; anything outside that subset fails loudly with
-400/substatus 1004 instead of being approximated.
+400/substatus 1004 instead of being approximated. It also serves atomic
+transactional batches (``batch.py``) and the latest-version change feed with
+per-container LSNs (``changefeed.py``, scoped by effective partition key via ``epk.py``).
 
 Example:
     >>> with CosmosGateway() as gw:  # doctest: +SKIP

@@ -6,6 +6,8 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .batch import execute_batch
+from .changefeed import read_change_feed
 from .errors import GatewayError, bad_request, not_found
 from .http_types import Request, Response
 from .patch import patch_function
@@ -69,6 +71,10 @@ class Router:
                 return "query_plan"
             if seg[-1] == "pkranges":
                 return "pkranges"
+            if request.flag("x-ms-cosmos-is-batch-request"):
+                return "batch"
+            if verb == "GET" and request.header("a-im"):
+                return "change_feed"
             if verb == "POST" and request.flag("x-ms-documentdb-isquery"):
                 return "query"
             if verb == "POST" and kind == "item" and request.flag("x-ms-documentdb-is-upsert"):
@@ -166,13 +172,25 @@ class Router:
             return self._pkranges(request)
         if request.flag("x-ms-cosmos-is-query-plan-request"):
             return self._query_plan(request)
+        if request.flag("x-ms-cosmos-is-batch-request") and verb == "POST" and len(seg) == 5:
+            self.gw.stats.bump("batches")
+            if not request.flag("x-ms-cosmos-batch-atomic"):
+                # The SDK's execute_item_batch always asks for atomic; bulk mode is not modelled.
+                raise bad_request("The gateway only models atomic batches (x-ms-cosmos-batch-atomic: True).")
+            status, results = execute_batch(
+                self.store, seg[1], seg[3], request.header(_PARTITION_KEY), request.json()
+            )
+            return Response(status, results)
         if request.flag("x-ms-cosmos-is-batch-request"):
-            raise bad_request("Transactional batch is not supported by the Cosmos test gateway.")
+            raise bad_request("A transactional batch is a POST to a container's docs feed.")
         if verb == "POST" and request.flag("x-ms-documentdb-isquery"):
             return self._query(request, *_query_text(request.json()))
         if verb == "GET":
+            if request.header("a-im") and len(seg) == 5:
+                self.gw.stats.bump("change_feed_reads")
+                return read_change_feed(self.store, request, self._page_size(request))
             if request.header("a-im"):
-                raise bad_request("The change feed is not supported by the Cosmos test gateway.")
+                raise bad_request("The gateway serves the change feed of documents only.")
             return self._query(request, "SELECT * FROM root", None, feed=True)
         if verb != "POST":
             raise _method_not_allowed(request)

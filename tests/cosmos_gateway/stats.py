@@ -16,6 +16,8 @@ _COUNTERS = (
     "unsupported_queries",
     "auth_failures",
     "faults_injected",
+    "batches",
+    "change_feed_reads",
 )
 
 
@@ -57,6 +59,8 @@ class GatewayStats:
         unsupported_queries: Queries rejected because the gateway cannot run them.
         auth_failures: Requests answered with 401.
         faults_injected: Responses replaced by an injected fault.
+        batches: Transactional batch requests (their operations are not in ``writes``).
+        change_feed_reads: Change-feed page requests, 304s included.
         query_log: Details of every query request, oldest first.
     """
 
@@ -69,6 +73,8 @@ class GatewayStats:
     unsupported_queries: int = 0
     auth_failures: int = 0
     faults_injected: int = 0
+    batches: int = 0
+    change_feed_reads: int = 0
     query_log: list[QueryRecord] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

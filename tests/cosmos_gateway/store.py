@@ -24,15 +24,8 @@ from .errors import (
 )
 from .partition import PartitionKey, partition_key_from_header, partition_key_of
 from .query import Row
+from .validation import DEFAULT_INDEXING_POLICY, SYSTEM_FIELDS, new_etag, validate_id, validate_ttl
 
-_DEFAULT_INDEXING_POLICY: dict[str, Any] = {
-    "indexingMode": "consistent",
-    "automatic": True,
-    "includedPaths": [{"path": "/*"}],
-    "excludedPaths": [{"path": '/"_etag"/?'}],
-}
-_SYSTEM_FIELDS = ("_rid", "_self", "_etag", "_ts", "_attachments")
-_FORBIDDEN_ID_CHARS = "/\\?#"
 _STALE = "One of the specified pre-condition is not met (the if-match etag is stale)."
 
 
@@ -43,6 +36,8 @@ class StoredItem:
     doc: dict[str, Any]
     seq: int
     written_at: float
+    # Log sequence number of this version: the change feed's position marker.
+    lsn: int = 0
 
 
 @dataclass
@@ -51,6 +46,9 @@ class Container:
 
     props: dict[str, Any]
     items: dict[tuple[str, str], StoredItem] = field(default_factory=dict)
+    # Last LSN handed out. Cosmos counts per physical partition; the gateway
+    # serves one partition key range, so one counter per container is exact.
+    lsn: int = 0
 
     @property
     def partition_paths(self) -> list[str]:
@@ -64,23 +62,6 @@ class Database:
 
     props: dict[str, Any]
     containers: dict[str, Container] = field(default_factory=dict)
-
-
-def _etag() -> str:
-    return f'"{uuid.uuid4()}"'
-
-
-def _validate_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise bad_request(f"The {what} 'id' must be a non-empty string.")
-    if any(ch in value for ch in _FORBIDDEN_ID_CHARS):
-        raise bad_request(f"The {what} id {value!r} contains a character Cosmos does not allow.")
-    return value
-
-
-def _validate_ttl(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not (value == -1 or value > 0):
-        raise bad_request(f"{what} must be -1 or a positive integer number of seconds, got {value!r}.")
 
 
 class Store:
@@ -99,9 +80,9 @@ class Store:
         self._seqs = itertools.count(1)
 
     def _system_fields(self, body: dict[str, Any], self_link: str, rid: str) -> dict[str, Any]:
-        for name in _SYSTEM_FIELDS:
+        for name in SYSTEM_FIELDS:
             body.pop(name, None)
-        body.update({"_rid": rid, "_self": self_link, "_etag": _etag(), "_ts": int(self.clock())})
+        body.update({"_rid": rid, "_self": self_link, "_etag": new_etag(), "_ts": int(self.clock())})
         return body
 
     def _new_rid(self) -> str:
@@ -111,7 +92,7 @@ class Store:
     def create_database(self, body: dict[str, Any]) -> dict[str, Any]:
         """Creates a database (409 if it exists)."""
         with self.lock:
-            db_id = _validate_id(body.get("id"), "database")
+            db_id = validate_id(body.get("id"), "database")
             if db_id in self.databases:
                 raise conflict(f"Database '{db_id}' already exists.")
             rid = self._new_rid()
@@ -144,7 +125,7 @@ class Store:
         """Creates a container from its posted definition (409 if it exists)."""
         with self.lock:
             db = self.database(db_id)
-            coll_id = _validate_id(body.get("id"), "container")
+            coll_id = validate_id(body.get("id"), "container")
             if coll_id in db.containers:
                 raise conflict(f"Container '{coll_id}' already exists in database '{db_id}'.")
             props = self._container_props(body)
@@ -167,8 +148,8 @@ class Store:
             raise bad_request("A container needs partitionKey.paths, e.g. {'paths': ['/jobId']}.")
         pk.setdefault("kind", "Hash" if len(paths) == 1 else "MultiHash")
         if "defaultTtl" in props and props["defaultTtl"] is not None:
-            _validate_ttl(props["defaultTtl"], "defaultTtl")
-        props.setdefault("indexingPolicy", copy.deepcopy(_DEFAULT_INDEXING_POLICY))
+            validate_ttl(props["defaultTtl"], "defaultTtl")
+        props.setdefault("indexingPolicy", copy.deepcopy(DEFAULT_INDEXING_POLICY))
         return props
 
     def container(self, db_id: str, coll_id: str) -> Container:
@@ -241,12 +222,13 @@ class Store:
         self, coll: Container, key: tuple[str, str], body: dict[str, Any], old: StoredItem | None
     ) -> dict[str, Any]:
         if "ttl" in body:
-            _validate_ttl(body["ttl"], "Item ttl")
+            validate_ttl(body["ttl"], "Item ttl")
         rid = old.doc["_rid"] if old else self._new_rid()
         doc = self._system_fields(copy.deepcopy(body), f"{coll.props['_self']}docs/{rid}/", rid)
         doc["_attachments"] = "attachments/"
         seq = old.seq if old else next(self._seqs)
-        coll.items[key] = StoredItem(doc, seq, self.clock())
+        coll.lsn += 1
+        coll.items[key] = StoredItem(doc, seq, self.clock(), coll.lsn)
         return copy.deepcopy(doc)
 
     def create_item(
@@ -266,7 +248,7 @@ class Store:
         """
         with self.lock:
             coll = self.container(db_id, coll_id)
-            item_id = _validate_id(body.get("id"), "item")
+            item_id = validate_id(body.get("id"), "item")
             pk = self._checked_pk(coll, pk_header, body)
             key = (pk.canonical, item_id)
             old = self._live(coll, key)
@@ -386,3 +368,22 @@ class Store:
                     rows.append(Row(item.seq, copy.deepcopy(item.doc)))
             rows.sort(key=lambda row: row.seq)
             return coll, rows
+
+    def feed_snapshot(self, db_id: str, coll_id: str) -> tuple[Container, int, list[StoredItem]]:
+        """Takes a consistent picture of a container for one change-feed read.
+
+        Args:
+            db_id: Database id.
+            coll_id: Container id.
+
+        Returns:
+            The container, its current LSN and copies of its live items; taken
+            under the lock, so every item with an LSN up to that one is included.
+        """
+        with self.lock:
+            coll = self.container(db_id, coll_id)
+            live = [self._live(coll, key) for key in list(coll.items)]
+            items = [
+                StoredItem(copy.deepcopy(i.doc), i.seq, i.written_at, i.lsn) for i in live if i is not None
+            ]
+            return coll, coll.lsn, items

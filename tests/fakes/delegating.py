@@ -6,9 +6,11 @@ and everything else reaches the real adapter unchanged.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from datetime import datetime
 
+from fleet_artifacts.core.journal import Event, EventPage, JobPage, JobState
 from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import (
     ListQuery,
@@ -27,8 +29,8 @@ class DelegatingPointerStore(PointerStore):
     def __init__(self, inner: PointerStore) -> None:
         self.inner = inner
 
-    async def create(self, pointer: Pointer) -> str:
-        return await self.inner.create(pointer)
+    async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
+        return await self.inner.create(pointer, event=event)
 
     async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
         return await self.inner.get(job_id, artifact_id)
@@ -36,8 +38,8 @@ class DelegatingPointerStore(PointerStore):
     async def find(self, artifact_id: str) -> StoredPointer | None:
         return await self.inner.find(artifact_id)
 
-    async def replace(self, pointer: Pointer, *, etag: str) -> str:
-        return await self.inner.replace(pointer, etag=etag)
+    async def replace(self, pointer: Pointer, *, etag: str, event: Event | None = None) -> str:
+        return await self.inner.replace(pointer, etag=etag, event=event)
 
     async def delete(self, job_id: str, artifact_id: str) -> bool:
         return await self.inner.delete(job_id, artifact_id)
@@ -76,3 +78,20 @@ class DelegatingPointerStore(PointerStore):
 
     async def list(self, query: ListQuery) -> PointerPage:
         return await self.inner.list(query)
+
+    async def job(self, product_id: str, job_id: str) -> JobState | None:
+        return await self.inner.job(product_id, job_id)
+
+    async def seal(self, event: Event) -> JobState:
+        return await self.inner.seal(event)
+
+    async def jobs(self, product_id: str, *, limit: int, continuation: str | None) -> JobPage:
+        return await self.inner.jobs(product_id, limit=limit, continuation=continuation)
+
+    async def events(
+        self, product_id: str, *, since: str | None, limit: int, job_id: str | None
+    ) -> EventPage:
+        return await self.inner.events(product_id, since=since, limit=limit, job_id=job_id)
+
+    async def prune_events(self, *, before: datetime, limit: int = 1000) -> builtins.list[str]:
+        return await self.inner.prune_events(before=before, limit=limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from fleet_artifacts.core.journal import Event, EventPage, JobPage, JobState
 from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import (
     ListQuery,
@@ -22,6 +24,7 @@ from fleet_artifacts.core.ports import (
     StoredPointer,
     StoredRecord,
 )
+from tests.fakes.journal import MemoryJournal
 from tests.fakes.turns import turn as _turn
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -110,17 +113,20 @@ class MemoryPointerStore(PointerStore):
         """Start empty."""
         self._pointers: dict[str, _PointerRow] = {}
         self._records: dict[tuple[str, str], _RecordRow] = {}
+        self.journal = MemoryJournal()
 
     @staticmethod
     def _row(pointer: Pointer) -> _PointerRow:
         return _PointerRow(pointer.job_id, _micros(pointer), uuid.uuid4().hex, _encoder.encode(pointer))
 
-    async def create(self, pointer: Pointer) -> str:
-        """Insert; Conflict if the id is taken (in any job)."""
+    async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
+        """Insert (and apply ``event`` with it); Conflict if the id is taken (in any job)."""
         await _turn()
         if pointer.id in self._pointers:
             raise Conflict(f"artifact {pointer.id} exists already")
+        self.journal.check(event)
         row = self._pointers[pointer.id] = self._row(pointer)
+        self.journal.apply(event)
         return row.etag
 
     def _in_job(self, job_id: str, artifact_id: str) -> _PointerRow | None:
@@ -139,15 +145,17 @@ class MemoryPointerStore(PointerStore):
         row = self._pointers.get(artifact_id)
         return None if row is None else row.stored()
 
-    async def replace(self, pointer: Pointer, *, etag: str) -> str:
-        """Compare-and-swap on the etag; NotFound if gone, PreconditionFailed if changed."""
+    async def replace(self, pointer: Pointer, *, etag: str, event: Event | None = None) -> str:
+        """Compare-and-swap on the etag (and apply ``event`` with it); NotFound, PreconditionFailed."""
         await _turn()
         row = self._in_job(pointer.job_id, pointer.id)
         if row is None:
             raise NotFound(f"artifact {pointer.id} not found")
         if row.etag != etag:
             raise PreconditionFailed(f"artifact {pointer.id} changed since it was read")
+        self.journal.check(event)
         row = self._pointers[pointer.id] = self._row(pointer)
+        self.journal.apply(event)
         return row.etag
 
     async def delete(self, job_id: str, artifact_id: str) -> bool:
@@ -255,3 +263,30 @@ class MemoryPointerStore(PointerStore):
             return PointerPage(items, None)
         last = items[-1].pointer
         return PointerPage(items, _Cursor(fingerprint, _micros(last), last.id).encode())
+
+    async def job(self, product_id: str, job_id: str) -> JobState | None:
+        """One product's state of one job."""
+        await _turn()
+        return self.journal.job(product_id, job_id)
+
+    async def seal(self, event: Event) -> JobState:
+        """Seal a job, writing its event (once)."""
+        await _turn()
+        return self.journal.seal(event)
+
+    async def jobs(self, product_id: str, *, limit: int, continuation: str | None) -> JobPage:
+        """A product's jobs, most recently active first."""
+        await _turn()
+        return self.journal.jobs(product_id, limit, continuation)
+
+    async def events(
+        self, product_id: str, *, since: str | None, limit: int, job_id: str | None
+    ) -> EventPage:
+        """A product's events after ``since``, in the order written."""
+        await _turn()
+        return self.journal.events(product_id, since, limit, job_id)
+
+    async def prune_events(self, *, before: datetime, limit: int = 1000) -> builtins.list[str]:
+        """Forget events older than ``before``."""
+        await _turn()
+        return self.journal.prune(before, limit)

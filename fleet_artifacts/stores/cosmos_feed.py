@@ -1,0 +1,101 @@
+"""The event feed on Cosmos: the container's change feed, read for one product's ``JournalEvent`` items.
+
+Event items are written once and never changed, in their job's partition, in the batch of the
+change they describe; the change feed (latest-version mode) returns each of them once, in commit
+order per partition (so per job), from any replica, and resumes from the SDK's continuation
+token. The feed of the whole container also carries pointers and records: they are read and
+skipped (the README gives the cost); ``jobId`` narrows the read to one partition.
+
+A cursor is the SDK's continuation at the start of a page plus how many of the product's events
+on that page were delivered already: a response that stops part-way through a page (``limit``)
+resumes exactly there, since events never move within the feed.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, cast
+
+import msgspec
+from azure.core.async_paging import AsyncPageIterator
+from azure.cosmos.aio import ContainerProxy
+
+from fleet_artifacts.core.errors import InvalidInput
+from fleet_artifacts.core.journal import Event, EventPage, StoredEvent
+from fleet_artifacts.stores.cosmos_docs import translate
+
+PAGE_ITEMS = 100  # items (of every kind) per change-feed read
+MAX_PAGES = 20  # reads per call at most: a quiet product on a busy container answers empty, but moves on
+_NOT_OURS = "since is not a cursor this service issued for this feed"
+
+
+class FeedCursor(msgspec.Struct, array_like=True, frozen=True):
+    """Where a reader of one product's (and maybe one job's) events stands."""
+
+    product_id: str
+    job_id: str  # "" for the whole product
+    token: str  # the SDK's continuation at the start of the page; "" for the beginning
+    skip: int  # the product's events on that page delivered already
+
+    def encode(self) -> str:
+        """The opaque form clients hold."""
+        return "c" + base64.urlsafe_b64encode(msgspec.json.encode(self)).decode().rstrip("=")
+
+    @staticmethod
+    def decode(since: str, product_id: str, job_id: str | None) -> FeedCursor:
+        """A client's cursor; InvalidInput unless it was issued for this very feed."""
+        try:
+            raw = base64.urlsafe_b64decode(since[1:] + "=" * (-len(since[1:]) % 4))
+            cursor = msgspec.json.decode(raw, type=FeedCursor)
+        except (ValueError, msgspec.DecodeError):
+            raise InvalidInput(_NOT_OURS, field="since") from None
+        printable = cursor.token.isascii() and cursor.token.isprintable()  # it travels as a header
+        if not since.startswith("c") or not printable or cursor.skip < 0:
+            raise InvalidInput(_NOT_OURS, field="since")
+        if (cursor.product_id, cursor.job_id) != (product_id, job_id or ""):
+            raise InvalidInput(_NOT_OURS, field="since")
+        return cursor
+
+
+def _events_of(docs: list[dict[str, Any]], product_id: str) -> list[Event]:
+    return [
+        msgspec.convert(doc["event"], Event)
+        for doc in docs
+        if doc.get("recordType") == "JournalEvent" and doc.get("eventProductId") == product_id
+    ]
+
+
+async def read_events(
+    container: ContainerProxy, product_id: str, *, since: str | None, limit: int, job_id: str | None
+) -> EventPage:
+    """Up to ``limit`` of the product's events after ``since`` (see the module docstring)."""
+    at = (
+        FeedCursor.decode(since, product_id, job_id) if since else FeedCursor(product_id, job_id or "", "", 0)
+    )
+    if at.token:
+        feed = container.query_items_change_feed(continuation=at.token, max_item_count=PAGE_ITEMS)
+    elif job_id is not None:
+        feed = container.query_items_change_feed(
+            partition_key=job_id, start_time="Beginning", max_item_count=PAGE_ITEMS
+        )
+    else:
+        feed = container.query_items_change_feed(start_time="Beginning", max_item_count=PAGE_ITEMS)
+    pages = cast(AsyncPageIterator[dict[str, Any]], feed.by_page())
+    items: list[StoredEvent] = []
+    reads = 0
+    with translate(f"read the event feed of {product_id}", continuation_given=bool(at.token)):
+        async for page in pages:
+            reads += 1
+            events = _events_of([doc async for doc in page], product_id)
+            start, room = at.skip, limit - len(items)
+            taken = events[start : start + room]
+            for n, event in enumerate(taken, start=start + 1):
+                items.append(StoredEvent(event, msgspec.structs.replace(at, skip=n).encode()))
+            if start + len(taken) < len(events):  # stopped part-way: resume on this page
+                at = msgspec.structs.replace(at, skip=start + len(taken))
+                break
+            after = pages.continuation_token
+            at = msgspec.structs.replace(at, token=after or at.token, skip=0)
+            if len(items) >= limit or reads >= MAX_PAGES:
+                break
+    return EventPage(items, at.encode())
