@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import msgspec
 
 from fleet_artifacts import __version__
+from fleet_artifacts.client.cli import WORKER_COMMANDS, add_worker_commands, run_worker_command
 from fleet_artifacts.core.access import TokenEntry, digest_of, new_token, parse_scopes
 from fleet_artifacts.core.errors import InvalidInput
 from fleet_artifacts.settings import Settings, SettingsError, load_settings
@@ -121,12 +122,15 @@ def _parser() -> argparse.ArgumentParser:
         "every blob not tagged keep=true, as a second line of defence behind the sweeper. Apply it with "
         "`az storage account management-policy create --policy @policy.json ...`.",
     )
+    add_worker_commands(commands)  # push, ls, get, rm, url, manifest, jobs: clients of a running service
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fleet-artifacts`` console script."""
     args = _parser().parse_args(argv)
+    if args.command in WORKER_COMMANDS:
+        return run_worker_command(args)
     if args.command == "token":
         return make_token(args.product, args.scopes)
     try:

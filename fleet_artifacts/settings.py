@@ -140,12 +140,16 @@ def load_token_file(path: Path) -> tuple[TokenEntry, ...]:
         raise SettingsError(exc.detail) from None
 
 
+# Read by the client commands (push, ls, ...), not by the service: a worker may have both set.
+CLIENT_VARIABLES = frozenset({PREFIX + "URL", PREFIX + "TOKEN"})
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build ``Settings`` from an environment mapping; raise SettingsError if invalid."""
     fields = set(Settings.__struct_fields__)
     values: dict[str, object] = {}
     for name, raw in environ.items():
-        if not name.startswith(PREFIX) or name.startswith(PREFIX + "TEST_"):
+        if not name.startswith(PREFIX) or name.startswith(PREFIX + "TEST_") or name in CLIENT_VARIABLES:
             continue
         field = name[len(PREFIX) :].lower()
         if field not in fields:

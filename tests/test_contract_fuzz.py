@@ -57,6 +57,11 @@ def test_every_operation_conforms_to_the_document(live: str, tmp_path: Path) -> 
         "--seed",
         "2",  # the same cases on every run: CI stays reproducible; change it to explore
         "--no-shrink",
+        # GET /fleet/events long-polls up to wait=30 s when the feed is quiet: a slow answer by design.
+        "--request-timeout",
+        "40",
+        "--max-response-time",
+        "40",
         "--report-dir",
         str(tmp_path),
     ]

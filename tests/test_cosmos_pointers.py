@@ -466,3 +466,23 @@ async def test_server_errors_are_unavailable(faulty: tuple[CosmosGateway, Cosmos
     gw.inject_fault(500, times=10, operation="create_item")
     with pytest.raises(Unavailable, match="Cosmos DB answered 500"):
         await pointers.create(make(job()))
+
+
+async def test_a_job_from_before_the_journal_starts_from_its_artifacts_totals(
+    store: CosmosPointerStore,
+) -> None:
+    from fleet_artifacts.core.journal import event_of
+
+    job = "pre-" + secrets.token_hex(4)
+    old = [make(job, n, size_bytes=10) for n in range(3)]
+    for pointer in old:
+        await store.create(pointer)  # written as a release without the journal did: no event
+    gone = make(job, 9, size_bytes=10, status=ArtifactStatus.DELETED)
+    await store.create(gone)  # not visible: not counted
+    new = make(job, 20, size_bytes=5)
+    event = event_of(None, new, at=datetime.now(UTC), event_id=secrets.token_hex(8))
+    await store.create(new, event=event)
+    state = await store.job("prod-a", job)
+    assert state is not None and (state.artifact_count, state.total_bytes) == (4, 35)
+    listed = await store.jobs("prod-a", limit=1000, continuation=None)
+    assert job in [s.job_id for s in listed.items]

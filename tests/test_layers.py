@@ -92,6 +92,27 @@ def test_routes_know_no_adapter_no_azure_and_no_settings(name: str) -> None:
     assert not bad, f"{name} imports {sorted(bad)}"
 
 
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if _starts(n, "fleet_artifacts.client")))
+def test_the_client_shares_only_wire_shapes_with_the_service(name: str) -> None:
+    """A worker installs the client to talk HTTP: it needs the wire structs, never the service's insides."""
+    bad = {
+        imported
+        for imported in imports_of(MODULES[name])
+        if _starts(imported, "litestar", "uvicorn", "multipart", "azure.cosmos", "azure.identity")
+        or (
+            _starts(imported, "fleet_artifacts")
+            and imported not in ("fleet_artifacts", "fleet_artifacts.__version__")  # the version string
+            and not _starts(
+                imported,
+                "fleet_artifacts.client",
+                "fleet_artifacts.core.models",
+                "fleet_artifacts.core.journal",
+            )
+        )
+    }
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
 def test_no_import_cycles() -> None:
     # Tarjan would name every cycle; a depth-first search that reports the first is enough here.
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done

@@ -107,6 +107,13 @@ def test_env_example_lists_every_setting_and_loads() -> None:
     assert (s.blob_backend, s.pointer_backend) == ("local", "sqlite")
 
 
+def test_the_client_commands_variables_are_not_settings_but_typos_still_are() -> None:
+    s = load_settings({**BASE, "FLEET_ARTIFACTS_URL": "https://x.invalid", "FLEET_ARTIFACTS_TOKEN": "fa_x"})
+    assert s == load_settings(BASE)
+    with pytest.raises(SettingsError, match="FLEET_ARTIFACTS_TOKENZ"):
+        load_settings({**BASE, "FLEET_ARTIFACTS_TOKENZ": "x"})
+
+
 def test_no_azure_setting_means_the_embedded_default() -> None:
     s = load_settings({"FLEET_ARTIFACTS_PUBLIC_BASE_URL": "https://artifacts.example.com/"})
     assert (s.blob_backend, s.pointer_backend, s.tokens) == ("local", "sqlite", ())

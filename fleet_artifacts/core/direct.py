@@ -161,6 +161,11 @@ class DirectUploads:
         if pointer.expires_at is not None and pointer.expires_at <= self.kernel.now():
             raise Conflict("the upload's deadline has passed; start a new upload")
         blobs, staged, target = self.kernel.blobs, staging_key(pointer.blob_key), pointer.blob_key
+        try:  # early; the store checks the seal again, atomically, with the pointer
+            await self.kernel.check_open(product_id, job_id)
+        except JobSealed:  # it can never finish: its staged bytes go now, not at its deadline
+            await self._abandon(stored)
+            raise
         if await blobs.info(staged) is None:
             raise Conflict("nothing is committed under the upload URL yet")
         # Locally no write through the upload URL lands after this. On Azure one still may, on the

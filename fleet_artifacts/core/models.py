@@ -281,3 +281,23 @@ class Health(msgspec.Struct):
     """Liveness answer."""
 
     status: str
+
+
+class SessionOut(msgspec.Struct, kw_only=True, rename="camel"):
+    """A resumable upload session's state, as clients see it (``/uploads/{id}``)."""
+
+    id: str
+    url: str
+    job_id: str
+    artifact_id: str
+    kind: ArtifactKind
+    file_name: str
+    content_type: str
+    run_id: str | None
+    tags: dict[str, str]
+    total_bytes: int | None
+    received_bytes: int
+    missing: list[tuple[int, int]]  # inclusive [first, last] ranges not received yet
+    created_at: datetime
+    expires_at: datetime
+    completed: bool

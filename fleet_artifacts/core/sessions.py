@@ -231,6 +231,8 @@ class SessionService:
             return await self.kernel.present(done)
         if session.total_bytes is None:
             raise Conflict("the total size is unknown: send sizeBytes on open or a chunk with /<total>")
+        # Sealed since the session opened: refuse before committing (the store checks again, atomically).
+        await self.kernel.check_open(product_id, session.job_id)
         gaps = missing_ranges(session.chunks, session.total_bytes)
         if gaps:
             shown = ", ".join(f"{g.first}-{g.last}" for g in gaps[:5])

@@ -122,4 +122,4 @@ async def events(
     encoding = negotiated(request)
     # Plain (fast) JSON: the feed is not digested.
     body = canonical(page, encoding) if encoding == CBOR else msgspec.json.encode(page)
-    return Response(body, media_type=encoding)
+    return Response(body, media_type=encoding, headers={"Vary": "Accept", "Cache-Control": "no-store"})

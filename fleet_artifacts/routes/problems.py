@@ -19,6 +19,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from fleet_artifacts.core import errors
+from fleet_artifacts.core.idempotency import KeyInUse
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ def artifact_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     if isinstance(exc, errors.Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
         log.warning("backend unavailable: %s (cause: %r)", exc.detail, exc.__cause__)
+    if isinstance(exc, KeyInUse):
+        headers["Retry-After"] = "1"  # the first request holding the key is still at work: ask again
     if isinstance(exc, errors.RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, errors.InvalidInput) and exc.field:

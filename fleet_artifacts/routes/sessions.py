@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import HeaderParameter, JSONBody, PathParameter
 
 from fleet_artifacts.core.access import Scope
-from fleet_artifacts.core.models import ArtifactKind, ArtifactOut, SessionOpen
+from fleet_artifacts.core.models import ArtifactOut, SessionOpen, SessionOut
 from fleet_artifacts.core.ports import UploadSession
 from fleet_artifacts.core.sessions import missing_ranges, public_id
 from fleet_artifacts.routes.deps import (
@@ -38,26 +36,6 @@ ContentRange = Annotated[
         schema_extra={"pattern": r"^bytes \d{1,19}-\d{1,19}/(\d{1,19}|\*)$"},
     ),
 ]
-
-
-class SessionOut(msgspec.Struct, kw_only=True, rename="camel"):
-    """A session's state, as clients see it."""
-
-    id: str
-    url: str
-    job_id: str
-    artifact_id: str
-    kind: ArtifactKind
-    file_name: str
-    content_type: str
-    run_id: str | None
-    tags: dict[str, str]
-    total_bytes: int | None
-    received_bytes: int
-    missing: list[tuple[int, int]]  # inclusive [first, last] ranges not received yet
-    created_at: datetime
-    expires_at: datetime
-    completed: bool
 
 
 def session_out(session: UploadSession, base_url: str) -> SessionOut:

@@ -65,6 +65,34 @@ def _events_of(docs: list[dict[str, Any]], product_id: str) -> list[Event]:
     ]
 
 
+def _pages(container: ContainerProxy, token: str, job_id: str | None) -> AsyncPageIterator[dict[str, Any]]:
+    try:
+        if token:
+            feed = container.query_items_change_feed(continuation=token, max_item_count=PAGE_ITEMS)
+        elif job_id is not None:
+            feed = container.query_items_change_feed(
+                partition_key=job_id, start_time="Beginning", max_item_count=PAGE_ITEMS
+            )
+        else:
+            feed = container.query_items_change_feed(start_time="Beginning", max_item_count=PAGE_ITEMS)
+    except (ValueError, KeyError, TypeError):  # the SDK could not read the continuation inside the cursor
+        raise InvalidInput(_NOT_OURS, field="since") from None
+    return cast(AsyncPageIterator[dict[str, Any]], feed.by_page())
+
+
+async def _next_page(pages: AsyncPageIterator[dict[str, Any]], resumed: bool) -> list[dict[str, Any]] | None:
+    """The next page's items; None at the end of the feed (Cosmos answered 304)."""
+    try:
+        page = await anext(pages)
+        return [doc async for doc in page]
+    except StopAsyncIteration:
+        return None
+    except (ValueError, KeyError, TypeError):
+        if resumed:  # the SDK parses the continuation when it sends the first request
+            raise InvalidInput(_NOT_OURS, field="since") from None
+        raise
+
+
 async def read_events(
     container: ContainerProxy, product_id: str, *, since: str | None, limit: int, job_id: str | None
 ) -> EventPage:
@@ -72,21 +100,14 @@ async def read_events(
     at = (
         FeedCursor.decode(since, product_id, job_id) if since else FeedCursor(product_id, job_id or "", "", 0)
     )
-    if at.token:
-        feed = container.query_items_change_feed(continuation=at.token, max_item_count=PAGE_ITEMS)
-    elif job_id is not None:
-        feed = container.query_items_change_feed(
-            partition_key=job_id, start_time="Beginning", max_item_count=PAGE_ITEMS
-        )
-    else:
-        feed = container.query_items_change_feed(start_time="Beginning", max_item_count=PAGE_ITEMS)
-    pages = cast(AsyncPageIterator[dict[str, Any]], feed.by_page())
     items: list[StoredEvent] = []
-    reads = 0
     with translate(f"read the event feed of {product_id}", continuation_given=bool(at.token)):
-        async for page in pages:
-            reads += 1
-            events = _events_of([doc async for doc in page], product_id)
+        pages = _pages(container, at.token, job_id)
+        for _ in range(MAX_PAGES):
+            docs = await _next_page(pages, bool(at.token))
+            if docs is None:
+                break
+            events = _events_of(docs, product_id)
             start, room = at.skip, limit - len(items)
             taken = events[start : start + room]
             for n, event in enumerate(taken, start=start + 1):
@@ -94,8 +115,7 @@ async def read_events(
             if start + len(taken) < len(events):  # stopped part-way: resume on this page
                 at = msgspec.structs.replace(at, skip=start + len(taken))
                 break
-            after = pages.continuation_token
-            at = msgspec.structs.replace(at, token=after or at.token, skip=0)
-            if len(items) >= limit or reads >= MAX_PAGES:
+            at = msgspec.structs.replace(at, token=pages.continuation_token or at.token, skip=0)
+            if len(items) >= limit:
                 break
     return EventPage(items, at.encode())

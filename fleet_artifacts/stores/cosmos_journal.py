@@ -30,7 +30,14 @@ from azure.core.async_paging import AsyncPageIterator
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosBatchOperationError
 
-from fleet_artifacts.core.errors import ArtifactError, Conflict, JobSealed, NotFound, PreconditionFailed
+from fleet_artifacts.core.errors import (
+    ArtifactError,
+    Conflict,
+    JobSealed,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+)
 from fleet_artifacts.core.journal import Event, EventPage, JobPage, JobState
 from fleet_artifacts.core.models import Pointer
 from fleet_artifacts.stores.cosmos_docs import (
@@ -62,9 +69,15 @@ def index_partition(product_id: str) -> str:
 
 
 def state_of(doc: dict[str, Any]) -> JobState:
-    """A ``JobState`` (or a ``JobIndex`` item's copy of one) as stored."""
+    """A ``JobState`` (or a ``JobIndex`` item's copy of one) as stored.
+
+    Cosmos's ``incr`` does not stop at zero as ``JobState.applied`` does: clamped here.
+    """
     body = doc.get("state", doc)
-    return msgspec.convert({k: v for k, v in body.items() if k not in _SYSTEM}, JobState)
+    state = msgspec.convert({k: v for k, v in body.items() if k not in _SYSTEM}, JobState)
+    return msgspec.structs.replace(
+        state, artifact_count=max(0, state.artifact_count), total_bytes=max(0, state.total_bytes)
+    )
 
 
 def _state_doc(state: JobState, first_event_at: str) -> dict[str, Any]:
@@ -112,11 +125,15 @@ class CosmosJournal:
     _known_jobs: set[tuple[str, str]]
 
     async def _ensure_state(self, event: Event) -> None:
-        """Create the job's ``JobState`` item for the product unless this process saw it (409: it exists)."""
+        """Create the job's ``JobState`` item for the product unless this process saw it (409: it exists).
+
+        A job with artifacts from before the journal starts from their totals (one aggregate query in
+        its partition): no batch can have changed them yet, since every batch needs this item.
+        """
         key = (event.product_id, event.job_id)
         if key in self._known_jobs:
             return
-        blank = JobState(product_id=event.product_id, job_id=event.job_id)
+        blank = await self._existing_totals(event.product_id, event.job_id)
         try:
             with translate(f"create job state {event.job_id}"):
                 await self._container.create_item(_state_doc(blank, timestamp(event.at)))
@@ -125,6 +142,30 @@ class CosmosJournal:
         if len(self._known_jobs) > 100_000:  # a bounded memo, not a cache anyone relies on
             self._known_jobs.clear()
         self._known_jobs.add(key)
+
+    async def _existing_totals(self, product_id: str, job_id: str) -> JobState:
+        sql = (
+            "SELECT COUNT(1) AS n, SUM(c.sizeBytes) AS bytes, MAX(c.createdAt) AS last FROM c"
+            " WHERE c.productId = @product AND c.status IN ('ACTIVE', 'ARCHIVED', 'RESTORING')"
+            " AND NOT IS_DEFINED(c.recordType)"
+        )
+        parameters: list[dict[str, Any]] = [{"name": "@product", "value": product_id}]
+        with translate(f"count the artifacts of job {job_id}"):
+            rows = [
+                row
+                async for row in self._container.query_items(sql, parameters=parameters, partition_key=job_id)
+            ]
+        found = rows[0] if rows else {}
+        return msgspec.convert(
+            {
+                "productId": product_id,
+                "jobId": job_id,
+                "artifactCount": int(found.get("n") or 0),
+                "totalBytes": int(found.get("bytes") or 0),
+                "lastUploadAt": found.get("last"),
+            },
+            JobState,
+        )
 
     async def _batch(self, event: Event, first: tuple[Any, ...] | None, what: str) -> list[dict[str, Any]]:
         """Run ``first`` (a pointer write, or nothing) + the event + the totals patch as one batch.
@@ -167,7 +208,9 @@ class CosmosJournal:
             return PreconditionFailed(f"{what}: changed since it was read")
         if status == 404:
             return NotFound(f"{what}: not found")
-        return Conflict(f"{what}: the batch failed ({status})")
+        if status == 429 or not isinstance(status, int) or status >= 500 or status == 408:
+            return Unavailable(f"{what}: Cosmos DB answered {status}")
+        return RuntimeError(f"{what}: Cosmos DB refused the batch ({status})")  # a bug here: a loud 500
 
     async def journaled_create(self, doc: dict[str, Any], pointer: Pointer, event: Event) -> str:
         """Create a pointer with its event, atomically; its etag."""
@@ -189,8 +232,9 @@ class CosmosJournal:
         """
         try:
             await self._index(state_doc)
-        except ArtifactError as exc:
-            log.warning("job index of %s not updated: %s", state_doc.get("jobId"), exc.detail)
+        except Exception as exc:  # any: raising here would undo a committed change's blob
+            detail = exc.detail if isinstance(exc, ArtifactError) else repr(exc)
+            log.warning("job index of %s not updated: %s", state_doc.get("jobId"), detail)
 
     async def _index(self, state_doc: dict[str, Any]) -> None:
         state = state_of(state_doc)

@@ -29,10 +29,13 @@ def transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work()
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # Also when COMMIT itself failed (busy, I/O): a transaction left open would swallow the
+        # connection's next writes.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
 
 
@@ -130,7 +133,7 @@ def list_jobs(conn: sqlite3.Connection, product_id: str, limit: int, continuatio
 def _since(since: str | None) -> int:
     if since is None:
         return 0
-    if not since.isdigit() or len(since) > 18:
+    if not (since.isascii() and since.isdigit()) or len(since) > 18:
         raise InvalidInput("since is not a cursor this service issued", field="since")
     return int(since)
 

@@ -151,6 +151,7 @@ def _add_journal(conn: sqlite3.Connection) -> None:
     """
     if _has_table(conn, "jobs"):
         return
+    conn.execute("PRAGMA busy_timeout=120000")  # filling a big database's totals takes a while
     conn.execute("BEGIN IMMEDIATE")
     try:
         if not _has_table(conn, "jobs"):
@@ -161,8 +162,11 @@ def _add_journal(conn: sqlite3.Connection) -> None:
             _fill_jobs(conn)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
+    finally:
+        conn.execute("PRAGMA busy_timeout=5000")
 
 
 def _fill_jobs(conn: sqlite3.Connection) -> None:

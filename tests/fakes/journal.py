@@ -97,7 +97,7 @@ class MemoryJournal:
         return JobPage([row[2] for row in page], token)
 
     def events(self, product_id: str, since: str | None, limit: int, job_id: str | None) -> EventPage:
-        if since is not None and (not since.isdigit() or len(since) > 18):
+        if since is not None and not (since.isascii() and since.isdigit() and len(since) <= 18):
             raise InvalidInput("since is not a cursor this service issued", field="since")
         after = int(since or 0)
         items: list[StoredEvent] = []
