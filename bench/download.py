@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.servers import Azurite, free_port, wait_for_port
+from tests.servers import Azurite, serve_process
 
 TOKEN = "bench-token-0123456789abcdef"
 MiB = 1024 * 1024
@@ -66,42 +65,29 @@ def payload(size: int) -> Iterator[bytes]:
 
 
 def measure(env: dict[str, str], sizes: list[int]) -> list[tuple[int, float, float, float]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     rows = []
-    try:
-        wait_for_port(port, proc=proc)
-        base = f"http://127.0.0.1:{port}"
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=base, headers=auth, timeout=600) as client:
-            for size in sizes:
-                created = client.post(
-                    "/fleet/jobs/bench/artifacts",
-                    params={"kind": "build", "fileName": "b.bin"},
-                    content=payload(size),
-                    headers={"Content-Type": "application/octet-stream"},
-                )
-                created.raise_for_status()
-                before = rss_mib(proc.pid)
-                started = time.perf_counter()
-                received = 0
-                with (
-                    PeakSampler(proc.pid) as sampler,
-                    client.stream("GET", f"/fleet/artifacts/{created.json()['id']}/content") as r,
-                ):
-                    for chunk in r.iter_raw(1024 * 1024):
-                        received += len(chunk)
-                assert received == size, (received, size)
-                elapsed = time.perf_counter() - started
-                rows.append((size, before, sampler.peak, size / MiB / elapsed))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with serve_process(env) as (base, proc), httpx.Client(base_url=base, headers=auth, timeout=600) as client:
+        for size in sizes:
+            created = client.post(
+                "/fleet/jobs/bench/artifacts",
+                params={"kind": "build", "fileName": "b.bin"},
+                content=payload(size),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            created.raise_for_status()
+            before = rss_mib(proc.pid)
+            started = time.perf_counter()
+            received = 0
+            with (
+                PeakSampler(proc.pid) as sampler,
+                client.stream("GET", f"/fleet/artifacts/{created.json()['id']}/content") as r,
+            ):
+                for chunk in r.iter_raw(1024 * 1024):
+                    received += len(chunk)
+            assert received == size, (received, size)
+            elapsed = time.perf_counter() - started
+            rows.append((size, before, sampler.peak, size / MiB / elapsed))
     return rows
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.download import TOKEN, MiB, PeakSampler, rss_mib
-from tests.servers import REPO, free_port, wait_for_port
+from tests.servers import REPO, serve_process
 
 GOAL_MIB = 64  # the 1 GiB archive's RSS growth may exceed the 16 MiB one's by at most this much
 FILES = 4
@@ -98,26 +97,14 @@ class Job:
 
 def run(env: dict[str, str], jobs: list[Job]) -> None:
     """Serve, upload every job, warm up on the first, then measure each."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc=proc)
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=600) as client:
-            for job in jobs:
-                job.upload(client)
-            # Warm-up: the writer's threads and zlib are set up before anything is measured.
-            client.get(f"/fleet/jobs/{jobs[0].name}/archive.zip").raise_for_status()
-            for job in jobs:
-                job.download(client, proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with serve_process(env) as (base, proc), httpx.Client(base_url=base, headers=auth, timeout=600) as client:
+        for job in jobs:
+            job.upload(client)
+        # Warm-up: the writer's threads and zlib are set up before anything is measured.
+        client.get(f"/fleet/jobs/{jobs[0].name}/archive.zip").raise_for_status()
+        for job in jobs:
+            job.download(client, proc.pid)
 
 
 def main() -> None:

@@ -15,14 +15,13 @@ import pytest
 
 from tests.conftest import TOKEN_A
 from tests.helpers import clean_env
-from tests.servers import free_port, wait_for_port
+from tests.servers import serve_process
 
 KiB, MiB = 1024, 1024 * 1024
 
 
-def start_serve(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = clean_env() | {
+def serve_env(data_dir: Path) -> dict[str, str]:
+    return clean_env() | {
         "FLEET_ARTIFACTS_TOKENS": f"{TOKEN_A}:prod-a",
         "FLEET_ARTIFACTS_DATA_DIR": str(data_dir),
         "FLEET_ARTIFACTS_SWEEP_INTERVAL_SECONDS": "0",
@@ -32,22 +31,12 @@ def start_serve(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         "FLEET_ARTIFACTS_URL": "http://elsewhere.invalid",
         "FLEET_ARTIFACTS_TOKEN": "not-a-token-of-this-service",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, proc=proc)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_serve(tmp_path_factory.mktemp("serve"))
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with serve_process(serve_env(tmp_path_factory.mktemp("serve"))) as (url, _):
+        yield url
 
 
 def cli_env(url: str) -> dict[str, str]:
@@ -160,17 +149,16 @@ def test_exit_codes_usage_and_partial_failure(service: str, tmp_path: Path) -> N
 
 
 def test_a_server_killed_mid_push_is_exit_1_with_a_clear_message(tmp_path: Path) -> None:
-    proc, url = start_serve(tmp_path / "data")
     src = tmp_path / "many"
     src.mkdir()
     for n in range(40):
         (src / f"f{n:02}.bin").write_bytes(secrets.token_bytes(128 * KiB))
-    push = subprocess.Popen(
-        [sys.executable, "-m", "fleet_artifacts", "push", str(src), "--job", "doomed",
-         "--concurrency", "1", "--retries", "1"],
-        env=cli_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
+    with serve_process(serve_env(tmp_path / "data")) as (url, proc):
+        push = subprocess.Popen(
+            [sys.executable, "-m", "fleet_artifacts", "push", str(src), "--job", "doomed",
+             "--concurrency", "1", "--retries", "1"],
+            env=cli_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
         assert push.stdout is not None
         uploaded = 0
         for line in push.stdout:
@@ -180,10 +168,6 @@ def test_a_server_killed_mid_push_is_exit_1_with_a_clear_message(tmp_path: Path)
                 proc.wait()
                 break
         out, err = push.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert push.returncode == 1, (out, err)
     assert "Traceback" not in err
     assert "cannot reach" in err and "not attempted" in err

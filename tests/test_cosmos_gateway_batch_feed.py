@@ -12,12 +12,11 @@ import base64
 import json
 import random
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy, PartitionKey
+from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 from azure.cosmos import exceptions as cosmos_errors
 from azure.cosmos.aio import ContainerProxy as AsyncContainerProxy
 from azure.cosmos.aio import CosmosClient as AsyncCosmosClient
@@ -25,34 +24,12 @@ from azure.cosmos.partition_key import PartitionKey as SdkPartitionKey
 
 from tests.cosmos_gateway import EMULATOR_KEY, CosmosGateway
 from tests.cosmos_gateway.epk import effective_partition_key, murmurhash3_x64_128
-from tests.test_cosmos_gateway import raw_request
+from tests.test_cosmos_gateway import cosmos, database, gateway, jobs, raw_request
+
+__all__ = ["cosmos", "database", "gateway", "jobs"]  # fixtures, shared with the gateway's main suite
 
 BatchOp = tuple[str, tuple[Any, ...]] | tuple[str, tuple[Any, ...], dict[str, Any]]
 FEED_HEADERS = {"A-IM": "Incremental Feed", "x-ms-documentdb-partitionkeyrangeid": "0"}
-
-
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[CosmosGateway]:
-    with CosmosGateway(key=EMULATOR_KEY) as gw:
-        yield gw
-
-
-@pytest.fixture(scope="module")
-def cosmos(gateway: CosmosGateway) -> Iterator[CosmosClient]:
-    with CosmosClient(gateway.url, EMULATOR_KEY) as client:
-        yield client
-
-
-@pytest.fixture
-def database(cosmos: CosmosClient) -> Iterator[DatabaseProxy]:
-    name = "db-" + uuid.uuid4().hex[:12]
-    yield cosmos.create_database(name)
-    cosmos.delete_database(name)
-
-
-@pytest.fixture
-def jobs(database: DatabaseProxy) -> ContainerProxy:
-    return database.create_container("jobs", PartitionKey("/jobId"), default_ttl=-1)
 
 
 def feed_token(container: ContainerProxy | AsyncContainerProxy) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import pytest
 
 from tests.conftest import TOKEN_A
 from tests.helpers import clean_env
-from tests.servers import free_port, wait_for_port
+from tests.servers import serve_process
 
 LIMIT = 16 * 1024
 
@@ -28,25 +26,14 @@ LIMIT = 16 * 1024
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, int]]:
     """The service (local backend) with a 16 KiB head bound and a 2 s head timeout: (host, port, pid)."""
-    port = free_port()
     env = clean_env() | {
         "FLEET_ARTIFACTS_TOKENS": f"{TOKEN_A}:prod-a",
         "FLEET_ARTIFACTS_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "FLEET_ARTIFACTS_MAX_HEADER_BYTES": str(LIMIT),
         "FLEET_ARTIFACTS_HEADER_TIMEOUT_SECONDS": "2",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc=proc)
-        yield "127.0.0.1", port, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serve_process(env) as (url, proc):
+        yield "127.0.0.1", int(url.rsplit(":", 1)[1]), proc.pid
 
 
 def exchange(address: tuple[str, int], payload: bytes, *, timeout: float = 10) -> bytes:

@@ -19,11 +19,10 @@ import contextlib
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from azure.core import MatchConditions
-from azure.core.async_paging import AsyncPageIterator
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.cosmos.aio import CosmosClient
 from azure.identity.aio import DefaultAzureCredential
@@ -46,13 +45,11 @@ from fleet_artifacts.stores.cosmos_docs import (
     aged_query,
     from_document,
     list_query,
-    query_fingerprint,
+    one_page,
     record_from,
     timestamp,
     to_document,
     translate,
-    unwrap_token,
-    wrap_token,
 )
 from fleet_artifacts.stores.cosmos_journal import CosmosJournal
 from fleet_artifacts.stores.cosmos_setup import container_problem, ensure_database_and_container
@@ -384,17 +381,8 @@ class CosmosPointerStore(CosmosJournal, PointerStore):
         leads to an empty page: Cosmos cannot tell "no more" without looking.
         """
         sql, parameters = list_query(query)
-        fingerprint = query_fingerprint(sql, parameters)
-        resume = unwrap_token(query.continuation, fingerprint) if query.continuation else None
-        results = self._container.query_items(
-            sql, parameters=parameters, partition_key=query.job_id, max_item_count=query.limit
-        )
-        pages = cast(AsyncPageIterator[dict[str, Any]], results.by_page(resume))
-        items: list[StoredPointer] = []
-        with translate(f"list pointers of job {query.job_id}", continuation_given=resume is not None):
-            async for page in pages:
-                items = [from_document(doc) async for doc in page]
-                if items:
-                    break
-        token = pages.continuation_token
-        return PointerPage(items, wrap_token(fingerprint, token) if token else None)
+        docs, token = await one_page(
+            self._container, sql, parameters, partition=query.job_id, limit=query.limit,
+            continuation=query.continuation, what=f"list pointers of job {query.job_id}",
+        )  # fmt: skip
+        return PointerPage([from_document(doc) for doc in docs], token)

@@ -15,10 +15,12 @@ import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+from azure.core.async_paging import AsyncPageIterator
 from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
     CosmosHttpResponseError,
@@ -224,3 +226,34 @@ def record_from(doc: Mapping[str, Any], kind: type[R]) -> StoredRecord[R]:
     """A side record as stored, without Cosmos's system fields and our ttl/recordType markers."""
     body = {k: v for k, v in doc.items() if k not in SYSTEM_FIELDS and k not in ("ttl", "recordType")}
     return StoredRecord(msgspec.convert(body, kind), str(doc["_etag"]))
+
+
+async def one_page(
+    container: ContainerProxy,
+    sql: str,
+    parameters: list[dict[str, Any]],
+    *,
+    partition: str,
+    limit: int,
+    continuation: str | None,
+    what: str,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a single-partition query, and the client-facing token for the next.
+
+    The SDK's continuation token is wrapped (urlsafe base64) with a fingerprint of the query, so a
+    token is opaque to clients and one issued for another query, or not by us, is InvalidInput.
+    Cosmos may answer a page with no items but a token; such pages are skipped (the SDK does too),
+    so a client never gets an empty page with a token (the last page may still carry one).
+    """
+    fingerprint = query_fingerprint(sql, parameters)
+    resume = unwrap_token(continuation, fingerprint) if continuation else None
+    results = container.query_items(sql, parameters=parameters, partition_key=partition, max_item_count=limit)
+    pages = cast(AsyncPageIterator[dict[str, Any]], results.by_page(resume))
+    docs: list[dict[str, Any]] = []
+    with translate(what, continuation_given=resume is not None):
+        async for page in pages:
+            docs = [doc async for doc in page]
+            if docs:
+                break
+    token = pages.continuation_token
+    return docs, wrap_token(fingerprint, token) if token else None

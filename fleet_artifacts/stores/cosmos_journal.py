@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-from azure.core.async_paging import AsyncPageIterator
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosBatchOperationError
 
@@ -41,11 +40,9 @@ from fleet_artifacts.core.errors import (
 from fleet_artifacts.core.journal import Event, EventPage, JobPage, JobState
 from fleet_artifacts.core.models import Pointer
 from fleet_artifacts.stores.cosmos_docs import (
-    query_fingerprint,
+    one_page,
     timestamp,
     translate,
-    unwrap_token,
-    wrap_token,
 )
 from fleet_artifacts.stores.cosmos_feed import read_events
 
@@ -296,20 +293,11 @@ class CosmosJournal:
         """A product's jobs, most recently active first: one single-partition query on its index."""
         sql = "SELECT * FROM c WHERE c.jobId = @partition ORDER BY c.createdAt DESC, c.id DESC"
         parameters: list[dict[str, Any]] = [{"name": "@partition", "value": index_partition(product_id)}]
-        fingerprint = query_fingerprint(sql, parameters)
-        resume = unwrap_token(continuation, fingerprint) if continuation else None
-        results = self._container.query_items(
-            sql, parameters=parameters, partition_key=index_partition(product_id), max_item_count=limit
-        )
-        pages = cast(AsyncPageIterator[dict[str, Any]], results.by_page(resume))
-        items: list[JobState] = []
-        with translate(f"list jobs of {product_id}", continuation_given=resume is not None):
-            async for page in pages:
-                items = [state_of(doc) async for doc in page]
-                if items:
-                    break
-        token = pages.continuation_token
-        return JobPage(items, wrap_token(fingerprint, token) if token else None)
+        docs, token = await one_page(
+            self._container, sql, parameters, partition=index_partition(product_id), limit=limit,
+            continuation=continuation, what=f"list jobs of {product_id}",
+        )  # fmt: skip
+        return JobPage([state_of(doc) for doc in docs], token)
 
     async def events(
         self, product_id: str, *, since: str | None, limit: int, job_id: str | None
