@@ -12,7 +12,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from fleet_artifacts.core.errors import InvalidInput, JobSealed, PreconditionFailed
+from fleet_artifacts.core.errors import Gone, InvalidInput, JobSealed, PreconditionFailed
 from fleet_artifacts.core.journal import Event, EventType, event_of, seal_event
 from fleet_artifacts.core.models import ArtifactStatus, Pointer
 from fleet_artifacts.core.ports import PointerStore
@@ -166,3 +166,23 @@ async def test_old_events_are_pruned_and_cursors_stay_valid(
     resumed = await pointers.events(product, since=page.next, limit=10, job_id=None)
     assert [s.event.artifact_id for s in resumed.items] == [new.id]
     assert old.id not in [e.artifact_id for e in remaining]
+
+
+async def test_a_cursor_behind_dropped_events_is_gone_not_silently_skipped(
+    pointers: PointerStore, request: pytest.FixtureRequest
+) -> None:
+    if "cosmos" in request.node.callspec.id:
+        pytest.skip("Cosmos drops events by ttl on its own clock; its cursors are judged by age (README)")
+    product = "p-" + secrets.token_hex(4)
+    job = "j-" + secrets.token_hex(4)
+    await _created(pointers, job, product=product, n=0)
+    await _created(pointers, job, product=product, n=10)
+    last = await _created(pointers, job, product=product, n=60)
+    behind = (await pointers.events(product, since=None, limit=1, job_id=None)).next
+    await pointers.prune_events(before=T0 + timedelta(minutes=30), limit=100)  # drops the 2nd, unread
+    with pytest.raises(Gone):
+        await pointers.events(product, since=behind, limit=10, job_id=None)
+    fresh = await pointers.events(product, since=None, limit=10, job_id=None)  # from the start: fine
+    assert [s.event.artifact_id for s in fresh.items] == [last.id]
+    with pytest.raises(InvalidInput):
+        await pointers.events(product, since="999999999", limit=10, job_id=None)  # never issued

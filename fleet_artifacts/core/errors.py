@@ -13,6 +13,7 @@ Azure SDK exception.
     ├── Conflict              409  a create raced an existing item
     │   ├── JobSealed         409  the job was sealed: it takes no new artifact
     │   └── Archived          409  the bytes are offline (Archive tier) until restored
+    ├── Gone                  410  an event cursor older than the events kept
     ├── PreconditionFailed    412  an etag compare-and-swap lost
     ├── SignatureRejected     403  a signed blob URL is forged, altered or expired
     ├── PayloadTooLarge       413  the upload crossed the size limit
@@ -67,6 +68,10 @@ class JobSealed(Conflict):
 
 class Archived(Conflict):
     """A blob in the Archive tier (or still being rehydrated from it) cannot be read."""
+
+
+class Gone(ArtifactError):
+    """What the request resumes from is no longer kept (an event cursor past the retention)."""
 
 
 class PreconditionFailed(ArtifactError):

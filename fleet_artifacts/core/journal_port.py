@@ -41,7 +41,8 @@ class JournalStore(abc.ABC):
 
         In the order they were written, per job at least; every event exactly once to a reader
         that resumes from the returned ``next``, across replicas and restarts. InvalidInput if
-        ``since`` is not a cursor of this store.
+        ``since`` is not a cursor of this store; Gone if events after it were dropped already
+        (past the retention), so resuming there would skip them without a word.
         """
 
     @abc.abstractmethod

@@ -102,7 +102,7 @@ async def seal(services: Svc, product_id: ProductId, job_id: JobId) -> SealOut:
     **needs(Scope.READ),
     responses={
         **_encoded_answers(EventPageOut, "events after the cursor (application/cbor on Accept)"),
-        **problems(400, 401, 403, 503),
+        **problems(400, 401, 403, 410, 503),
     },
     description=EVENTS_DESCRIPTION,
 )

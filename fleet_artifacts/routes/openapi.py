@@ -26,6 +26,7 @@ _REASONS = {
     403: "a signed URL that is forged, altered, expired or lacks the permission",
     404: "absent, or owned by another product",
     409: "conflicts with the stored state (an Idempotency-Key reused, an upload not ready, ...)",
+    410: "the cursor is older than the events kept: read the state again, then the feed from its start",
     412: "a precondition (If-Match, If-Unmodified-Since, a concurrent change) failed",
     413: "over the upload limit (limitBytes)",
     415: "a content type the operation does not read",

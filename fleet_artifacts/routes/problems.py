@@ -56,6 +56,7 @@ PROBLEM_TABLE: dict[type[errors.ArtifactError], tuple[int, str]] = {
     errors.Forbidden: (403, "forbidden"),
     errors.NotFound: (404, "not-found"),
     errors.Conflict: (409, "conflict"),
+    errors.Gone: (410, "gone"),
     errors.PreconditionFailed: (412, "precondition-failed"),
     errors.PayloadTooLarge: (413, "payload-too-large"),
     errors.UnsupportedMediaType: (415, "unsupported-media-type"),

@@ -14,13 +14,14 @@ resumes exactly there, since events never move within the feed.
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any, cast
 
 import msgspec
 from azure.core.async_paging import AsyncPageIterator
 from azure.cosmos.aio import ContainerProxy
 
-from fleet_artifacts.core.errors import InvalidInput
+from fleet_artifacts.core.errors import Gone, InvalidInput
 from fleet_artifacts.core.journal import Event, EventPage, StoredEvent
 from fleet_artifacts.stores.cosmos_docs import translate
 
@@ -36,6 +37,9 @@ class FeedCursor(msgspec.Struct, array_like=True, frozen=True):
     job_id: str  # "" for the whole product
     token: str  # the SDK's continuation at the start of the page; "" for the beginning
     skip: int  # the product's events on that page delivered already
+    # When the last item before this position was written (Cosmos ``_ts``, seconds): what follows
+    # is no older, so once this is past the events' ttl some may be gone. 0: not known.
+    mark: int = 0
 
     def encode(self) -> str:
         """The opaque form clients hold."""
@@ -57,9 +61,9 @@ class FeedCursor(msgspec.Struct, array_like=True, frozen=True):
         return cursor
 
 
-def _events_of(docs: list[dict[str, Any]], product_id: str) -> list[Event]:
+def _events_of(docs: list[dict[str, Any]], product_id: str) -> list[tuple[Event, int]]:
     return [
-        msgspec.convert(doc["event"], Event)
+        (msgspec.convert(doc["event"], Event), int(doc.get("_ts") or 0))
         for doc in docs
         if doc.get("recordType") == "JournalEvent" and doc.get("eventProductId") == product_id
     ]
@@ -94,28 +98,47 @@ async def _next_page(pages: AsyncPageIterator[dict[str, Any]], resumed: bool) ->
 
 
 async def read_events(
-    container: ContainerProxy, product_id: str, *, since: str | None, limit: int, job_id: str | None
+    container: ContainerProxy,
+    product_id: str,
+    *,
+    since: str | None,
+    limit: int,
+    job_id: str | None,
+    retention_seconds: int,
 ) -> EventPage:
-    """Up to ``limit`` of the product's events after ``since`` (see the module docstring)."""
+    """Up to ``limit`` of the product's events after ``since`` (see the module docstring).
+
+    Gone when the cursor's position is older than the events' ttl: some after it may be dropped.
+    """
     at = (
         FeedCursor.decode(since, product_id, job_id) if since else FeedCursor(product_id, job_id or "", "", 0)
     )
+    if at.mark and time.time() - at.mark > retention_seconds:
+        raise Gone(
+            "events after this cursor may have been dropped (older than EVENT_RETENTION_DAYS): read the "
+            "state again (job listing, manifests), then follow the feed from its start"
+        )
     items: list[StoredEvent] = []
     with translate(f"read the event feed of {product_id}", continuation_given=bool(at.token)):
         pages = _pages(container, at.token, job_id)
         for _ in range(MAX_PAGES):
             docs = await _next_page(pages, bool(at.token))
-            if docs is None:
+            if docs is None:  # the end of the feed: what comes next is written from now on
+                at = msgspec.structs.replace(at, mark=int(time.time()))
                 break
             events = _events_of(docs, product_id)
             start, room = at.skip, limit - len(items)
             taken = events[start : start + room]
-            for n, event in enumerate(taken, start=start + 1):
-                items.append(StoredEvent(event, msgspec.structs.replace(at, skip=n).encode()))
+            for n, (event, ts) in enumerate(taken, start=start + 1):
+                cursor = msgspec.structs.replace(at, skip=n, mark=ts or at.mark)
+                items.append(StoredEvent(event, cursor.encode()))
             if start + len(taken) < len(events):  # stopped part-way: resume on this page
-                at = msgspec.structs.replace(at, skip=start + len(taken))
+                at = msgspec.structs.replace(at, skip=start + len(taken), mark=taken[-1][1] or at.mark)
                 break
-            at = msgspec.structs.replace(at, token=pages.continuation_token or at.token, skip=0)
+            last_ts = int(docs[-1].get("_ts") or 0) if docs else 0
+            at = msgspec.structs.replace(
+                at, token=pages.continuation_token or at.token, skip=0, mark=last_ts or at.mark
+            )
             if len(items) >= limit:
                 break
     return EventPage(items, at.encode())

@@ -303,7 +303,14 @@ class CosmosJournal:
         self, product_id: str, *, since: str | None, limit: int, job_id: str | None
     ) -> EventPage:
         """The product's events after ``since``, from the change feed (``cosmos_feed``)."""
-        return await read_events(self._container, product_id, since=since, limit=limit, job_id=job_id)
+        return await read_events(
+            self._container,
+            product_id,
+            since=since,
+            limit=limit,
+            job_id=job_id,
+            retention_seconds=self._event_ttl,
+        )
 
     async def prune_events(self, *, before: datetime, limit: int = 1000) -> list[str]:
         """Nothing to do: Cosmos drops each event by its ``ttl``."""

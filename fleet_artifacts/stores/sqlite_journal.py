@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from fleet_artifacts.core.errors import InvalidInput, JobSealed
+from fleet_artifacts.core.errors import Gone, InvalidInput, JobSealed
 from fleet_artifacts.core.journal import Event, EventPage, JobPage, JobState, StoredEvent
 from fleet_artifacts.stores.sqlite_schema import us
 
@@ -138,11 +138,33 @@ def _since(since: str | None) -> int:
     return int(since)
 
 
+def _check_kept(conn: sqlite3.Connection, after: int) -> None:
+    """Gone if an event after ``after`` was pruned: sequence numbers run without gaps until pruning."""
+    if after == 0:
+        return
+    oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+    last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    if last is None or after > last[0]:  # never issued: resuming there would skip what comes
+        raise InvalidInput("since is not a cursor this service issued", field="since")
+    pruned_after = (oldest is not None and oldest > after + 1) or (
+        oldest is None and last is not None and last[0] > after
+    )
+    if pruned_after:
+        raise Gone(GONE)
+
+
+GONE = (
+    "events after this cursor were dropped (older than EVENT_RETENTION_DAYS): read the state again "
+    "(job listing, manifests), then follow the feed from its start"
+)
+
+
 def list_events(
     conn: sqlite3.Connection, product_id: str, since: str | None, limit: int, job_id: str | None
 ) -> EventPage:
     """A product's events after ``since``, in commit order."""
     after = _since(since)
+    _check_kept(conn, after)
     clauses: list[str] = ["product_id = ?", "seq > ?"]
     params: list[Any] = [product_id, after]
     if job_id is not None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from fleet_artifacts.core.errors import InvalidInput, JobSealed
+from fleet_artifacts.core.errors import Gone, InvalidInput, JobSealed
 from fleet_artifacts.core.journal import Event, EventPage, JobPage, JobState, StoredEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -100,6 +100,10 @@ class MemoryJournal:
         if since is not None and not (since.isascii() and since.isdigit() and len(since) <= 18):
             raise InvalidInput("since is not a cursor this service issued", field="since")
         after = int(since or 0)
+        if after > len(self._events):
+            raise InvalidInput("since is not a cursor this service issued", field="since")
+        if after and None in self._events[after:]:
+            raise Gone("events after this cursor were dropped (older than the retention)")
         items: list[StoredEvent] = []
         for index in range(after, len(self._events)):
             event = self._events[index]
