@@ -52,6 +52,7 @@ from fleet_artifacts.stores.local_files import (
     block_file,
     block_stems,
     change_meta,
+    check_key,
     commit_files,
     committed_meta,
     concatenate,
@@ -145,7 +146,7 @@ class LocalBlobStore(HostedBlobStore):
 
     async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
         """Return a root-relative URL of the service's ``/blobs/`` route, signed create+write."""
-        self.path_of(key)
+        check_key(key)  # no file is touched here; the /blobs/ route resolves it (verify_url)
         return self._url(key, self.signer.sign(key, "cw", expires_at=int(expires_at.timestamp())))
 
     def _url(self, key: str, query: str) -> str:
@@ -384,7 +385,7 @@ class LocalBlobStore(HostedBlobStore):
         self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str
     ) -> str:
         """Return a root-relative URL of the service's ``/blobs/`` route, signed read-only."""
-        self.path_of(key)
+        check_key(key)  # no file is touched here; the /blobs/ route resolves it (verify_url)
         query = self.signer.sign(
             key, "r", expires_at=int(expires_at.timestamp()), rscd=content_disposition, rsct=content_type
         )

@@ -142,8 +142,11 @@ def scan_committed(root: Path, prefix: str) -> list[tuple[str, datetime]]:
     return found
 
 
-def key_path(root: Path, key: str) -> Path:
-    """Resolve a key to its file under ``root``; InvalidInput for anything that would leave it."""
+def check_key(key: str) -> None:
+    """InvalidInput unless ``key`` is a plain relative key (no empty, ``.`` or ``..`` part, no sidecar).
+
+    What signing needs: it touches no file. ``key_path`` adds the filesystem's own check.
+    """
     parts = key.split("/")
     if (
         not key
@@ -154,6 +157,13 @@ def key_path(root: Path, key: str) -> Path:
         or parts[-1].startswith(".tmp-")
     ):
         raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
+
+
+def key_path(root: Path, key: str) -> Path:
+    """Resolve a key to its file under ``root``; InvalidInput for anything that would leave it."""
+    check_key(key)
+    # Resolved only where bytes are touched (symlinks included): a path per signed URL cost a
+    # system call per path part on the hot read path.
     path = (root / key).resolve()
     if not path.is_relative_to(root) or path == root:
         raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
