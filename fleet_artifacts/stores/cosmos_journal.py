@@ -128,7 +128,8 @@ class CosmosJournal:
         its partition): no batch can have changed them yet, since every batch needs this item.
         """
         key = (event.product_id, event.job_id)
-        if key in self._known_jobs:
+        if key in self._known_jobs or await self.job(event.product_id, event.job_id) is not None:
+            self._remember(key)  # a point read (1 RU) spares the aggregate query when another replica made it
             return
         blank = await self._existing_totals(event.product_id, event.job_id)
         try:
@@ -136,6 +137,9 @@ class CosmosJournal:
                 await self._container.create_item(_state_doc(blank, timestamp(event.at)))
         except Conflict:
             pass
+        self._remember(key)
+
+    def _remember(self, key: tuple[str, str]) -> None:
         if len(self._known_jobs) > 100_000:  # a bounded memo, not a cache anyone relies on
             self._known_jobs.clear()
         self._known_jobs.add(key)

@@ -64,18 +64,19 @@ def _append(conn: sqlite3.Connection, event: Event) -> None:
 
 def apply_event(conn: sqlite3.Connection, event: Event) -> JobState:
     """Inside a transaction: refuse growth of a sealed job, apply ``event`` to the totals, log it."""
-    state = read_job(conn, event.product_id, event.job_id)
+    row = conn.execute(
+        "SELECT doc, active_us FROM jobs WHERE product_id = ? AND job_id = ?",
+        (event.product_id, event.job_id),
+    ).fetchone()
+    state = None if row is None else _state_decoder.decode(row[0])
     if state is not None and state.sealed and event.grows:
         raise JobSealed(f"job {event.job_id} is sealed: it takes no new artifacts")
     before = state or JobState(product_id=event.product_id, job_id=event.job_id)
     after = before.applied(event)
-    known = conn.execute(
-        "SELECT active_us FROM jobs WHERE product_id = ? AND job_id = ?", (event.product_id, event.job_id)
-    ).fetchone()
     if after.last_upload_at is not None:
         active_us = us(after.last_upload_at)
     else:
-        active_us = known[0] if known is not None else us(event.at)
+        active_us = row[1] if row is not None else us(event.at)
     _write_job(conn, after, active_us)
     _append(conn, event)
     return after
