@@ -96,3 +96,21 @@ def test_a_stream_of_unknown_size_goes_through_a_resumable_session(server: Threa
         assert out.size_bytes == len(data) and out.sha256 == hashlib.sha256(data).hexdigest()
         events = fleet.events(job_id=job, wait=0.4)
         assert [e.artifact_id for e in events.items] == [out.id]
+
+
+@pytest.mark.parametrize("form", ["raw", "multipart", "envelope"])
+def test_every_proxied_form_carries_all_the_metadata(server: ThreadedServer, form: str) -> None:
+    job = "cm-" + secrets.token_hex(4)
+    with Client(server.url, TOKEN_A) as fleet:
+        out = fleet.upload(
+            b"{}", job, file_name="m.json", run_id="r9", content_type="application/json",
+            tags={"os": "linux", "arch": "arm64"}, retention_days=3, form=form,  # type: ignore[arg-type]
+        )  # fmt: skip
+        kept = fleet.upload(b"k", job, file_name="k.log", keep_forever=True, form=form)  # type: ignore[arg-type]
+    assert (out.run_id, out.content_type, out.tags) == (
+        "r9",
+        "application/json",
+        {"os": "linux", "arch": "arm64"},
+    )
+    assert out.retention_days == 3 and not out.keep_forever
+    assert kept.keep_forever and kept.expires_at is None

@@ -114,24 +114,18 @@ def opt(params: list[tuple[str, str]], name: str, value: object) -> None:
     params.append((name, "true" if value is True else str(value)))
 
 
-def meta_params(
-    kind: str,
-    file_name: str,
-    *,
-    run_id: str | None,
-    content_type: str | None,
-    tags: dict[str, str] | None,
-    retention_days: int | None,
-    keep_forever: bool,
-) -> list[tuple[str, str]]:
-    """A raw upload's metadata as its query string."""
-    params = [("kind", kind), ("fileName", file_name)]
-    opt(params, "runId", run_id)
-    opt(params, "contentType", content_type)
-    params += [("tag", f"{k}:{v}") for k, v in (tags or {}).items()]
-    opt(params, "retentionDays", retention_days)
-    opt(params, "keepForever", keep_forever)
-    return params
+def meta_pairs(meta: dict[str, Any], *, tag_field: str) -> list[tuple[str, str]]:
+    """``meta_json``'s metadata as name=value pairs, each tag as ``<tag_field>=key:value``.
+
+    A raw upload's query string (``tag``) and a multipart form's fields (``tags``).
+    """
+    pairs: list[tuple[str, str]] = []
+    for name, value in meta.items():
+        if name == "tags":
+            pairs += [(tag_field, f"{k}:{v}") for k, v in value.items()]
+        else:
+            opt(pairs, name, value)
+    return pairs
 
 
 def meta_json(
@@ -187,18 +181,12 @@ def upload_json(job_id: str, payload: dict[str, Any], key: str, media_type: str)
 
 def upload_multipart(job_id: str, meta: dict[str, Any], source: Source, key: str) -> Call[Made]:
     """``POST .../artifacts`` as multipart/form-data: metadata fields first, the ``file`` part last."""
-    fields: list[tuple[str, str]] = []
-    for name, value in meta.items():
-        if name == "tags":
-            fields += [("tags", f"{k}:{v}") for k, v in value.items()]
-        elif value is not None and value is not False:
-            fields.append((name, "true" if value is True else str(value)))
     return Call(
         "POST",
         f"/fleet/jobs/{seg(job_id)}/artifacts",
         made,
         headers={"Idempotency-Key": key},
-        form=fields,
+        form=meta_pairs(meta, tag_field="tags"),
         body=source,
         ok=frozenset({201}),
     )

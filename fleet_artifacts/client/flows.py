@@ -88,7 +88,7 @@ class Meta:
     keep_forever: bool = False
 
     def fields(self) -> dict[str, Any]:
-        """Keyword arguments of ``calls.meta_params``/``meta_json``."""
+        """Keyword arguments of ``calls.meta_json``."""
         return {
             "run_id": self.run_id,
             "content_type": self.content_type,
@@ -139,7 +139,9 @@ def upload(
     elif chosen == "multipart":
         created = yield calls.upload_multipart(job_id, body, source, key)
     else:
-        params = calls.meta_params(kind, meta.file_name, **{**meta.fields(), "content_type": None})
+        # The content type travels as the body's Content-Type header, not in the query.
+        query = {name: value for name, value in body.items() if name != "contentType"}
+        params = calls.meta_pairs(query, tag_field="tag")
         created = yield calls.upload_raw(job_id, params, source, key, meta.content_type)
     if source.size is None or source.sent == source.size:  # a replay need not have read the body
         yield from _check_stored(job_id, created.artifact, source, replayed=created.replayed)
