@@ -18,7 +18,6 @@ import hashlib
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.download import PeakSampler, rss_mib
-from tests.servers import Azurite, free_port, wait_for_port
+from tests.servers import Azurite, serve_process
 
 TOKEN = "bench-token-0123456789abcdef"
 MiB = 1024 * 1024
@@ -91,7 +90,6 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         azurite = Azurite(Path(tmp) / "azurite").start()
-        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_ARTIFACTS_")}
         env |= {
             "FLEET_ARTIFACTS_TOKENS": f"{TOKEN}:bench",
@@ -99,19 +97,14 @@ def main() -> None:
             "FLEET_ARTIFACTS_DATA_DIR": f"{tmp}/data",
             "FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        size = args.mib * MiB
+        raw, prox, dire = [], [], []
+        auth = {"Authorization": f"Bearer {TOKEN}"}
         try:
-            wait_for_port(port, proc=proc)
-            size = args.mib * MiB
-            raw, prox, dire = [], [], []
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", timeout=900, headers={"Authorization": f"Bearer {TOKEN}"}
-            ) as client:
+            with (
+                serve_process(env) as (base, proc),
+                httpx.Client(base_url=base, timeout=900, headers=auth) as client,
+            ):
                 for _ in range(args.rounds):  # interleaved, so drift in machine load hits both alike
                     raw.append(asyncio.run(raw_sdk(azurite.connection_string, size)))
                     prox.append(proxied(client, size))
@@ -139,8 +132,6 @@ def main() -> None:
                     f"  RSS({args.large_mib} MiB) - RSS(64 MiB) = {plarge - p64:.1f} MiB (target <= 64 MiB)"
                 )
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
             azurite.stop()
 
 
