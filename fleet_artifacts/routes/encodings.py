@@ -38,11 +38,3 @@ def canonical(value: Any, encoding: Encoding = JSON) -> bytes:
 def strong_etag(body: bytes) -> str:
     """A strong entity tag naming exactly these bytes: their sha256."""
     return '"' + hashlib.sha256(body).hexdigest() + '"'
-
-
-def none_match(header: str | None, etag: str) -> bool:
-    """Whether If-None-Match names ``etag`` (weak comparison, as RFC 9110 wants for it), or is ``*``."""
-    if header is None:
-        return False
-    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
-    return "*" in tags or etag in tags

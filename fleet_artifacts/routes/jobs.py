@@ -13,8 +13,9 @@ from litestar.params import QueryParameter
 from fleet_artifacts.core.access import Scope
 from fleet_artifacts.core.journal import EventPageOut, JobPageOut, Manifest, SealOut
 from fleet_artifacts.routes.deps import AnyRequest, JobId, ProductId, Svc, job, needs
-from fleet_artifacts.routes.encodings import CBOR, JSON, canonical, negotiated, none_match, strong_etag
+from fleet_artifacts.routes.encodings import CBOR, JSON, canonical, negotiated, strong_etag
 from fleet_artifacts.routes.openapi import problems
+from fleet_artifacts.routes.streaming import etag_matches
 
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many items (1-1000).")]
 Continuation = Annotated[str | None, QueryParameter(name="continuationToken")]
@@ -78,7 +79,7 @@ async def manifest(
         "Vary": "Accept",
         "X-Job-Digest": "sha256:" + hashlib.sha256(digest_body).hexdigest(),
     }
-    if none_match(request.headers.get("if-none-match"), etag):
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(b"", status_code=304, headers=headers)
     return Response(body, media_type=encoding, headers=headers)
 
