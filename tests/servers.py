@@ -157,18 +157,26 @@ class ThreadedServer:
 
 
 @contextlib.contextmanager
-def serve_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real ``fleet-artifacts serve`` process on a free port (output discarded): its URL and process."""
+def serve_process(
+    env: dict[str, str], *, output: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``fleet-artifacts serve`` process on a free port: its URL and process.
+
+    Its stdout and stderr (banner, access and audit lines) are discarded, or appended to the
+    file ``output``: a file, not a pipe, since a pipe nobody drains fills and stalls the server.
+    """
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with contextlib.ExitStack() as stack:
+        sink = subprocess.DEVNULL if output is None else stack.enter_context(output.open("ab"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=sink,
+        )
+        try:
+            wait_for_port(port, proc=proc)
+            yield f"http://127.0.0.1:{port}", proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -151,7 +151,7 @@ class ArtifactService:
             if items or page.continuation is None:
                 break
             query = msgspec.structs.replace(query, continuation=page.continuation)
-        out = [await self.kernel.present(stored, expires_in=expires_in) for stored in items]
+        out = await self.kernel.present_all(items, expires_in=expires_in)
         return ArtifactPage(items=out, continuation_token=page.continuation)
 
     async def delete_job(

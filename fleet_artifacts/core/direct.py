@@ -13,7 +13,7 @@ import re
 
 import msgspec
 
-from fleet_artifacts.core.audit import url_signed
+from fleet_artifacts.core.audit import urls_signed
 from fleet_artifacts.core.errors import (
     Conflict,
     InvalidInput,
@@ -130,7 +130,7 @@ class DirectUploads:
         url = await self.kernel.blobs.sign_write_url(
             staging_key(pointer.blob_key), expires_at=pointer.expires_at
         )
-        url_signed(pointer, "cw", pointer.expires_at)
+        urls_signed([pointer], "cw", pointer.expires_at)
         return UploadTicket(
             **msgspec.structs.asdict(pointer),
             upload_url=url,

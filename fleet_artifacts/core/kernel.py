@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from fleet_artifacts.core.audit import on_artifact, url_signed
+from fleet_artifacts.core.audit import on_artifact, urls_signed
 from fleet_artifacts.core.clock import new_id, utcnow
 from fleet_artifacts.core.errors import (
     Archived,
@@ -210,7 +210,12 @@ class Kernel:
         (``keys.inline_safe``); any other type is signed as an attachment, since the
         storage origin that serves the URL can add no Content-Security-Policy.
         """
-        expires_at = self.now() + self.lifetime(expires_in)
+        signed = await self._sign(pointer, disposition, self.now() + self.lifetime(expires_in))
+        urls_signed([pointer], "r", signed.expires_at)
+        return signed
+
+    async def _sign(self, pointer: Pointer, disposition: str, expires_at: datetime) -> SignedUrl:
+        """``sign`` without its audit line (the caller writes it)."""
         signed_as = signed_disposition(pointer.content_type, disposition)
         url = await self.blobs.sign_read_url(
             pointer.blob_key,
@@ -218,31 +223,52 @@ class Kernel:
             content_disposition=content_disposition(pointer.file_name, signed_as),
             content_type=pointer.content_type,
         )
-        url_signed(pointer, "r", expires_at)
         return SignedUrl(url=url, expires_at=expires_at, disposition=signed_as)
 
     async def present(
         self, stored: StoredPointer, *, disposition: str = "attachment", expires_in: int | None = None
     ) -> ArtifactOut:
         """A pointer as served: with a freshly signed, short-lived download URL if its bytes are online."""
-        pointer = stored.pointer
-        fields = msgspec.structs.asdict(pointer)
-        if pointer.status is not ArtifactStatus.ACTIVE:
-            return ArtifactOut(
-                **fields,
-                download_url=None,
-                download_url_expires_at=None,
-                reason=_OFFLINE.get(pointer.status, pointer.status.value.lower()),
-                etag=version(stored.etag),
+        return (await self.present_all([stored], disposition=disposition, expires_in=expires_in))[0]
+
+    async def present_all(
+        self, items: list[StoredPointer], *, disposition: str = "attachment", expires_in: int | None = None
+    ) -> list[ArtifactOut]:
+        """Pointers as served (``present``), their URLs valid until one time, audited in one record.
+
+        A page of a hundred pays for the clock, the expiry and the audit record once.
+        """
+        expires_at = self.now() + self.lifetime(expires_in)
+        out: list[ArtifactOut] = []
+        signed_for: list[Pointer] = []
+        for stored in items:
+            pointer = stored.pointer
+            fields = msgspec.structs.asdict(pointer)
+            if pointer.status is not ArtifactStatus.ACTIVE:
+                reason = _OFFLINE.get(pointer.status, pointer.status.value.lower())
+                out.append(
+                    ArtifactOut(
+                        **fields,
+                        download_url=None,
+                        download_url_expires_at=None,
+                        reason=reason,
+                        etag=version(stored.etag),
+                    )
+                )
+                continue
+            signed = await self._sign(pointer, disposition, expires_at)
+            signed_for.append(pointer)
+            out.append(
+                ArtifactOut(
+                    **fields,
+                    download_url=signed.url,
+                    download_url_expires_at=expires_at,
+                    download_disposition=signed.disposition,
+                    etag=version(stored.etag),
+                )
             )
-        signed = await self.sign(pointer, disposition=disposition, expires_in=expires_in)
-        return ArtifactOut(
-            **fields,
-            download_url=signed.url,
-            download_url_expires_at=signed.expires_at,
-            download_disposition=signed.disposition,
-            etag=version(stored.etag),
-        )
+        urls_signed(signed_for, "r", expires_at)
+        return out
 
     async def commit_pointer(self, pointer: Pointer, *, concurrent_ok: bool = False) -> StoredPointer:
         """Create the pointer of a committed blob; if that fails, delete the blob (no orphan).

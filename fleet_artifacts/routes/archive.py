@@ -32,7 +32,7 @@ from fleet_artifacts.core.archive import Archive, ArchiveEntry
 from fleet_artifacts.core.errors import Unavailable
 from fleet_artifacts.core.keys import content_disposition
 from fleet_artifacts.core.models import ArtifactKind
-from fleet_artifacts.routes.deps import JobId, ProductId, Svc, job, needs
+from fleet_artifacts.routes.deps import AnyRequest, JobId, context, job, needs
 from fleet_artifacts.routes.openapi import problems
 
 ZIP = "application/zip"
@@ -84,14 +84,14 @@ archives as it allows."""
     description=ARCHIVE_DESCRIPTION,
 )
 async def job_archive(
-    services: Svc,
-    product_id: ProductId,
+    request: AnyRequest,
     job_id: JobId,
     kind: FromQuery[ArtifactKind | None] = None,
     run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
 ) -> Stream:
     """Download a job's artifacts as one zip."""
-    archive = await services.archives.open(product_id, job(job_id), kind=kind, run_id=run_id)
+    ctx = context(request)
+    archive = await ctx.services.archives.open(ctx.product, job(job_id), kind=kind, run_id=run_id)
     if len(_streaming) >= MAX_STREAMS:
         raise Unavailable("this replica streams as many archives as it allows; retry later", retry_after=10)
     slot = _Slot()

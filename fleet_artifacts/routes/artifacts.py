@@ -19,15 +19,14 @@ from fleet_artifacts.core.models import (
 from fleet_artifacts.core.ports import ListQuery
 from fleet_artifacts.core.validation import check_id, parse_tags
 from fleet_artifacts.routes.deps import (
+    AnyRequest,
     ArtifactId,
-    BaseUrl,
     ExpiresIn,
     JobId,
-    ProductId,
-    Svc,
     Tag,
     aid,
     anchored_page,
+    context,
     job,
     needs,
     seconds,
@@ -54,9 +53,7 @@ Purge = Annotated[
     responses=problems(400, 401, 403, 503),
 )
 async def list_artifacts(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     job_id: JobId,
     kind: FromQuery[ArtifactKind | None] = None,
     run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
@@ -70,9 +67,10 @@ async def list_artifacts(
     expires_in: ExpiresIn = None,
 ) -> ArtifactPage:
     """List a job's artifacts, newest first; pass continuationToken for the next page."""
+    ctx = context(request)
     query = ListQuery(
         job_id=job(job_id),
-        product_id=product_id,
+        product_id=ctx.product,
         kind=kind,
         run_id=None if run_id is None else check_id(run_id, "runId"),
         tags=parse_tags(tag or []),
@@ -80,7 +78,9 @@ async def list_artifacts(
         limit=limit,
         continuation=continuation_token,
     )
-    return anchored_page(await services.artifacts.list(query, expires_in=seconds(expires_in)), base_url)
+    return anchored_page(
+        await ctx.services.artifacts.list(query, expires_in=seconds(expires_in)), ctx.base_url
+    )
 
 
 @get(
@@ -90,19 +90,18 @@ async def list_artifacts(
     responses=problems(400, 401, 403, 404, 503),
 )
 async def get_in_job(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     job_id: JobId,
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
     expires_in: ExpiresIn = None,
 ) -> Response[ArtifactOut]:
     """Fetch a pointer with a fresh download URL (a point read)."""
-    out = await services.artifacts.get(
-        product_id, aid(artifact_id), job(job_id), disposition=disposition, expires_in=seconds(expires_in)
+    ctx = context(request)
+    out = await ctx.services.artifacts.get(
+        ctx.product, aid(artifact_id), job(job_id), disposition=disposition, expires_in=seconds(expires_in)
     )
-    return served(out, base_url)
+    return served(out, ctx.base_url)
 
 
 @get(
@@ -112,18 +111,17 @@ async def get_in_job(
     responses=problems(400, 401, 403, 404, 503),
 )
 async def get_by_id(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
     expires_in: ExpiresIn = None,
 ) -> Response[ArtifactOut]:
     """Fetch a pointer by id alone (a cross-partition lookup on Cosmos)."""
-    out = await services.artifacts.get(
-        product_id, aid(artifact_id), disposition=disposition, expires_in=seconds(expires_in)
+    ctx = context(request)
+    out = await ctx.services.artifacts.get(
+        ctx.product, aid(artifact_id), disposition=disposition, expires_in=seconds(expires_in)
     )
-    return served(out, base_url)
+    return served(out, ctx.base_url)
 
 
 @delete(
@@ -133,10 +131,11 @@ async def get_by_id(
     responses=problems(400, 401, 403, 404, 412, 503),
 )
 async def delete_in_job(
-    services: Svc, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId, purge: Purge = False
+    request: AnyRequest, job_id: JobId, artifact_id: ArtifactId, purge: Purge = False
 ) -> None:
     """Delete an artifact: pointer and blob, or DELETED within the soft-delete window."""
-    await services.artifacts.delete(product_id, aid(artifact_id), job_id=job(job_id), purge=purge)
+    ctx = context(request)
+    await ctx.services.artifacts.delete(ctx.product, aid(artifact_id), job_id=job(job_id), purge=purge)
 
 
 @delete(
@@ -145,11 +144,10 @@ async def delete_in_job(
     **needs(Scope.DELETE),
     responses=problems(400, 401, 403, 404, 412, 503),
 )
-async def delete_by_id(
-    services: Svc, product_id: ProductId, artifact_id: ArtifactId, purge: Purge = False
-) -> None:
+async def delete_by_id(request: AnyRequest, artifact_id: ArtifactId, purge: Purge = False) -> None:
     """Delete an artifact found by id alone: pointer and blob, or DELETED within the soft-delete window."""
-    await services.artifacts.delete(product_id, aid(artifact_id), purge=purge)
+    ctx = context(request)
+    await ctx.services.artifacts.delete(ctx.product, aid(artifact_id), purge=purge)
 
 
 @delete(
@@ -163,17 +161,17 @@ async def delete_by_id(
     "Answers how many; repeat it to finish an interrupted run.",
 )
 async def delete_job(
-    services: Svc,
-    product_id: ProductId,
+    request: AnyRequest,
     job_id: JobId,
     kind: FromQuery[ArtifactKind | None] = None,
     run_id: Annotated[str | None, QueryParameter(name="runId")] = None,
     purge: Purge = False,
 ) -> JobDeleted:
     """Delete a job's artifacts."""
+    ctx = context(request)
     checked_run = None if run_id is None else check_id(run_id, "runId")
     return JobDeleted(
-        await services.artifacts.delete_job(
-            product_id, job(job_id), kind=kind, run_id=checked_run, purge=purge
+        await ctx.services.artifacts.delete_job(
+            ctx.product, job(job_id), kind=kind, run_id=checked_run, purge=purge
         )
     )

@@ -15,14 +15,12 @@ from fleet_artifacts.routes.artifacts import Disposition, DispositionParam
 from fleet_artifacts.routes.deps import (
     AnyRequest,
     ArtifactId,
-    BaseUrl,
+    Call,
     ExpiresIn,
     JobId,
-    ProductId,
-    Services,
-    Svc,
     aid,
     anchor,
+    context,
     job,
     needs,
     per_method,
@@ -50,9 +48,6 @@ restore it first."""
 )
 async def content_in_job(
     request: AnyRequest,
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
     job_id: JobId,
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
@@ -60,8 +55,9 @@ async def content_in_job(
     expires_in: ExpiresIn = None,
 ) -> Response[Any]:
     """Download the bytes through the service (Range, ETag), or redirect to a signed URL."""
-    which = (product_id, aid(artifact_id), job(job_id))
-    return await _content(request, services, which, disposition, redirect, base_url, seconds(expires_in))
+    ctx = context(request)
+    which = (ctx.product, aid(artifact_id), job(job_id))
+    return await _content(request, ctx, which, disposition, redirect, seconds(expires_in))
 
 
 @route(
@@ -75,32 +71,30 @@ async def content_in_job(
 )
 async def content_by_id(
     request: AnyRequest,
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
     artifact_id: ArtifactId,
     disposition: DispositionParam = "attachment",
     redirect: FromQuery[bool] = False,
     expires_in: ExpiresIn = None,
 ) -> Response[Any]:
     """Download the bytes, the artifact looked up by id alone."""
-    which = (product_id, aid(artifact_id), None)
-    return await _content(request, services, which, disposition, redirect, base_url, seconds(expires_in))
+    ctx = context(request)
+    which = (ctx.product, aid(artifact_id), None)
+    return await _content(request, ctx, which, disposition, redirect, seconds(expires_in))
 
 
 async def _content(
     request: AnyRequest,
-    services: Services,
+    ctx: Call,
     which: tuple[str, str, str | None],
     disposition: Disposition,
     redirect: bool,
-    base_url: str,
     expires_in: int | None,
 ) -> Response[Any]:
+    services = ctx.services
     if redirect:
         signed = await services.artifacts.download_url(*which, disposition=disposition, expires_in=expires_in)
         return Redirect(
-            anchor(signed.url, base_url),
+            anchor(signed.url, ctx.base_url),
             status_code=302,
             headers={"Cache-Control": "no-store"},
             media_type="text/plain",  # not the route's "any type": a redirect has no artifact body

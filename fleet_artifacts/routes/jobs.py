@@ -12,7 +12,7 @@ from litestar.params import QueryParameter
 
 from fleet_artifacts.core.access import Scope
 from fleet_artifacts.core.journal import EventPageOut, JobPageOut, Manifest, SealOut
-from fleet_artifacts.routes.deps import AnyRequest, JobId, ProductId, Svc, job, needs
+from fleet_artifacts.routes.deps import AnyRequest, JobId, context, job, needs
 from fleet_artifacts.routes.encodings import CBOR, JSON, canonical, negotiated, strong_etag
 from fleet_artifacts.routes.openapi import problems
 from fleet_artifacts.routes.streaming import etag_matches
@@ -47,10 +47,11 @@ def _encoded_answers(struct: type, description: str) -> dict[int, ResponseSpec]:
     responses=problems(400, 401, 403, 503),
 )
 async def list_jobs(
-    services: Svc, product_id: ProductId, limit: Limit = 100, continuation_token: Continuation = None
+    request: AnyRequest, limit: Limit = 100, continuation_token: Continuation = None
 ) -> JobPageOut:
     """The product's jobs, most recently active first, with artifact count, total bytes and last upload."""
-    return await services.jobs.list(product_id, limit=limit, continuation=continuation_token)
+    ctx = context(request)
+    return await ctx.services.jobs.list(ctx.product, limit=limit, continuation=continuation_token)
 
 
 @get(
@@ -65,11 +66,10 @@ async def list_jobs(
     },
     description=MANIFEST_DESCRIPTION,
 )
-async def manifest(
-    request: AnyRequest, services: Svc, product_id: ProductId, job_id: JobId
-) -> Response[bytes]:
+async def manifest(request: AnyRequest, job_id: JobId) -> Response[bytes]:
     """A job's manifest and its digest."""
-    found = await services.jobs.manifest(product_id, job(job_id))
+    ctx = context(request)
+    found = await ctx.services.jobs.manifest(ctx.product, job(job_id))
     encoding = negotiated(request)
     digest_body = canonical(found)
     body = digest_body if encoding == JSON else canonical(found, encoding)
@@ -91,9 +91,10 @@ async def manifest(
     **needs(Scope.WRITE),
     responses=problems(400, 401, 403, 503),
 )
-async def seal(services: Svc, product_id: ProductId, job_id: JobId) -> SealOut:
+async def seal(request: AnyRequest, job_id: JobId) -> SealOut:
     """Seal the job: from now on every create path answers 409; deletes and expiry still work."""
-    return await services.jobs.seal(product_id, job(job_id))
+    ctx = context(request)
+    return await ctx.services.jobs.seal(ctx.product, job(job_id))
 
 
 @get(
@@ -109,16 +110,15 @@ async def seal(services: Svc, product_id: ProductId, job_id: JobId) -> SealOut:
 )
 async def events(
     request: AnyRequest,
-    services: Svc,
-    product_id: ProductId,
     since: Annotated[str | None, QueryParameter(description="The `next` of the previous answer.")] = None,
     limit: Limit = 100,
     wait: Annotated[int, QueryParameter(ge=0, le=30, description="Seconds to wait for an event.")] = 0,
     job_id: Annotated[str | None, QueryParameter(name="jobId")] = None,
 ) -> Response[bytes]:
     """The product's events after a cursor, long-polling up to ``wait`` seconds."""
-    page = await services.jobs.events(
-        product_id, since=since, limit=limit, wait=wait, job_id=None if job_id is None else job(job_id)
+    ctx = context(request)
+    page = await ctx.services.jobs.events(
+        ctx.product, since=since, limit=limit, wait=wait, job_id=None if job_id is None else job(job_id)
     )
     encoding = negotiated(request)
     # Plain (fast) JSON: the feed is not digested.

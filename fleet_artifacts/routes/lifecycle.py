@@ -20,13 +20,12 @@ from fleet_artifacts.core.models import (
     RestoreRequest,
 )
 from fleet_artifacts.routes.deps import (
+    AnyRequest,
     ArtifactId,
-    BaseUrl,
     IfMatch,
     JobId,
-    ProductId,
-    Svc,
     aid,
+    context,
     if_match_tags,
     job,
     needs,
@@ -71,19 +70,18 @@ def _high(request: RestoreRequest | None) -> bool:
     description=PATCH_DESCRIPTION,
 )
 async def update_in_job(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     job_id: JobId,
     artifact_id: ArtifactId,
     data: JSONBody[ArtifactPatch],
     if_match: IfMatch = None,
 ) -> Response[ArtifactOut]:
     """Change an artifact's retention or tags."""
-    out = await services.lifecycle.update(
-        product_id, aid(artifact_id), job(job_id), data, if_match=if_match_tags(if_match)
+    ctx = context(request)
+    out = await ctx.services.lifecycle.update(
+        ctx.product, aid(artifact_id), job(job_id), data, if_match=if_match_tags(if_match)
     )
-    return served(out, base_url)
+    return served(out, ctx.base_url)
 
 
 @patch(
@@ -96,18 +94,17 @@ async def update_in_job(
     description=PATCH_DESCRIPTION,
 )
 async def update_by_id(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     artifact_id: ArtifactId,
     data: JSONBody[ArtifactPatch],
     if_match: IfMatch = None,
 ) -> Response[ArtifactOut]:
     """Change an artifact's retention or tags, found by id alone."""
-    out = await services.lifecycle.update(
-        product_id, aid(artifact_id), None, data, if_match=if_match_tags(if_match)
+    ctx = context(request)
+    out = await ctx.services.lifecycle.update(
+        ctx.product, aid(artifact_id), None, data, if_match=if_match_tags(if_match)
     )
-    return served(out, base_url)
+    return served(out, ctx.base_url)
 
 
 @post(
@@ -121,16 +118,15 @@ async def update_by_id(
     description=ARCHIVE_DESCRIPTION,
 )
 async def archive_in_job(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     job_id: JobId,
     artifact_id: ArtifactId,
     data: JSONBody[ArchiveRequest | None] = None,
 ) -> Response[ArtifactOut]:
     """Move an artifact to a colder tier."""
-    out = await services.lifecycle.archive(product_id, aid(artifact_id), job(job_id), _tier(data))
-    return served(out, base_url)
+    ctx = context(request)
+    out = await ctx.services.lifecycle.archive(ctx.product, aid(artifact_id), job(job_id), _tier(data))
+    return served(out, ctx.base_url)
 
 
 @post(
@@ -144,15 +140,14 @@ async def archive_in_job(
     description=ARCHIVE_DESCRIPTION,
 )
 async def archive_by_id(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     artifact_id: ArtifactId,
     data: JSONBody[ArchiveRequest | None] = None,
 ) -> Response[ArtifactOut]:
     """Move an artifact found by id alone to a colder tier."""
-    out = await services.lifecycle.archive(product_id, aid(artifact_id), None, _tier(data))
-    return served(out, base_url)
+    ctx = context(request)
+    out = await ctx.services.lifecycle.archive(ctx.product, aid(artifact_id), None, _tier(data))
+    return served(out, ctx.base_url)
 
 
 def _restored(out: ArtifactOut, base_url: str) -> Response[ArtifactOut]:
@@ -170,17 +165,16 @@ def _restored(out: ArtifactOut, base_url: str) -> Response[ArtifactOut]:
     description=RESTORE_DESCRIPTION,
 )
 async def restore_in_job(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     job_id: JobId,
     artifact_id: ArtifactId,
     data: JSONBody[RestoreRequest | None] = None,
 ) -> Response[ArtifactOut]:
     """Restore an archived artifact."""
+    ctx = context(request)
     high = _high(data)
-    out = await services.lifecycle.restore(product_id, aid(artifact_id), job(job_id), high_priority=high)
-    return _restored(out, base_url)
+    out = await ctx.services.lifecycle.restore(ctx.product, aid(artifact_id), job(job_id), high_priority=high)
+    return _restored(out, ctx.base_url)
 
 
 @post(
@@ -194,16 +188,15 @@ async def restore_in_job(
     description=RESTORE_DESCRIPTION,
 )
 async def restore_by_id(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     artifact_id: ArtifactId,
     data: JSONBody[RestoreRequest | None] = None,
 ) -> Response[ArtifactOut]:
     """Restore an archived artifact found by id alone."""
+    ctx = context(request)
     high = _high(data)
-    out = await services.lifecycle.restore(product_id, aid(artifact_id), None, high_priority=high)
-    return _restored(out, base_url)
+    out = await ctx.services.lifecycle.restore(ctx.product, aid(artifact_id), None, high_priority=high)
+    return _restored(out, ctx.base_url)
 
 
 UNDELETE = "Bring back an artifact deleted within the soft-delete window (FLEET_ARTIFACTS_SOFT_DELETE_DAYS)."
@@ -218,10 +211,13 @@ UNDELETE = "Bring back an artifact deleted within the soft-delete window (FLEET_
     description=UNDELETE,
 )
 async def undelete_in_job(
-    services: Svc, product_id: ProductId, base_url: BaseUrl, job_id: JobId, artifact_id: ArtifactId
+    request: AnyRequest, job_id: JobId, artifact_id: ArtifactId
 ) -> Response[ArtifactOut]:
     """Undelete an artifact."""
-    return served(await services.lifecycle.undelete(product_id, aid(artifact_id), job(job_id)), base_url)
+    ctx = context(request)
+    return served(
+        await ctx.services.lifecycle.undelete(ctx.product, aid(artifact_id), job(job_id)), ctx.base_url
+    )
 
 
 @post(
@@ -232,11 +228,10 @@ async def undelete_in_job(
     responses=problems(400, 401, 403, 404, 409, 412, 503),
     description=UNDELETE,
 )
-async def undelete_by_id(
-    services: Svc, product_id: ProductId, base_url: BaseUrl, artifact_id: ArtifactId
-) -> Response[ArtifactOut]:
+async def undelete_by_id(request: AnyRequest, artifact_id: ArtifactId) -> Response[ArtifactOut]:
     """Undelete an artifact found by id alone."""
-    return served(await services.lifecycle.undelete(product_id, aid(artifact_id), None), base_url)
+    ctx = context(request)
+    return served(await ctx.services.lifecycle.undelete(ctx.product, aid(artifact_id), None), ctx.base_url)
 
 
 @get(
@@ -245,9 +240,10 @@ async def undelete_by_id(
     **needs(Scope.READ),
     responses=problems(400, 401, 403, 503),
 )
-async def get_job_retention(services: Svc, product_id: ProductId, job_id: JobId) -> JobRetentionOut:
+async def get_job_retention(request: AnyRequest, job_id: JobId) -> JobRetentionOut:
     """A job's retention for its later uploads (the service default if none was set)."""
-    return await services.artifacts.retention.job(product_id, job(job_id))
+    ctx = context(request)
+    return await ctx.services.artifacts.retention.job(ctx.product, job(job_id))
 
 
 @put(
@@ -261,7 +257,8 @@ async def get_job_retention(services: Svc, product_id: ProductId, job_id: JobId)
     "with `applyToExisting`, re-date its artifacts too (repeat to finish an interrupted run).",
 )
 async def set_job_retention(
-    services: Svc, product_id: ProductId, job_id: JobId, data: JSONBody[JobRetention]
+    request: AnyRequest, job_id: JobId, data: JSONBody[JobRetention]
 ) -> JobRetentionOut:
     """Set a job's retention."""
-    return await services.artifacts.retention.set_job(product_id, job(job_id), data)
+    ctx = context(request)
+    return await ctx.services.artifacts.retention.set_job(ctx.product, job(job_id), data)

@@ -9,7 +9,7 @@ from litestar.types import ControllerRouterHandler
 
 from fleet_artifacts.core.models import Health
 from fleet_artifacts.routes import archive, artifacts, downloads, jobs, lifecycle, shares, uploads
-from fleet_artifacts.routes.deps import DEPENDENCIES, require_token
+from fleet_artifacts.routes.deps import authorizing
 from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
 from fleet_artifacts.routes.sessions import UploadSessionController
 
@@ -35,8 +35,7 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
     fleet = Router(
         path="/fleet",
         tags=["artifacts"],
-        guards=[require_token],  # every /fleet route needs a bearer token with its scope, before the body
-        dependencies=DEPENDENCIES,
+        middleware=[authorizing],  # every /fleet route needs a bearer token with its scope, before the body
         route_handlers=[
             uploads.upload,
             uploads.start_direct_upload,

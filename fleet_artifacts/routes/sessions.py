@@ -12,15 +12,12 @@ from fleet_artifacts.core.models import ArtifactOut, SessionOpen, SessionOut
 from fleet_artifacts.core.ports import UploadSession
 from fleet_artifacts.core.sessions import missing_ranges, public_id
 from fleet_artifacts.routes.deps import (
-    DEPENDENCIES,
     AnyRequest,
-    BaseUrl,
     IdempotencyKey,
-    ProductId,
-    Svc,
+    authorizing,
+    context,
     needs,
     replayed_header,
-    require_token,
     served,
 )
 from fleet_artifacts.routes.openapi import ChunkOperation, problems
@@ -65,8 +62,7 @@ class UploadSessionController(Controller):
 
     path = SESSIONS_PATH
     tags = ["upload sessions"]
-    guards = [require_token]
-    dependencies = DEPENDENCIES
+    middleware = [authorizing]  # every operation needs a bearer token with its scope, before the body
 
     @post(
         "/",
@@ -79,15 +75,14 @@ class UploadSessionController(Controller):
     )
     async def open_session(
         self,
-        services: Svc,
-        product_id: ProductId,
-        base_url: BaseUrl,
+        request: AnyRequest,
         data: JSONBody[SessionOpen],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SessionOut]:
         """Open a resumable upload session for one artifact of a job."""
-        session, replayed = await services.sessions.open(product_id, data, key=idempotency_key)
-        out = session_out(session, base_url)
+        ctx = context(request)
+        session, replayed = await ctx.services.sessions.open(ctx.product, data, key=idempotency_key)
+        out = session_out(session, ctx.base_url)
         return Response(out, status_code=201, headers={"Location": out.url, **replayed_header(replayed)})
 
     @patch(
@@ -101,15 +96,15 @@ class UploadSessionController(Controller):
     async def send_chunk(
         self,
         request: AnyRequest,
-        services: Svc,
-        product_id: ProductId,
-        base_url: BaseUrl,
         session_id: SessionId,
         content_range: ContentRange = None,
     ) -> SessionOut:
         """Store one chunk at its Content-Range; answers the session's progress."""
-        session = await services.sessions.put_chunk(product_id, session_id, content_range, request.stream())
-        return session_out(session, base_url)
+        ctx = context(request)
+        session = await ctx.services.sessions.put_chunk(
+            ctx.product, session_id, content_range, request.stream()
+        )
+        return session_out(session, ctx.base_url)
 
     @get(
         "/{session_id:str}",
@@ -117,12 +112,11 @@ class UploadSessionController(Controller):
         **needs(Scope.WRITE),
         responses=problems(400, 401, 403, 404, 503),
     )
-    async def progress(
-        self, services: Svc, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
-    ) -> SessionOut:
+    async def progress(self, request: AnyRequest, session_id: SessionId) -> SessionOut:
         """Bytes received so far and the ranges still missing."""
-        session, _ = await services.sessions.load(product_id, session_id)
-        return session_out(session, base_url)
+        ctx = context(request)
+        session, _ = await ctx.services.sessions.load(ctx.product, session_id)
+        return session_out(session, ctx.base_url)
 
     @post(
         "/{session_id:str}/complete",
@@ -131,11 +125,12 @@ class UploadSessionController(Controller):
         responses=problems(400, 401, 403, 404, 409, 413, 503),
         status_code=201,
     )
-    async def complete(
-        self, services: Svc, product_id: ProductId, base_url: BaseUrl, session_id: SessionId
-    ) -> Response[ArtifactOut]:
+    async def complete(self, request: AnyRequest, session_id: SessionId) -> Response[ArtifactOut]:
         """Commit the chunks in order and create the artifact (again: the same artifact)."""
-        return served(await services.sessions.complete(product_id, session_id), base_url, status_code=201)
+        ctx = context(request)
+        return served(
+            await ctx.services.sessions.complete(ctx.product, session_id), ctx.base_url, status_code=201
+        )
 
     @delete(
         "/{session_id:str}",
@@ -143,6 +138,7 @@ class UploadSessionController(Controller):
         **needs(Scope.WRITE),
         responses=problems(400, 401, 403, 404, 503),
     )
-    async def abort(self, services: Svc, product_id: ProductId, session_id: SessionId) -> None:
+    async def abort(self, request: AnyRequest, session_id: SessionId) -> None:
         """Abort: the session and its staged bytes are dropped."""
-        await services.sessions.abort(product_id, session_id)
+        ctx = context(request)
+        await ctx.services.sessions.abort(ctx.product, session_id)

@@ -13,17 +13,18 @@ from fleet_artifacts.core.models import ShareOut, ShareRequest
 from fleet_artifacts.core.ports import ShareLink
 from fleet_artifacts.core.shares import share_id
 from fleet_artifacts.routes.deps import (
-    DEPENDENCIES,
+    AnyRequest,
     ArtifactId,
-    BaseUrl,
+    Call,
     JobId,
-    ProductId,
-    Svc,
     aid,
     anchor,
+    base_url_of,
+    context,
     job,
     needs,
     per_method,
+    services_of,
 )
 from fleet_artifacts.routes.openapi import REDIRECT_ANSWER, problems
 from fleet_artifacts.routes.strict_json import StrictJSON
@@ -52,13 +53,11 @@ def out(link: ShareLink, url: str | None = None) -> ShareOut:
     )
 
 
-async def _make(
-    services: Svc, product_id: str, base_url: str, artifact_id: str, job_id: str | None, data: ShareRequest
-) -> Response[ShareOut]:
-    made = await services.shares.create(
-        product_id, artifact_id, job_id, expires_in=data.expires_in, disposition=data.disposition
+async def _make(ctx: Call, artifact_id: str, job_id: str | None, data: ShareRequest) -> Response[ShareOut]:
+    made = await ctx.services.shares.create(
+        ctx.product, artifact_id, job_id, expires_in=data.expires_in, disposition=data.disposition
     )
-    url = anchor(f"{SHARE_PATH}/{made.token}", base_url)
+    url = anchor(f"{SHARE_PATH}/{made.token}", ctx.base_url)
     return Response(out(made.link, url), status_code=201, headers={"Cache-Control": "no-store"})
 
 
@@ -72,15 +71,13 @@ async def _make(
     description=MAKE,
 )
 async def share_in_job(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     job_id: JobId,
     artifact_id: ArtifactId,
     data: JSONBody[ShareRequest],
 ) -> Response[ShareOut]:
     """Make a share link of an artifact."""
-    return await _make(services, product_id, base_url, aid(artifact_id), job(job_id), data)
+    return await _make(context(request), aid(artifact_id), job(job_id), data)
 
 
 @post(
@@ -93,14 +90,12 @@ async def share_in_job(
     description=MAKE,
 )
 async def share_by_id(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     artifact_id: ArtifactId,
     data: JSONBody[ShareRequest],
 ) -> Response[ShareOut]:
     """Make a share link of an artifact found by id alone."""
-    return await _make(services, product_id, base_url, aid(artifact_id), None, data)
+    return await _make(context(request), aid(artifact_id), None, data)
 
 
 @get(
@@ -109,11 +104,10 @@ async def share_by_id(
     **needs(Scope.SHARE),
     responses=problems(400, 401, 403, 404, 503),
 )
-async def shares_in_job(
-    services: Svc, product_id: ProductId, job_id: JobId, artifact_id: ArtifactId
-) -> list[ShareOut]:
+async def shares_in_job(request: AnyRequest, job_id: JobId, artifact_id: ArtifactId) -> list[ShareOut]:
     """An artifact's live share links, newest first (without their URLs)."""
-    return [out(link) for link in await services.shares.list(product_id, aid(artifact_id), job(job_id))]
+    ctx = context(request)
+    return [out(link) for link in await ctx.services.shares.list(ctx.product, aid(artifact_id), job(job_id))]
 
 
 @get(
@@ -122,9 +116,10 @@ async def shares_in_job(
     **needs(Scope.SHARE),
     responses=problems(400, 401, 403, 404, 503),
 )
-async def shares_by_id(services: Svc, product_id: ProductId, artifact_id: ArtifactId) -> list[ShareOut]:
+async def shares_by_id(request: AnyRequest, artifact_id: ArtifactId) -> list[ShareOut]:
     """An artifact's live share links, found by id alone."""
-    return [out(link) for link in await services.shares.list(product_id, aid(artifact_id), None)]
+    ctx = context(request)
+    return [out(link) for link in await ctx.services.shares.list(ctx.product, aid(artifact_id), None)]
 
 
 @delete(
@@ -134,27 +129,28 @@ async def shares_by_id(services: Svc, product_id: ProductId, artifact_id: Artifa
     responses=problems(400, 401, 403, 404, 503),
 )
 async def revoke_share(
-    services: Svc, product_id: ProductId, share: Annotated[str, PathParameter(description="The link's id.")]
+    request: AnyRequest, share: Annotated[str, PathParameter(description="The link's id.")]
 ) -> None:
     """Revoke a share link at once (404 afterwards)."""
-    await services.shares.revoke(product_id, share)
+    ctx = context(request)
+    await ctx.services.shares.revoke(ctx.product, share)
 
 
 @route(
     SHARE_PATH + "/{token:str}",
     http_method=[HttpMethod.GET, HttpMethod.HEAD],
     operation_id=per_method("followShare"),
-    dependencies=DEPENDENCIES,
     tags=["share links"],
     responses={**problems(400, 404, 409, 503), **REDIRECT_ANSWER},
     description="Follow a share link (no token: the link is the capability): 302 to a freshly signed "
     "download URL of a few minutes; 404 once the link expired, was revoked, or its artifact is gone.",
 )
-async def follow_share(services: Svc, base_url: BaseUrl, token: ShareToken) -> Redirect:
+async def follow_share(request: AnyRequest, token: ShareToken) -> Redirect:
     """Follow a share link."""
+    services = services_of(request.app.state)
     _, signed = await services.shares.follow(token)
     return Redirect(
-        anchor(signed.url, base_url),
+        anchor(signed.url, base_url_of(request, services)),
         status_code=302,
         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
         media_type="text/plain",

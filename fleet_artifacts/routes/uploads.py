@@ -12,14 +12,12 @@ from fleet_artifacts.core.models import ArtifactOut, DirectUploadRequest, Finali
 from fleet_artifacts.routes.deps import (
     AnyRequest,
     ArtifactId,
-    BaseUrl,
     IdempotencyKey,
     JobId,
-    ProductId,
-    Svc,
     Tag,
     aid,
     anchored_ticket,
+    context,
     job,
     needs,
     replayed_header,
@@ -62,9 +60,6 @@ job's retention, else DEFAULT_RETENTION_DAYS. `expiresAt` is `createdAt` plus it
 )
 async def upload(
     request: AnyRequest,
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
     job_id: JobId,
     kind: FromQuery[str | None] = None,
     file_name: Annotated[str | None, QueryParameter(name="fileName")] = None,
@@ -76,9 +71,10 @@ async def upload(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[ArtifactOut]:
     """Upload an artifact (multipart, raw body or JSON envelope)."""
+    ctx = context(request)
     job_id = job(job_id)
     refuse_unknown_query(request.query_params.keys())
-    limits = services.kernel.limits
+    limits = ctx.services.kernel.limits
     meta, chunks = await read_upload(
         request.stream(),
         request.headers,
@@ -92,11 +88,13 @@ async def upload(
             keep_forever=keep_forever,
         ),
         max_envelope_bytes=limits.max_envelope_bytes,
-        check_size=services.kernel.check_size,
+        check_size=ctx.services.kernel.check_size,
     )
-    out, replayed = await services.artifacts.upload(product_id, job_id, meta, chunks, key=idempotency_key)
+    out, replayed = await ctx.services.artifacts.upload(
+        ctx.product, job_id, meta, chunks, key=idempotency_key
+    )
     headers = {"Location": f"/fleet/jobs/{job_id}/artifacts/{out.id}", **replayed_header(replayed)}
-    return served(out, base_url, status_code=201, headers=headers)
+    return served(out, ctx.base_url, status_code=201, headers=headers)
 
 
 @post(
@@ -113,18 +111,17 @@ async def upload(
     "call `finalize`.",
 )
 async def start_direct_upload(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     job_id: JobId,
     data: JSONBody[DirectUploadRequest],
     idempotency_key: IdempotencyKey = None,
 ) -> Response[UploadTicket]:
     """Start a direct-to-blob upload."""
-    ticket, replayed = await services.direct.start(
-        product_id, job_id, data, data.size_bytes, key=idempotency_key
+    ctx = context(request)
+    ticket, replayed = await ctx.services.direct.start(
+        ctx.product, job_id, data, data.size_bytes, key=idempotency_key
     )
-    return Response(anchored_ticket(ticket, base_url), status_code=201, headers=replayed_header(replayed))
+    return Response(anchored_ticket(ticket, ctx.base_url), status_code=201, headers=replayed_header(replayed))
 
 
 @post(
@@ -140,13 +137,12 @@ async def start_direct_upload(
     "mismatch answers 422 and discards the upload.",
 )
 async def finalize(
-    services: Svc,
-    product_id: ProductId,
-    base_url: BaseUrl,
+    request: AnyRequest,
     job_id: JobId,
     artifact_id: ArtifactId,
     data: JSONBody[FinalizeRequest],
 ) -> Response[ArtifactOut]:
     """Finalize a direct-to-blob upload."""
-    out = await services.direct.finalize(product_id, job(job_id), aid(artifact_id), data)
-    return served(out, base_url)
+    ctx = context(request)
+    out = await ctx.services.direct.finalize(ctx.product, job(job_id), aid(artifact_id), data)
+    return served(out, ctx.base_url)

@@ -26,7 +26,6 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob import (
     BlobBlock,
     BlobProperties,
-    BlobSasPermissions,
     ContentSettings,
     RehydratePriority,
     StandardBlobTier,
@@ -41,7 +40,7 @@ from fleet_artifacts.core.ports import BlobInfo, BlobStore, BlobWritten, StagedC
 from fleet_artifacts.settings import Settings
 from fleet_artifacts.stores.azure_blob_errors import translate
 from fleet_artifacts.stores.azure_copy import COPY_WAIT, copy_blob
-from fleet_artifacts.stores.azure_sas import SAS_BACKDATE, signed_blob_url
+from fleet_artifacts.stores.azure_sas import CREATE_WRITE, READ, SAS_BACKDATE, BlobSasSigner
 from fleet_artifacts.stores.blob_tags import check_tags
 from fleet_artifacts.stores.delegation import DelegationKeyCache
 
@@ -83,7 +82,7 @@ class AzureBlobStore(BlobStore):
         self._concurrency = concurrency
         self._credential = credential
         account_key: str | None = getattr(service.credential, "account_key", None)
-        self._account_key = account_key
+        self._signer = BlobSasSigner(self._container, account_key)
         self.delegation_keys: DelegationKeyCache[UserDelegationKey] | None = None
         if account_key is None:
             self.delegation_keys = DelegationKeyCache(service.get_user_delegation_key)
@@ -307,8 +306,8 @@ class AzureBlobStore(BlobStore):
             raise Archived(f"copy {source}: the blob is in the Archive tier (or still rehydrating)")
         # The source URL carries a read SAS of the source alone, signed as every SAS of the store
         # is (account key, or user delegation key with Entra ID), valid while the copy is waited for.
-        source_url = await self._sign(
-            source, BlobSasPermissions(read=True), utcnow() + COPY_WAIT + SAS_BACKDATE, {}
+        source_url = await self._signer.signed_url(
+            source, READ, utcnow() + COPY_WAIT + SAS_BACKDATE, self.delegation_keys
         )
         await copy_blob(self._container.get_blob_client(target), source_url, tags=checked)
         copied = await self.info(target)
@@ -351,7 +350,7 @@ class AzureBlobStore(BlobStore):
 
     async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
         """Sign a create+write SAS for this one blob (``sr=b``, ``sp=cw``): no read, no other blob."""
-        return await self._sign(key, BlobSasPermissions(create=True, write=True), expires_at, {})
+        return await self._signer.signed_url(key, CREATE_WRITE, expires_at, self.delegation_keys)
 
     async def seal(self, key: str) -> None:
         """Nothing can be done: a SAS lives until it expires (README: Limits)."""
@@ -371,17 +370,11 @@ class AzureBlobStore(BlobStore):
         self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str
     ) -> str:
         """Sign a read-only SAS for this one blob (``sr=b``, ``sp=r``)."""
-        overrides = {"content_disposition": content_disposition, "content_type": content_type}
-        return await self._sign(key, BlobSasPermissions(read=True), expires_at, overrides)
-
-    async def _sign(
-        self, key: str, permission: BlobSasPermissions, expires_at: datetime, overrides: dict[str, str]
-    ) -> str:
-        return await signed_blob_url(
-            self._container.get_blob_client(key),
-            permission,
+        return await self._signer.signed_url(
+            key,
+            READ,
             expires_at,
-            account_key=self._account_key,
-            delegation_keys=self.delegation_keys,
-            overrides=overrides,
+            self.delegation_keys,
+            content_disposition=content_disposition,
+            content_type=content_type,
         )

@@ -55,7 +55,11 @@ class DelegationKeyCache(Generic[KeyT]):
         """Expiry of the cached key, if any."""
         return self._expires_at
 
-    def _usable(self, until: datetime) -> KeyT | None:
+    def cached(self, until: datetime) -> KeyT | None:
+        """The cached key if it outlives ``until`` and is not due for refresh, else None.
+
+        A caller signing on every request tries this before awaiting ``key_valid_until``.
+        """
         # Refresh once less than half the lifetime is left, so a slow or failed
         # refresh never strands requests with a key about to lapse.
         if self._key is None or self._expires_at is None:
@@ -66,10 +70,10 @@ class DelegationKeyCache(Generic[KeyT]):
 
     async def key_valid_until(self, until: datetime) -> KeyT:
         """Return a key whose validity extends past ``until``, fetching if needed."""
-        if (key := self._usable(until)) is not None:
+        if (key := self.cached(until)) is not None:
             return key
         async with self._lock:  # one fetch at a time; waiters reuse its result
-            if (key := self._usable(until)) is not None:
+            if (key := self.cached(until)) is not None:
                 return key
             now = self._clock()
             expires_at = max(now + self._lifetime, until + timedelta(minutes=5))

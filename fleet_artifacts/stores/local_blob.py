@@ -22,7 +22,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import quote
 
 import msgspec
 
@@ -72,7 +71,7 @@ from fleet_artifacts.stores.local_files import (
     temp_beside,
 )
 from fleet_artifacts.stores.local_locks import KeyLocks
-from fleet_artifacts.stores.signing import UrlSigner
+from fleet_artifacts.stores.signing import UrlSigner, url_path
 
 
 class LocalBlobStore(HostedBlobStore):
@@ -150,7 +149,7 @@ class LocalBlobStore(HostedBlobStore):
         return self._url(key, self.signer.sign(key, "cw", expires_at=int(expires_at.timestamp())))
 
     def _url(self, key: str, query: str) -> str:
-        return f"{self.url_prefix}{quote(key)}?{query}"
+        return f"{self.url_prefix}{url_path(key)}?{query}"
 
     def verify_url(self, key: str, needed: str, query: Mapping[str, str], *, now: float) -> dict[str, str]:
         """Check the signature, permission and expiry of a URL this store signed."""

@@ -1,0 +1,312 @@
+"""Azure SAS URLs are byte for byte what ``BlobClient.url`` + ``generate_blob_sas`` gave.
+
+``reference_url`` is the previous implementation (a ``BlobClient`` per URL, then the SDK's public
+``generate_blob_sas``), kept as the oracle. No request is made: signing is local, so the
+configurations below need no server. ``test_blob_contract`` downloads through a signed URL
+from Azurite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.storage.blob import UserDelegationKey, generate_blob_sas
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fleet_artifacts.core.clock import utcnow
+from fleet_artifacts.core.keys import content_disposition
+from fleet_artifacts.stores.azure_blob import AzureBlobStore
+from fleet_artifacts.stores.azure_sas import CREATE_WRITE, READ, SAS_BACKDATE, BlobSasSigner, sas_time
+from fleet_artifacts.stores.delegation import DelegationKeyCache
+
+# Azurite's published development key (the Azurite docs); it opens nothing anywhere else.
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={DEV_KEY};BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+)
+AZURE = (
+    "DefaultEndpointsProtocol=https;"
+    f"AccountName=fleetacct;AccountKey={DEV_KEY};EndpointSuffix=core.windows.net"
+)
+NOW = datetime(2026, 11, 22, 12, 0, 0, 123_456, tzinfo=UTC)
+KEYS = [
+    "fleet/p/j/01JDZ5V8Q3-log",
+    "fleet/p q/j/a b-log",
+    "fleet/ünï/日本/😀-log",
+    "fleet/100%/a+b/c%2Fd-log",
+    "fleet/p/j#frag/x?y=z&w-log",
+    "fleet/~user/j/~-log",
+    "fleet/p/j/;,:@!$'()*[]-log",
+    "fleet//double/slash/-log",
+    "staging/p/j/1-data",
+]
+
+
+class StaticToken:
+    """An Entra ID credential stand-in (azure-core's AsyncTokenCredential)."""
+
+    async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        return AccessToken("not-a-real-token", 2**31)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> StaticToken:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def delegation_key(value: str = "a2V5LW1hdGVyaWFsLWZvci10ZXN0cy1vbmx5LTAwMDA=") -> UserDelegationKey:
+    key = UserDelegationKey()  # type: ignore[no-untyped-call]  # the SDK leaves __init__ untyped
+    key.signed_oid = "00000000-0000-0000-0000-00000000000a"
+    key.signed_tid = "00000000-0000-0000-0000-00000000000b"
+    key.signed_start = "2026-11-22T11:45:00Z"
+    key.signed_expiry = "2026-11-23T12:00:00Z"
+    key.signed_service = "b"
+    key.signed_version = "2025-01-05"
+    key.value = value
+    return key
+
+
+def delegation_cache(
+    key: UserDelegationKey, clock: Callable[[], datetime] = lambda: NOW
+) -> DelegationKeyCache[UserDelegationKey]:
+    async def fetch(start: datetime, expiry: datetime) -> UserDelegationKey:
+        return key
+
+    return DelegationKeyCache(fetch, clock=clock)
+
+
+def reference_url(
+    container: ContainerClient,
+    key: str,
+    permission: str,
+    expires_at: datetime,
+    start: datetime,
+    *,
+    account_key: str | None = None,
+    user_delegation_key: UserDelegationKey | None = None,
+    account_name: str | None = None,
+    overrides: dict[str, str] | None = None,
+) -> str:
+    blob = container.get_blob_client(key)
+    common: dict[str, Any] = {
+        "account_name": account_name or blob.account_name,
+        "container_name": blob.container_name,
+        "blob_name": blob.blob_name,
+        "permission": permission,
+        "expiry": expires_at,
+        "start": start,
+        **(overrides or {}),
+    }
+    if blob.scheme == "https":
+        common["protocol"] = "https"
+    if user_delegation_key is not None:
+        sas = generate_blob_sas(user_delegation_key=user_delegation_key, **common)
+    else:
+        sas = generate_blob_sas(account_key=account_key, **common)
+    return f"{blob.url}?{sas}"
+
+
+@pytest.fixture
+async def containers() -> AsyncIterator[dict[str, ContainerClient]]:
+    services = {
+        "azurite": BlobServiceClient.from_connection_string(AZURITE),
+        "azure": BlobServiceClient.from_connection_string(AZURE),
+        "entra": BlobServiceClient("https://fleetacct.blob.core.windows.net", credential=StaticToken()),
+    }
+    yield {name: service.get_container_client("fleet-artifacts") for name, service in services.items()}
+    for service in services.values():
+        await service.close()
+
+
+async def test_blob_url_is_the_blob_clients_for_awkward_keys(containers: dict[str, ContainerClient]) -> None:
+    for container in containers.values():
+        signer = BlobSasSigner(container, DEV_KEY, clock=lambda: NOW)
+        for key in KEYS:
+            url = await signer.signed_url(key, READ, NOW + timedelta(minutes=15), None)
+            assert url.partition("?")[0] == container.get_blob_client(key).url
+
+
+async def test_account_key_sas_matches_generate_blob_sas(containers: dict[str, ContainerClient]) -> None:
+    expiries = [
+        NOW + timedelta(minutes=15),
+        NOW.replace(microsecond=999_999) + timedelta(hours=1),
+        datetime(2027, 3, 1, 0, 0, 0, tzinfo=timezone(timedelta(hours=-5))),  # converted to UTC
+        datetime(2027, 3, 1, 4, 5, 6, 7),  # naive: the SDK takes it as UTC
+    ]
+    for name in ("azurite", "azure"):
+        container = containers[name]
+        signer = BlobSasSigner(container, DEV_KEY, clock=lambda: NOW)
+        for key in KEYS:
+            for expires_at in expiries:
+                for overrides in (
+                    {},
+                    {"content_disposition": content_disposition("a b ü%+.log"), "content_type": "text/plain"},
+                    {"content_disposition": content_disposition('x"y.svg', "inline")},
+                    {"content_type": "application/json; charset=utf-8"},
+                ):
+                    for permission in (READ, CREATE_WRITE):
+                        got = await signer.signed_url(key, permission, expires_at, None, **overrides)
+                        want = reference_url(
+                            container,
+                            key,
+                            permission,
+                            expires_at,
+                            NOW - SAS_BACKDATE,
+                            account_key=DEV_KEY,
+                            overrides=overrides,
+                        )
+                        assert got == want
+
+
+async def test_user_delegation_sas_matches_generate_blob_sas(containers: dict[str, ContainerClient]) -> None:
+    container = containers["entra"]
+    signer = BlobSasSigner(container, None, clock=lambda: NOW)
+    udk = delegation_key()
+    keys = delegation_cache(udk)
+    for key in KEYS:
+        for permission in (READ, CREATE_WRITE):
+            overrides = {
+                "content_disposition": content_disposition(key.rsplit("/", 1)[-1]),
+                "content_type": "a/b",
+            }
+            expires_at = NOW + timedelta(minutes=15)
+            got = await signer.signed_url(key, permission, expires_at, keys, **overrides)
+            want = reference_url(
+                container,
+                key,
+                permission,
+                expires_at,
+                NOW - SAS_BACKDATE,
+                user_delegation_key=udk,
+                overrides=overrides,
+            )
+            assert got == want
+            query = parse_qs(urlsplit(got).query)
+            assert query["spr"] == ["https"] and query["sr"] == ["b"] and query["sp"] == [permission]
+
+
+async def test_a_new_delegation_key_gets_a_new_factory(containers: dict[str, ContainerClient]) -> None:
+    container = containers["entra"]
+    signer = BlobSasSigner(container, None, clock=lambda: NOW)
+    expires_at = NOW + timedelta(minutes=15)
+    first, second = delegation_key(), delegation_key("b3RoZXIta2V5LW1hdGVyaWFsLWZvci10ZXN0cy0wMDA=")
+    for udk in (first, second, first):
+        got = await signer.signed_url("fleet/p/j/1-log", READ, expires_at, delegation_cache(udk))
+        want = reference_url(
+            container, "fleet/p/j/1-log", READ, expires_at, NOW - SAS_BACKDATE, user_delegation_key=udk
+        )
+        assert got == want
+
+
+async def test_localhost_token_credential_signs_for_the_account_not_account_slash_container() -> None:
+    # For a token credential on 127.0.0.1 the SDK names a BlobClient's account
+    # "devstoreaccount1/fleet-artifacts"; the canonical resource must name the account alone.
+    service = BlobServiceClient("https://127.0.0.1:10000/devstoreaccount1", credential=StaticToken())
+    container = service.get_container_client("fleet-artifacts")
+    signer = BlobSasSigner(container, None, clock=lambda: NOW)
+    udk, expires_at = delegation_key(), NOW + timedelta(minutes=15)
+    got = await signer.signed_url("fleet/p/j/1-log", READ, expires_at, delegation_cache(udk))
+    want = reference_url(
+        container,
+        "fleet/p/j/1-log",
+        READ,
+        expires_at,
+        NOW - SAS_BACKDATE,
+        user_delegation_key=udk,
+        account_name="devstoreaccount1",
+    )
+    assert got == want
+    await service.close()
+
+
+async def test_no_key_at_all_is_refused(containers: dict[str, ContainerClient]) -> None:
+    signer = BlobSasSigner(containers["entra"], None)
+    with pytest.raises(ValueError, match="account_key"):
+        await signer.signed_url("fleet/p/j/1-log", READ, NOW, None)
+
+
+@given(
+    key=st.text(st.characters(exclude_characters="\\"), min_size=1, max_size=40),
+    disposition=st.text(max_size=40),
+    content_type=st.text(max_size=20),
+    seconds=st.integers(min_value=0, max_value=10**9),
+    micros=st.integers(min_value=0, max_value=999_999),
+)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+def test_any_input_matches_generate_blob_sas(
+    key: str, disposition: str, content_type: str, seconds: int, micros: int
+) -> None:
+    async def check() -> None:
+        service = BlobServiceClient.from_connection_string(AZURE)
+        container = service.get_container_client("fleet-artifacts")
+        signer = BlobSasSigner(container, DEV_KEY, clock=lambda: NOW)
+        expires_at = NOW + timedelta(seconds=seconds, microseconds=micros)
+        overrides = {"content_disposition": disposition, "content_type": content_type}
+        got = await signer.signed_url(key, READ, expires_at, None, **overrides)
+        want = reference_url(
+            container, key, READ, expires_at, NOW - SAS_BACKDATE, account_key=DEV_KEY, overrides=overrides
+        )
+        await service.close()
+        assert got == want
+
+    asyncio.run(check())
+
+
+def test_sas_time_is_the_sdks_format() -> None:
+    for instant in (
+        NOW,
+        NOW.replace(microsecond=999_999),
+        datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
+        datetime(2027, 3, 1, 0, 0, 0, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2027, 3, 1, 4, 5, 6, 7),
+    ):
+        sas = generate_blob_sas("a", "c", "b", account_key=DEV_KEY, permission="r", expiry=instant)
+        assert f"se={sas_time(instant).replace(':', '%3A')}&" in sas
+
+
+async def test_store_urls_match_the_previous_construction(containers: dict[str, ContainerClient]) -> None:
+    """Through ``AzureBlobStore``: read and write URLs, account key and user delegation key."""
+    expires_at = datetime.now(UTC) + timedelta(minutes=15)
+    rscd = content_disposition("build output.log")
+    stores = {
+        "azure": AzureBlobStore(BlobServiceClient.from_connection_string(AZURE), "fleet-artifacts"),
+        "entra": AzureBlobStore(
+            BlobServiceClient("https://fleetacct.blob.core.windows.net", credential=StaticToken()),
+            "fleet-artifacts",
+        ),
+    }
+    udk = delegation_key()
+    stores["entra"].delegation_keys = delegation_cache(udk, utcnow)
+    for name, store in stores.items():
+        signer: dict[str, Any] = {"account_key": DEV_KEY} if name == "azure" else {"user_delegation_key": udk}
+        for key in KEYS:
+            read = await store.sign_read_url(
+                key, expires_at=expires_at, content_disposition=rscd, content_type="a/b"
+            )
+            write = await store.sign_write_url(key, expires_at=expires_at)
+            for url, permission, overrides in (
+                (read, READ, {"content_disposition": rscd, "content_type": "a/b"}),
+                (write, CREATE_WRITE, {}),
+            ):
+                # The start is the store's clock less the backdate: read it back (to the second).
+                start = datetime.strptime(parse_qs(urlsplit(url).query)["st"][0], "%Y-%m-%dT%H:%M:%SZ")
+                start = start.replace(tzinfo=UTC)
+                assert abs(start + SAS_BACKDATE - datetime.now(UTC)) < timedelta(seconds=5)
+                container = containers[name]
+                assert url == reference_url(
+                    container, key, permission, expires_at, start, **signer, overrides=overrides
+                )
+        await store.close()
