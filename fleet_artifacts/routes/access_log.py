@@ -3,17 +3,49 @@
 uvicorn's own access log is off because it prints every signed URL's query string,
 signature included; this line names the route template (``/fleet/jobs/{job_id}/...``)
 where one matched, else the path, and nothing of the query.
+
+The line is written straight to stderr in the form of the app's other log lines
+(``INFO - <time> - fleet_artifacts.access - GET /fleet/... 200 1.2ms``), not through a
+``logging`` record: making a record, finding its caller and formatting its time cost a
+pointer fetch about a seventh of its CPU. The ``fleet_artifacts.access`` logger's level
+still decides (FLEET_ARTIFACTS_LOG_LEVEL=WARNING silences it).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("fleet_artifacts.access")
+
+
+class _Clock:
+    """The local time as ``logging`` formats ``asctime`` (``2026-12-01 08:00:00,123``), its seconds kept."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        stamp = time.time()
+        second = int(stamp)
+        if second != self._second:
+            self._second, self._text = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._text},{int((stamp - second) * 1000):03d}"
+
+
+_clock = _Clock()
+
+
+def write_line(method: str, route: str, status: int, elapsed_ms: float) -> None:
+    """Write one access line, if the access logger is on."""
+    if log.isEnabledFor(logging.INFO):
+        line = f"INFO - {_clock.now()} - {log.name} - {method} {route} {status} {elapsed_ms:.1f}ms\n"
+        sys.stderr.write(line)
 
 
 def access_log(app: ASGIApp) -> ASGIApp:
@@ -40,7 +72,7 @@ def access_log(app: ASGIApp) -> ASGIApp:
             # carry a newline and forge a second log line.
             route = scope.get("path_template") or scope["raw_path"].decode("ascii", "backslashreplace")
             elapsed_ms = (time.perf_counter() - started) * 1000
-            log.info("%s %s %d %.1fms", method, route, status, elapsed_ms)
+            write_line(method, route, status, elapsed_ms)
 
     return middleware
 
