@@ -28,6 +28,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
 from fleet_artifacts import __version__
+from fleet_artifacts.core import audit
 from fleet_artifacts.core.artifacts import ArtifactService
 from fleet_artifacts.core.clock import utcnow
 from fleet_artifacts.core.direct import DirectUploads
@@ -40,7 +41,7 @@ from fleet_artifacts.core.ports import BlobStore, PointerStore
 from fleet_artifacts.core.sessions import SessionService
 from fleet_artifacts.core.shares import Shares
 from fleet_artifacts.core.sweeper import Sweeper
-from fleet_artifacts.routes.access_log import access_log, true_allow
+from fleet_artifacts.routes.access_log import access_log, stderr_lines, true_allow
 from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
 from fleet_artifacts.routes.hosts import LOOPBACK, trusted_hosts
@@ -200,7 +201,8 @@ def create_app(
         root={"level": settings.log_level, "handlers": ["queue_listener"]},
         loggers={
             "azure": {"level": "WARNING"},  # azure-core logs every request (and SAS URLs) at INFO
-            # The audit trail: JSON lines alone on stderr, apart from the access log.
+            # The audit trail: JSON lines alone on stderr, apart from the access log. Its lines are
+            # written there directly (``audit.write_to`` below); the handler serves any other record.
             "fleet_artifacts.audit": {"level": "INFO", "handlers": ["audit"], "propagate": False},
         },
         handlers={
@@ -209,6 +211,7 @@ def create_app(
         formatters={"audit": {"format": "%(message)s"}},
         log_exceptions="never",  # the problem handlers log what deserves it
     )
+    audit.write_to(stderr_lines)
     app = Litestar(
         route_handlers=[*route_handlers(hosted_blobs=hosts_blobs), docs_assets()],
         cors_config=cors_of(settings),

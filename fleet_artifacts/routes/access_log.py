@@ -41,11 +41,15 @@ class _Clock:
 _clock = _Clock()
 
 
+def stderr_lines(text: str) -> None:
+    """Write ``text`` and a newline to stderr (as it is now: a test or a caller may swap it)."""
+    sys.stderr.write(text + "\n")
+
+
 def write_line(method: str, route: str, status: int, elapsed_ms: float) -> None:
     """Write one access line, if the access logger is on."""
     if log.isEnabledFor(logging.INFO):
-        line = f"INFO - {_clock.now()} - {log.name} - {method} {route} {status} {elapsed_ms:.1f}ms\n"
-        sys.stderr.write(line)
+        stderr_lines(f"INFO - {_clock.now()} - {log.name} - {method} {route} {status} {elapsed_ms:.1f}ms")
 
 
 def access_log(app: ASGIApp) -> ASGIApp:

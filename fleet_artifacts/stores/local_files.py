@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import shutil
 import uuid
@@ -142,20 +143,25 @@ def scan_committed(root: Path, prefix: str) -> list[tuple[str, datetime]]:
     return found
 
 
-def check_key(key: str) -> None:
-    """InvalidInput unless ``key`` is a plain relative key (no empty, ``.`` or ``..`` part, no sidecar).
-
-    What signing needs: it touches no file. ``key_path`` adds the filesystem's own check.
-    """
+@functools.lru_cache(maxsize=4096)  # a dashboard signs the same keys page after page
+def _plain(key: str) -> bool:
     parts = key.split("/")
-    if (
+    return not (
         not key
         or "\\" in key
         or "\0" in key
         or any(part in ("", ".", "..") for part in parts)
         or key.endswith(SIDECARS)
         or parts[-1].startswith(".tmp-")
-    ):
+    )
+
+
+def check_key(key: str) -> None:
+    """InvalidInput unless ``key`` is a plain relative key (no empty, ``.`` or ``..`` part, no sidecar).
+
+    What signing needs: it touches no file. ``key_path`` adds the filesystem's own check.
+    """
+    if not _plain(key):
         raise InvalidInput(f"invalid blob key {key[:80]!r}", field="key")
 
 
