@@ -44,6 +44,7 @@ from fleet_artifacts.core.models import ArtifactOut, ArtifactStatus, BlobTier, P
 from fleet_artifacts.core.ports import BlobStore, PointerStore, StoredPointer
 
 log = logging.getLogger(__name__)
+_SIGNED_KEPT = 10_000  # read URLs kept for the current second, at most
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,6 +106,10 @@ class Kernel:
         self.now = clock
         self.new_id = new_id
         self.idempotency = Idempotency(pointers, retention=self.limits.idempotency_retention, clock=clock)
+        # The read URLs signed in the current second (``_sign``): the same page asked for again in
+        # that second gets the same bytes a new signature would give, without signing again.
+        self._signed: dict[tuple[str, int, str, str], str] = {}
+        self._signed_in = 0
 
     def check_size(self, announced: int) -> None:
         """Refuse an upload whose announced length is over the limit before reading it."""
@@ -215,14 +220,28 @@ class Kernel:
         return signed
 
     async def _sign(self, pointer: Pointer, disposition: str, expires_at: datetime) -> SignedUrl:
-        """``sign`` without its audit line (the caller writes it)."""
+        """``sign`` without its audit line (the caller writes it).
+
+        A signature covers the key, the expiry in whole seconds and the override headers, so
+        within one second the same inputs give the same URL: it is kept for that second.
+        Dashboards ask for the same pages many times a second, and on Azure a signature
+        costs more than the rest of a page's item.
+        """
         signed_as = signed_disposition(pointer.content_type, disposition)
-        url = await self.blobs.sign_read_url(
-            pointer.blob_key,
-            expires_at=expires_at,
-            content_disposition=content_disposition(pointer.file_name, signed_as),
-            content_type=pointer.content_type,
-        )
+        disposition_header = content_disposition(pointer.file_name, signed_as)
+        second = int(self.now().timestamp())
+        if second != self._signed_in or len(self._signed) >= _SIGNED_KEPT:
+            self._signed.clear()
+            self._signed_in = second
+        key = (pointer.blob_key, int(expires_at.timestamp()), disposition_header, pointer.content_type)
+        url = self._signed.get(key)
+        if url is None:
+            url = self._signed[key] = await self.blobs.sign_read_url(
+                pointer.blob_key,
+                expires_at=expires_at,
+                content_disposition=disposition_header,
+                content_type=pointer.content_type,
+            )
         return SignedUrl(url=url, expires_at=expires_at, disposition=signed_as)
 
     async def present(
