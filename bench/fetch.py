@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -83,6 +84,7 @@ class Sample:
     p50_ms: float
     p99_ms: float
     errors: int  # non-2xx/3xx answers, socket errors and timeouts
+    cpu_us: float = 0.0  # the server's CPU (all threads) per answered request in the window
 
 
 @dataclass(frozen=True)
@@ -349,9 +351,12 @@ def measure(url: str, pid: int, client: str, connections: int, seconds: int) -> 
     load = wrk if client == "wrk" else python_load
     load(url, connections, WARM_UP_SECONDS)
     settle(pid)
+    before = cpu_seconds(pid)
     sample = load(url, connections, seconds)
-    settle(pid)
-    return sample
+    settle(pid)  # the requests still in flight at the deadline count too: they were answered work
+    used = cpu_seconds(pid) - before
+    # CPU per request holds still when other work shares the cores, where req/s does not.
+    return dataclasses.replace(sample, cpu_us=used / max(1.0, sample.rps * seconds) * 1e6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,11 +396,11 @@ def report(target: Target, results: dict[tuple[str, str, str], list[Sample]]) ->
     print(f"  fetch: GET /fleet/jobs/{JOB}/artifacts/{{id}}, a {target.sizes['fetch']} B answer")
     print(f"  list:  GET /fleet/jobs/{JOB}/artifacts?limit={PAGE}, a {target.sizes['list']} B answer")
     print("  bare:  a bare Litestar route answering the same bytes, a constant")
-    print(f"  {'variant':16} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9}")
+    print(f"  {'variant':16} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/req':>11}")
     for op in OPS:
         for variant in VARIANTS:
-            rps, p50, p99 = (med(op, variant, field) for field in ("rps", "p50_ms", "p99_ms"))
-            print(f"  {variant:8}{op:8} {rps:8.0f} {p50:9.2f} {p99:9.2f}")
+            rps, p50, p99, cpu = (med(op, variant, field) for field in ("rps", "p50_ms", "p99_ms", "cpu_us"))
+            print(f"  {variant:8}{op:8} {rps:8.0f} {p50:9.2f} {p99:9.2f} {cpu:11.0f}")
     errors = sum(s.errors for key, samples in results.items() if key[0] == target.backend for s in samples)
     if errors:
         print(f"  WARNING: {errors} errors (non-2xx answers, socket errors or timeouts) in these windows")
@@ -416,6 +421,9 @@ def report(target: Target, results: dict[tuple[str, str, str], list[Sample]]) ->
             f"  {name:33} {ratio:7.3f}x  target {wanted:7} {'met' if met else 'NOT met':7}  "
             f"(rounds: {min(per_round):.3f}x to {max(per_round):.3f}x)"
         )
+    for op in OPS:  # what the req/s ratio would be if each server had a core of its own
+        ratio = med(op, "bare", "cpu_us") / med(op, "service", "cpu_us")
+        print(f"  {op + ' CPU ratio (bare/service us)':33} {ratio:7.3f}x  (server CPU per request)")
     # Evidence that the service logged as deployed (INFO: an access line per request, audit lines).
     with target.service_log.open("rb") as log:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: log.read(1 << 20), b""))
