@@ -215,11 +215,14 @@ class Kernel:
         (``keys.inline_safe``); any other type is signed as an attachment, since the
         storage origin that serves the URL can add no Content-Security-Policy.
         """
-        signed = await self._sign(pointer, disposition, self.now() + self.lifetime(expires_in))
+        now = self.now()
+        signed = await self._sign(pointer, disposition, now, now + self.lifetime(expires_in))
         urls_signed([pointer], "r", signed.expires_at)
         return signed
 
-    async def _sign(self, pointer: Pointer, disposition: str, expires_at: datetime) -> SignedUrl:
+    async def _sign(
+        self, pointer: Pointer, disposition: str, now: datetime, expires_at: datetime
+    ) -> SignedUrl:
         """``sign`` without its audit line (the caller writes it).
 
         A signature covers the key, the expiry in whole seconds and the override headers, so
@@ -229,7 +232,7 @@ class Kernel:
         """
         signed_as = signed_disposition(pointer.content_type, disposition)
         disposition_header = content_disposition(pointer.file_name, signed_as)
-        second = int(self.now().timestamp())
+        second = int(now.timestamp())
         if second != self._signed_in or len(self._signed) >= _SIGNED_KEPT:
             self._signed.clear()
             self._signed_in = second
@@ -257,7 +260,8 @@ class Kernel:
 
         A page of a hundred pays for the clock, the expiry and the audit record once.
         """
-        expires_at = self.now() + self.lifetime(expires_in)
+        now = self.now()
+        expires_at = now + self.lifetime(expires_in)
         out: list[ArtifactOut] = []
         signed_for: list[Pointer] = []
         for stored in items:
@@ -275,7 +279,7 @@ class Kernel:
                     )
                 )
                 continue
-            signed = await self._sign(pointer, disposition, expires_at)
+            signed = await self._sign(pointer, disposition, now, expires_at)
             signed_for.append(pointer)
             out.append(
                 ArtifactOut(
