@@ -38,13 +38,15 @@ from fleet_artifacts.core.jobs import Jobs
 from fleet_artifacts.core.kernel import Kernel, Limits
 from fleet_artifacts.core.lifecycle import Lifecycle
 from fleet_artifacts.core.ports import BlobStore, PointerStore
+from fleet_artifacts.core.readiness import Readiness
 from fleet_artifacts.core.sessions import SessionService
 from fleet_artifacts.core.shares import Shares
 from fleet_artifacts.core.sweeper import Sweeper
-from fleet_artifacts.routes.access_log import access_log, stderr_lines, true_allow
+from fleet_artifacts.routes.access_log import access_log, true_allow
 from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
 from fleet_artifacts.routes.hosts import LOOPBACK, trusted_hosts
+from fleet_artifacts.routes.log_lines import JsonFormatter, stderr_lines
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes.router import DOCS_ASSETS, docs_assets, route_handlers
 from fleet_artifacts.settings import Settings, SettingsError
@@ -164,6 +166,8 @@ def create_app(
                 hosted=hosted,
                 write_allowed=direct.upload_open,
             )
+            # GET /ready (routes/readiness.py): both stores' checks, each within its deadline.
+            app.state.readiness = Readiness(blobs, pointers, timeout=settings.ready_timeout_seconds)
             sweeping = None
             if settings.sweep_interval_seconds:
                 interval = timedelta(seconds=settings.sweep_interval_seconds)
@@ -208,7 +212,10 @@ def create_app(
         handlers={
             "audit": {"class": "logging.StreamHandler", "formatter": "audit", "stream": "ext://sys.stderr"}
         },
-        formatters={"audit": {"format": "%(message)s"}},
+        formatters={
+            "audit": {"format": "%(message)s"},
+            **({"standard": {"()": JsonFormatter}} if settings.log_format == "json" else {}),
+        },
         log_exceptions="never",  # the problem handlers log what deserves it
     )
     audit.write_to(stderr_lines)
@@ -226,7 +233,10 @@ def create_app(
         if isinstance(route, HTTPRoute)
     }
     # Outermost, so unknown routes (404) and refused methods (405) get their line too.
-    app.asgi_handler = access_log(trusted_hosts(true_allow(app.asgi_handler, allowed), hosts_of(settings)))
+    app.asgi_handler = access_log(
+        trusted_hosts(true_allow(app.asgi_handler, allowed), hosts_of(settings)),
+        json=settings.log_format == "json",
+    )
     return app
 
 
@@ -239,6 +249,7 @@ CORS_REQUEST_HEADERS = [
     "If-Match",
     "If-None-Match",
     "Range",
+    "X-Request-ID",
     "x-ms-blob-type",
     "x-ms-blob-content-type",
     "x-ms-version",
@@ -255,6 +266,7 @@ CORS_EXPOSED_HEADERS = [
     "Accept-Ranges",
     "X-Job-Digest",
     "X-Skipped-Artifacts",
+    "X-Request-ID",
 ]
 
 

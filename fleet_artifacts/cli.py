@@ -273,6 +273,7 @@ def serve(settings: Settings, host: str, port: int) -> int:
 
     from fleet_artifacts.app import create_app
     from fleet_artifacts.routes.hosts import LOOPBACK
+    from fleet_artifacts.routes.log_lines import utc_stamp
     from fleet_artifacts.serving import bounded_protocol
 
     if host not in LOOPBACK and not settings.public_base_url and settings.allowed_hosts is None:
@@ -311,6 +312,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        # JSON: uvicorn's own lines go to the root logger, whose handler writes JSON (create_app).
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         http=bounded_protocol(settings.max_header_bytes, settings.header_timeout_seconds),
     )
@@ -324,6 +327,19 @@ def serve(settings: Settings, host: str, port: int) -> int:
                 return
             bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else port
             origin = f"http://{host}:{bound}"
+            if settings.log_format == "json":  # one object, as every other line is then
+                banner = {
+                    "time": utc_stamp(),
+                    "level": "INFO",
+                    "logger": "fleet_artifacts",
+                    "message": f"fleet-artifacts {__version__} listening on {origin}",
+                    "blobs": blobs,
+                    "pointers": pointers,
+                    "bearerToken": token_note,
+                    "docs": f"{origin}/docs",
+                }
+                print(msgspec.json.encode(banner).decode(), flush=True)
+                return
             print(
                 f"fleet-artifacts {__version__} listening on {origin}\n"
                 f"  blobs:        {blobs}\n"

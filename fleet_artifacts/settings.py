@@ -30,6 +30,7 @@ GiB = 1024 * MiB
 
 BlobBackend = Literal["local", "azure"]
 PointerBackend = Literal["sqlite", "cosmos"]
+LogFormat = Literal["text", "json"]
 
 
 class SettingsError(ValueError):
@@ -73,6 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_header_bytes: int = 64 * 1024
     header_timeout_seconds: int = 10
     log_level: str = "INFO"
+    log_format: LogFormat = "text"  # json: one JSON object per line, with the request's id
     default_retention_days: int = 30
     max_retention_days: int = 365
     soft_delete_days: int = 0
@@ -82,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     archive_after_days: int | None = None
     sweep_interval_seconds: int = 3600
     max_share_seconds: int = 30 * 24 * 3600
+    ready_timeout_seconds: float = 2.0
 
 
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
@@ -109,10 +112,14 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "sweep_interval_seconds": (0, 7 * 24 * 3600),
     "max_share_seconds": (60, 366 * 24 * 3600),
 }
+_FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
+    "ready_timeout_seconds": (0.1, 30.0),
+}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "blob_backend": ("local", "azure"),
     "pointer_backend": ("sqlite", "cosmos"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "log_format": ("text", "json"),
 }
 
 
@@ -176,6 +183,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             if not low <= number <= high:
                 raise SettingsError(f"{name} must be between {low} and {high}")
             values[field] = number
+        elif field in _FLOAT_BOUNDS:
+            low_f, high_f = _FLOAT_BOUNDS[field]
+            try:
+                seconds = float(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+            if not low_f <= seconds <= high_f:  # NaN and the infinities fail here too
+                raise SettingsError(f"{name} must be between {low_f:g} and {high_f:g}")
+            values[field] = seconds
         elif field in _CHOICES:
             choice = raw.upper() if field == "log_level" else raw.lower()
             if choice not in _CHOICES[field]:

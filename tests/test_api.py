@@ -360,7 +360,9 @@ def test_the_openapi_document_says_what_each_operation_needs_and_answers(server:
         if isinstance(op, dict)
     }
     for op_id, op in operations.items():
-        needs_token = not op_id.startswith(("health", "getSignedBlob", "putSignedBlob", "followShare"))
+        needs_token = not op_id.startswith(
+            ("health", "readiness", "getSignedBlob", "putSignedBlob", "followShare")
+        )
         assert bool(op.get("security")) == needs_token, op_id
         for status, answer in op["responses"].items():
             if int(status) >= 400:

@@ -594,6 +594,15 @@ async def test_the_copy_outlives_its_source(blobs: BlobStore) -> None:
     assert [k async for k, _ in blobs.committed(target)] == [target]
 
 
+async def test_check_passes_on_a_working_store_and_writes_nothing(blobs: BlobStore) -> None:
+    k = key()
+    await blobs.write(k, chunks_of(b"kept", 4), content_type="a/b", max_bytes=10)
+    for _ in range(3):  # a probe asks every few seconds: each ask leaves the store as it was
+        await blobs.check()
+    assert [name async for name, _ in blobs.committed("")] == [k]
+    assert await read_all(blobs, k) == b"kept"
+
+
 class PendingCopyTarget:
     """A stand-in target BlobClient whose copy Azure answers "pending", then settles as told.
 

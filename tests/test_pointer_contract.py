@@ -98,6 +98,17 @@ async def test_create_get_find_roundtrip(pointers: PointerStore) -> None:
     assert await pointers.find("missing") is None
 
 
+async def test_check_passes_on_a_working_store_and_changes_nothing(pointers: PointerStore) -> None:
+    p = make("job-ready")
+    etag = await pointers.create(p)
+    for _ in range(3):  # a probe asks every few seconds: each ask leaves the store as it was
+        await pointers.check()
+    got = await pointers.get("job-ready", p.id)
+    assert got is not None and got.pointer == p and got.etag == etag
+    page = await pointers.list(ListQuery(job_id="job-ready", product_id="prod-a"))
+    assert [item.pointer.id for item in page.items] == [p.id]
+
+
 async def test_duplicate_create_conflicts(pointers: PointerStore) -> None:
     p = make("job-1")
     await pointers.create(p)

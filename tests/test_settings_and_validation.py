@@ -55,6 +55,10 @@ def test_defaults_and_overrides() -> None:
         }
     )
     assert s.sas_ttl_seconds == 300 and s.log_level == "DEBUG"
+    assert load_settings(BASE).ready_timeout_seconds == 2.0
+    assert (
+        load_settings({**BASE, "FLEET_ARTIFACTS_READY_TIMEOUT_SECONDS": "0.5"}).ready_timeout_seconds == 0.5
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,6 +94,11 @@ def test_defaults_and_overrides() -> None:
         ),
         ({"FLEET_ARTIFACTS_COLD_AFTER_DAYS": "30", "FLEET_ARTIFACTS_COOL_AFTER_DAYS": "30"}, "colder tiers"),
         ({"FLEET_ARTIFACTS_SWEEP_INTERVAL_SECONDS": "soon"}, "whole number"),
+        ({"FLEET_ARTIFACTS_READY_TIMEOUT_SECONDS": "soon"}, "must be a number"),
+        ({"FLEET_ARTIFACTS_READY_TIMEOUT_SECONDS": "0.05"}, "between 0.1 and 30"),
+        ({"FLEET_ARTIFACTS_READY_TIMEOUT_SECONDS": "31"}, "between 0.1 and 30"),
+        ({"FLEET_ARTIFACTS_READY_TIMEOUT_SECONDS": "nan"}, "between 0.1 and 30"),
+        ({"FLEET_ARTIFACTS_READY_TIMEOUT_SECONDS": "inf"}, "between 0.1 and 30"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(changes: dict[str, str], message: str) -> None:

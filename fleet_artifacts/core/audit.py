@@ -2,8 +2,9 @@
 
 Logged on the ``fleet_artifacts.audit`` logger (the app writes it to stderr on its own, message
 only, so operators can ship it apart from the access log). Each line has ``event``, ``time``,
-``actor`` (the token's id, ``sha256:<12 hex>``, or ``anonymous``/``system``) and the event's
-fields. Never a token, a signature or a signed URL: only what was granted, to what, until when.
+``actor`` (the token's id, ``sha256:<12 hex>``, or ``anonymous``/``system``), ``requestId``
+when it was written while serving a request, and the event's fields. Never a token, a signature
+or a signed URL: only what was granted, to what, until when.
 
     url.signed       a read URL (SAS) was issued: product, artifactId, permission "r", expiresAt
     url.signed       a write URL for a direct upload: permission "cw"
@@ -28,6 +29,10 @@ from fleet_artifacts.core.models import Pointer
 log = logging.getLogger("fleet_artifacts.audit")
 # Who the current request acts as; the HTTP guard sets it, sweeps and CLI commands run as "system".
 actor: contextvars.ContextVar[str] = contextvars.ContextVar("fleet_artifacts_actor", default="system")
+# The id of the HTTP request being served (``X-Request-ID``), set by the HTTP layer; None outside one.
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fleet_artifacts_request", default=None
+)
 # Ten times cheaper than json.dumps for a line, with the same keys, order and compact separators;
 # anything not JSON (a stray object) is written as its str(), as json.dumps(default=str) did.
 _encoder = msgspec.json.Encoder(enc_hook=str)
@@ -52,8 +57,14 @@ def audit(event: str, **fields: Any) -> None:
     """Log one audit line (skipped cheaply when the audit logger is off)."""
     if not log.isEnabledFor(logging.INFO):
         return
-    line = {"event": event, "time": utcnow().isoformat(), "actor": actor.get(), **fields}
+    line = {"event": event, "time": utcnow().isoformat(), "actor": actor.get(), **_request(), **fields}
     _write(_encoder.encode(line).decode())
+
+
+def _request() -> dict[str, str]:
+    """``requestId`` for a line written while serving a request."""
+    rid = request_id.get()
+    return {} if rid is None else {"requestId": rid}
 
 
 def on_artifact(event: str, pointer: Pointer, **fields: Any) -> None:
@@ -70,7 +81,7 @@ def urls_signed(pointers: Sequence[Pointer], permission: str, expires_at: dateti
     """
     if not pointers or not log.isEnabledFor(logging.INFO):
         return
-    common = {"event": "url.signed", "time": utcnow().isoformat(), "actor": actor.get()}
+    common = {"event": "url.signed", "time": utcnow().isoformat(), "actor": actor.get(), **_request()}
     until = expires_at.isoformat()
     lines = [
         _encoder.encode(

@@ -203,6 +203,14 @@ class BlobStore(abc.ABC):
         """Drop blocks staged for ``key`` but never committed (an abandoned direct upload)."""
 
     @abc.abstractmethod
+    async def check(self) -> None:
+        """Readiness: return if the store can serve now, else raise the project's error saying why.
+
+        One cheap call that writes nothing (probes run it every few seconds); the caller bounds
+        its time, so it need not retry.
+        """
+
+    @abc.abstractmethod
     async def seal(self, key: str) -> None:
         """From now on, no write through a URL from ``sign_write_url`` lands on ``key``.
 
@@ -267,6 +275,14 @@ class PointerPage(msgspec.Struct, frozen=True):
 
 class PointerStore(JournalStore):
     """Pointer documents, partitioned by job id, and their job's journal."""
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Readiness: return if the store can serve now, else raise the project's error saying why.
+
+        One cheap read that changes nothing (probes run it every few seconds); the caller bounds
+        its time.
+        """
 
     @abc.abstractmethod
     async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:

@@ -1,59 +1,41 @@
-"""One access line per request: method, route, status, duration. Never the query string.
+"""The outermost wrapper: a request id for every request, and one access line when it ends.
 
 uvicorn's own access log is off because it prints every signed URL's query string,
 signature included; this line names the route template (``/fleet/jobs/{job_id}/...``)
-where one matched, else the path, and nothing of the query.
+where one matched, else the path, and nothing of the query. ``log_lines`` writes it.
 
-The line is written straight to stderr in the form of the app's other log lines
-(``INFO - <time> - fleet_artifacts.access - GET /fleet/... 200 1.2ms``), not through a
-``logging`` record: making a record, finding its caller and formatting its time cost a
-pointer fetch about a seventh of its CPU. The ``fleet_artifacts.access`` logger's level
-still decides (FLEET_ARTIFACTS_LOG_LEVEL=WARNING silences it).
+The request id is the client's ``X-Request-ID`` when it is sane (1 to 128 letters, digits and
+``._:-``), else a new one; it is echoed on every answer, carried into problem documents and
+written with the access line, the audit lines and (as JSON) every log record of the request.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
+import os
+import re
 import time
+from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger("fleet_artifacts.access")
+from fleet_artifacts.core.audit import request_id
+from fleet_artifacts.routes.log_lines import access_line
+
+REQUEST_ID = "fleet_artifacts.request_id"  # where the id is kept, in the scope's state
+CALLER = "fleet_artifacts.caller"  # where ``deps.authorizing`` leaves the caller, in the scope's state
+_SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
-class _Clock:
-    """The local time as ``logging`` formats ``asctime`` (``2026-12-01 08:00:00,123``), its seconds kept."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._text = ""
-
-    def now(self) -> str:
-        stamp = time.time()
-        second = int(stamp)
-        if second != self._second:
-            self._second, self._text = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._text},{int((stamp - second) * 1000):03d}"
+def request_id_of(scope: Scope) -> str | None:
+    """The id of the request ``scope`` belongs to (None before the wrapper saw it)."""
+    state: dict[str, Any] = scope.get("state") or {}
+    rid = state.get(REQUEST_ID)
+    return rid if isinstance(rid, str) else None
 
 
-_clock = _Clock()
-
-
-def stderr_lines(text: str) -> None:
-    """Write ``text`` and a newline to stderr (as it is now: a test or a caller may swap it)."""
-    sys.stderr.write(text + "\n")
-
-
-def write_line(method: str, route: str, status: int, elapsed_ms: float) -> None:
-    """Write one access line, if the access logger is on."""
-    if log.isEnabledFor(logging.INFO):
-        stderr_lines(f"INFO - {_clock.now()} - {log.name} - {method} {route} {status} {elapsed_ms:.1f}ms")
-
-
-def access_log(app: ASGIApp) -> ASGIApp:
-    """Wrap ``app`` so each HTTP request logs one INFO line when its response ends."""
+def access_log(app: ASGIApp, *, json: bool = False) -> ASGIApp:
+    """Wrap ``app``: give each HTTP request its id, and log one INFO line when its response ends."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -62,11 +44,17 @@ def access_log(app: ASGIApp) -> ASGIApp:
         method = scope["method"]
         started = time.perf_counter()
         status = 500  # what the client sees if the app fails before it answers
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        raw = given if given is not None and _SANE.fullmatch(given) else os.urandom(12).hex().encode()
+        rid = raw.decode()
+        scope.setdefault("state", {})[REQUEST_ID] = rid
+        request_id.set(rid)  # this request's task only: audit lines and log records name it
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", raw)]}
             await send(message)
 
         try:
@@ -75,8 +63,16 @@ def access_log(app: ASGIApp) -> ASGIApp:
             # The route template, else the raw (still percent-encoded) path: a decoded one could
             # carry a newline and forge a second log line.
             route = scope.get("path_template") or scope["raw_path"].decode("ascii", "backslashreplace")
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            write_line(method, route, status, elapsed_ms)
+            caller = scope["state"].get(CALLER)
+            access_line(
+                json=json,
+                method=method,
+                route=route,
+                status=status,
+                elapsed_ms=(time.perf_counter() - started) * 1000,
+                rid=rid,
+                product=getattr(caller, "product", None),
+            )
 
     return middleware
 

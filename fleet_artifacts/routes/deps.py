@@ -37,6 +37,7 @@ from fleet_artifacts.core.models import ArtifactOut, ArtifactPage, UploadTicket
 from fleet_artifacts.core.sessions import SessionService
 from fleet_artifacts.core.shares import Shares
 from fleet_artifacts.core.validation import ID_PATTERN, MAX_ID_LENGTH, TAG_PATTERN, check_id, whole_number
+from fleet_artifacts.routes.access_log import CALLER
 from fleet_artifacts.routes.auth import Caller, TokenAuthority
 
 AnyRequest = Request[Any, Any, Any]
@@ -100,9 +101,6 @@ def needs(scope: Scope) -> dict[str, Any]:
     }
 
 
-_CALLER = "fleet_artifacts.caller"  # where ``authorizing`` leaves the caller, in the scope's state
-
-
 def authorizing(app: ASGIApp) -> ASGIApp:
     """Route middleware: the token must be valid (401) and hold the operation's scope (403).
 
@@ -123,7 +121,7 @@ def authorizing(app: ASGIApp) -> ASGIApp:
             raise RuntimeError(f"{handler.handler_name} declares no scope: add **needs(Scope.X)")
         else:
             caller = auth.authorize(header, needed)
-            scope["state"][_CALLER] = caller
+            scope["state"][CALLER] = caller
             audit_actor.set(caller.token_id)  # audit lines of this request name its token (by id)
         await app(scope, receive, send)
 
@@ -143,7 +141,7 @@ class Call:
     def __init__(self, request: AnyRequest) -> None:
         self._request = request
         self.services = services_of(request.app.state)
-        caller = request.scope["state"].get(_CALLER)
+        caller = request.scope["state"].get(CALLER)
         assert isinstance(caller, Caller), "the route is not behind authorizing"
         self.product: str = caller.product
 

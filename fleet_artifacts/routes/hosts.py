@@ -14,6 +14,8 @@ import json
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
+from fleet_artifacts.core.audit import request_id
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _PROBLEM = {
     "type": "about:blank",
@@ -46,7 +48,6 @@ def trusted_hosts(app: ASGIApp, patterns: tuple[str, ...] | None) -> ASGIApp:
     """Wrap ``app``: refuse HTTP requests whose Host matches none of ``patterns`` (None: any host)."""
     if patterns is None:
         return app
-    body = json.dumps(_PROBLEM).encode()
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -56,6 +57,8 @@ def trusted_hosts(app: ASGIApp, patterns: tuple[str, ...] | None) -> ASGIApp:
         if allowed(host_of(header), patterns):
             await app(scope, receive, send)
             return
+        rid = request_id.get()
+        body = json.dumps(_PROBLEM if rid is None else {**_PROBLEM, "requestId": rid}).encode()
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": 400,

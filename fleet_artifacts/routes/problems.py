@@ -19,6 +19,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from fleet_artifacts.core import errors
+from fleet_artifacts.core.audit import request_id
 from fleet_artifacts.core.idempotency import KeyInUse
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extra)
+    if (rid := request_id.get()) is not None:  # what to quote to an operator, who finds it in the logs
+        body["requestId"] = rid
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -11,6 +11,7 @@ from fleet_artifacts.core.models import Health
 from fleet_artifacts.routes import archive, artifacts, downloads, jobs, lifecycle, shares, uploads
 from fleet_artifacts.routes.deps import authorizing
 from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
+from fleet_artifacts.routes.readiness import ready
 from fleet_artifacts.routes.sessions import UploadSessionController
 
 DOCS_ASSETS = "/docs/assets"
@@ -70,7 +71,13 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
             shares.revoke_share,
         ],
     )
-    handlers: list[ControllerRouterHandler] = [fleet, UploadSessionController, health, shares.follow_share]
+    handlers: list[ControllerRouterHandler] = [
+        fleet,
+        UploadSessionController,
+        health,
+        ready,
+        shares.follow_share,
+    ]
     if hosted_blobs:
         handlers.extend([signed_blob, signed_blob_put])
     return handlers

@@ -348,6 +348,11 @@ class AzureBlobStore(BlobStore):
             return False
         return True
 
+    async def check(self) -> None:
+        """Readiness: Get Container Properties, not retried (the probe's deadline bounds it)."""
+        with translate(f"check container {self._container.container_name}"):
+            await self._container.get_container_properties(retry_total=0)
+
     async def sign_write_url(self, key: str, *, expires_at: datetime) -> str:
         """Sign a create+write SAS for this one blob (``sr=b``, ``sp=cw``): no read, no other blob."""
         return await self._signer.signed_url(key, CREATE_WRITE, expires_at, self.delegation_keys)

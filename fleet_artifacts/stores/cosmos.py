@@ -188,6 +188,11 @@ class CosmosPointerStore(CosmosJournal, PointerStore):
             if self._credential is not None:
                 await self._credential.close()
 
+    async def check(self) -> None:
+        """Readiness: read the container (its properties; no item is touched)."""
+        with translate(f"check container {self._container_id}"):
+            await self._container.read()
+
     async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
         """Insert with ``create_item`` (with ``event``: one batch); Conflict if the id exists in the job."""
         if event is not None:

@@ -52,6 +52,7 @@ from fleet_artifacts.stores.local_files import (
     block_stems,
     change_meta,
     check_key,
+    check_root,
     commit_files,
     committed_meta,
     concatenate,
@@ -379,6 +380,10 @@ class LocalBlobStore(HostedBlobStore):
         path = self.path_of(key)
         async with self._locks.hold(key):  # a set_tier() waiting on it then finds no blob
             return await asyncio.to_thread(remove_blob, path, SIDECARS)
+
+    async def check(self) -> None:
+        """Readiness: the blob root is a directory the service may read and write (a stat, no write)."""
+        await asyncio.to_thread(check_root, self.root)
 
     async def sign_read_url(
         self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
@@ -337,3 +338,18 @@ async def concatenate(paths: list[Path]) -> AsyncIterator[bytes]:
                 yield chunk
         finally:
             src.close()
+
+
+def check_root(root: Path) -> None:
+    """Unavailable unless ``root`` is a directory this process may list and write (nothing written).
+
+    The reason names no path: a readiness answer is anonymous.
+    """
+    try:
+        is_dir = stat.S_ISDIR(root.stat().st_mode)
+    except OSError as exc:
+        raise Unavailable(f"the blob directory cannot be read: {exc.strerror or type(exc).__name__}") from exc
+    if not is_dir:
+        raise Unavailable("the blob directory is not a directory")
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        raise Unavailable("the blob directory is not readable and writable by the service")

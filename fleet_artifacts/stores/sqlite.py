@@ -99,6 +99,17 @@ class SqlitePointerStore(PointerStore):
             self._reader.close()
         await self._run(self._conn.close)
 
+    async def check(self) -> None:
+        """Readiness: a read on the writer's connection, so a writer stuck behind its lock shows too."""
+
+        def probe() -> None:
+            try:
+                self._conn.execute("SELECT 1 FROM pointers LIMIT 1").fetchall()
+            except sqlite3.Error as exc:  # closed or broken, not only busy
+                raise Unavailable(f"pointer database: {exc}") from exc
+
+        await self._run(probe)
+
     async def _run(self, fn: Callable[[], T]) -> T:
         def locked() -> T:
             with self._lock:

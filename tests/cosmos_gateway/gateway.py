@@ -93,12 +93,13 @@ class CosmosGateway:
         return self
 
     def stop(self) -> None:
-        """Stops serving and closes the listening socket."""
+        """Stops serving, closes the listening socket and cuts the open connections (an outage)."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.drop_connections()
         if thread is not None:
             thread.join(timeout=5)
 

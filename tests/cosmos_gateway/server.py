@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
+import threading
 import time
 import traceback
 import urllib.parse
@@ -32,6 +35,27 @@ class GatewayHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], gateway: CosmosGateway) -> None:
         super().__init__(address, GatewayRequestHandler)
         self.gateway = gateway
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, socket.socket):
+            with self._connections_lock:
+                self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Cut every open connection, the SDK's kept-alive ones too: a stopped server serves nothing."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class GatewayRequestHandler(BaseHTTPRequestHandler):

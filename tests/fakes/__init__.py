@@ -8,6 +8,8 @@ as encoded bytes or immutable values: nothing a caller gets back aliases what is
 Each operation checks and changes the stored state in one step, with no ``await`` in between
 (a body is streamed in before that step), so it is atomic under asyncio; it yields once to the
 event loop first, so concurrent callers interleave between operations as on a real backend.
+
+Their readiness ``check`` passes until a test tells its ``probe`` to fail or to stall.
 """
 
 from tests.fakes.blobs import MemoryBlobStore

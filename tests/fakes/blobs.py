@@ -37,6 +37,7 @@ from fleet_artifacts.core.ports import (
 )
 from fleet_artifacts.stores.blob_tags import check_tags
 from fleet_artifacts.stores.signing import UrlSigner
+from tests.fakes.turns import Probe
 from tests.fakes.turns import turn as _turn
 
 _READ_BYTES = 1024 * 1024
@@ -95,6 +96,11 @@ class MemoryBlobStore(HostedBlobStore):
         self._blobs: dict[str, _Blob] = {}
         self._staged: dict[str, dict[bytes, bytes]] = {}
         self._sealed: set[str] = set()
+        self.probe = Probe()  # readiness: tell it to fail (``probe.error``) or to hang (``probe.stalled``)
+
+    async def check(self) -> None:
+        """Readiness: passes unless ``probe`` was told otherwise."""
+        await self.probe.check()
 
     def _commit(
         self, key: str, data: bytes, content_type: str, tags: Mapping[str, str] | None = None

@@ -29,6 +29,9 @@ class DelegatingPointerStore(PointerStore):
     def __init__(self, inner: PointerStore) -> None:
         self.inner = inner
 
+    async def check(self) -> None:
+        await self.inner.check()
+
     async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
         return await self.inner.create(pointer, event=event)
 

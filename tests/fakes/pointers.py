@@ -25,6 +25,7 @@ from fleet_artifacts.core.ports import (
     StoredRecord,
 )
 from tests.fakes.journal import MemoryJournal
+from tests.fakes.turns import Probe
 from tests.fakes.turns import turn as _turn
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -114,6 +115,11 @@ class MemoryPointerStore(PointerStore):
         self._pointers: dict[str, _PointerRow] = {}
         self._records: dict[tuple[str, str], _RecordRow] = {}
         self.journal = MemoryJournal()
+        self.probe = Probe()  # readiness: tell it to fail (``probe.error``) or to hang (``probe.stalled``)
+
+    async def check(self) -> None:
+        """Readiness: passes unless ``probe`` was told otherwise."""
+        await self.probe.check()
 
     @staticmethod
     def _row(pointer: Pointer) -> _PointerRow:
