@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from azure.core.credentials import AccessToken
 from azure.storage.blob import UserDelegationKey
 from azure.storage.blob.aio import BlobServiceClient
 
@@ -39,6 +38,7 @@ from fleet_artifacts.stores.azure_sas_query import DIRECT, SERVICE_VERSION
 from fleet_artifacts.stores.delegation import DelegationKeyCache
 from fleet_artifacts.stores.local_blob import LocalBlobStore
 from fleet_artifacts.stores.signing import UrlSigner
+from tests.fakes.credentials import StaticToken
 
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 AZURE = (
@@ -50,22 +50,6 @@ SECRET = b"k" * 32
 # Sign(blob name, content disposition) -> URL
 Sign = Callable[[str, str], Awaitable[str]]
 Blobs = list[tuple[str, str]]
-
-
-class StaticToken:
-    """An Entra ID credential stand-in: the delegation store never asks for a token here."""
-
-    async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
-        return AccessToken("unused", 2**31)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> StaticToken:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def stand_in_key() -> UserDelegationKey:

@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from azure.core.credentials import AccessToken
 from azure.storage.blob import UserDelegationKey, generate_blob_sas
 from azure.storage.blob._shared import constants as sdk_constants
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
@@ -46,6 +45,7 @@ from fleet_artifacts.stores.azure_sas import (
 )
 from fleet_artifacts.stores.azure_sas_query import DIRECT, SERVICE_VERSION, SasQuery, _Hmac, url_quote
 from fleet_artifacts.stores.delegation import DelegationKeyCache
+from tests.fakes.credentials import StaticToken
 
 # Azurite's published development key (the Azurite docs); it opens nothing anywhere else.
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -69,22 +69,6 @@ KEYS = [
     "fleet//double/slash/-log",
     "staging/p/j/1-data",
 ]
-
-
-class StaticToken:
-    """An Entra ID credential stand-in (azure-core's AsyncTokenCredential)."""
-
-    async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
-        return AccessToken("not-a-real-token", 2**31)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> StaticToken:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def delegation_key(value: str = "a2V5LW1hdGVyaWFsLWZvci10ZXN0cy1vbmx5LTAwMDA=") -> UserDelegationKey:

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from azure.core.credentials import AccessToken
 from azure.storage.blob import UserDelegationKey
 from azure.storage.blob.aio import BlobServiceClient
 
 from fleet_artifacts.stores.azure_blob import AzureBlobStore
 from fleet_artifacts.stores.delegation import DelegationKeyCache
+from tests.fakes.credentials import StaticToken
 
 
 class Clock:
@@ -91,22 +91,6 @@ async def test_concurrent_requests_share_one_fetch() -> None:
     cache = DelegationKeyCache(fetch, clock=clock)
     keys = await asyncio.gather(*(cache.key_valid_until(clock.now) for _ in range(20)))
     assert len(fetch.calls) == 1 and all(k is keys[0] for k in keys)
-
-
-class StaticToken:
-    """An Entra ID credential stand-in (implements azure-core's AsyncTokenCredential)."""
-
-    async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
-        return AccessToken("not-a-real-token", 2**31)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> StaticToken:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 async def test_entra_id_store_signs_a_user_delegation_sas() -> None:
