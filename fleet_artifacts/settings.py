@@ -71,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     block_size_bytes: int = 8 * MiB
     upload_concurrency: int = 4
     azure_retry_total: int = 3
+    connect_retries: int = 2  # Azure connection errors: retried briefly (0.5 s, 1 s), not like throttling
+    connect_timeout_seconds: float = 5.0  # connect timeout to Azure; also the time budget for retrying
     max_header_bytes: int = 64 * 1024
     header_timeout_seconds: int = 10
     log_level: str = "INFO"
@@ -99,6 +101,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "block_size_bytes": (64 * 1024, 4000 * MiB),
     "upload_concurrency": (1, 64),
     "azure_retry_total": (0, 10),
+    "connect_retries": (0, 10),
     "max_header_bytes": (4 * 1024, 1024 * 1024),
     "port": (0, 65535),
     "header_timeout_seconds": (1, 300),
@@ -114,6 +117,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
 }
 _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "ready_timeout_seconds": (0.1, 30.0),
+    "connect_timeout_seconds": (0.5, 120.0),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "blob_backend": ("local", "azure"),

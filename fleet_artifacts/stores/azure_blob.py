@@ -40,6 +40,7 @@ from fleet_artifacts.core.ports import BlobInfo, BlobStore, BlobWritten, StagedC
 from fleet_artifacts.settings import Settings
 from fleet_artifacts.stores.azure_blob_errors import translate
 from fleet_artifacts.stores.azure_copy import COPY_WAIT, copy_blob
+from fleet_artifacts.stores.azure_retry import FailFastRetry
 from fleet_artifacts.stores.azure_sas import CREATE_WRITE, READ, SAS_BACKDATE, BlobSasSigner
 from fleet_artifacts.stores.blob_tags import check_tags
 from fleet_artifacts.stores.delegation import DelegationKeyCache
@@ -91,7 +92,13 @@ class AzureBlobStore(BlobStore):
     def from_settings(cls, settings: Settings) -> AzureBlobStore:
         """Build the store from a connection string or an account URL + Entra ID."""
         options: dict[str, Any] = {
-            "retry_total": settings.azure_retry_total,
+            # Short waits for connection errors, the server's Retry-After for throttling (issue 15).
+            "retry_policy": FailFastRetry(
+                retry_total=settings.azure_retry_total,
+                connect_retries=settings.connect_retries,
+                connect_budget=settings.connect_timeout_seconds,
+            ),
+            "connection_timeout": settings.connect_timeout_seconds,  # transport kwarg; SDK default 20 s
             # Downloads stream in 4 MiB GETs; the SDK's default first GET of 32 MiB would be
             # held whole in memory for every concurrent download.
             "max_single_get_size": DOWNLOAD_CHUNK,

@@ -102,16 +102,22 @@ class CosmosPointerStore(CosmosJournal, PointerStore):
     def from_settings(cls, settings: Settings) -> CosmosPointerStore:
         """Build the store from ``cosmos_endpoint`` and ``cosmos_key`` (or Entra ID if no key).
 
-        The SDK's retry policy is kept; ``azure_retry_total`` sets its retry
-        count (for throttling and connection errors alike). Note that the SDK
-        reads 0 as "default" (9 throttling retries), not "no retries".
+        The SDK's retry policies are kept: ``azure_retry_total`` sets its 429 retries (honouring
+        ``x-ms-retry-after-ms``; 0 means its default, 9) and caps its connection retries, which
+        ``connect_retries`` sets (``retry_connect``/``retry_read`` of its ``_ConnectionRetryPolicy``).
 
         Raises:
             SettingsError: No Cosmos endpoint is configured.
         """
         if not settings.cosmos_endpoint:
             raise SettingsError(f"the cosmos pointer backend needs {PREFIX}COSMOS_ENDPOINT")
-        options: dict[str, Any] = {"retry_total": settings.azure_retry_total}
+        options: dict[str, Any] = {
+            "retry_total": settings.azure_retry_total,
+            "retry_connect": settings.connect_retries,
+            "retry_read": settings.connect_retries,
+            "retry_backoff_factor": 0.5,  # RetryMode.Fixed: 0 s, then 0.5 s apart (SDK default 1 s)
+            "connection_timeout": settings.connect_timeout_seconds,  # ConnectionPolicy.RequestTimeout
+        }
         credential: AsyncTokenCredential | None = None
         if settings.cosmos_key:
             client = CosmosClient(settings.cosmos_endpoint, settings.cosmos_key, **options)
