@@ -21,7 +21,6 @@ import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import msgspec
 
@@ -65,13 +64,13 @@ from fleet_artifacts.stores.local_files import (
     remove_blob,
     resolve_blocks,
     scan_committed,
-    spool,
     stage_file,
     staged_sizes,
     stream_range,
     temp_beside,
 )
 from fleet_artifacts.stores.local_locks import KeyLocks
+from fleet_artifacts.stores.local_writes import write_blob
 from fleet_artifacts.stores.signing import UrlSigner, url_path
 
 
@@ -252,40 +251,17 @@ class LocalBlobStore(HostedBlobStore):
         guard: Callable[[], Awaitable[None]] | None,
         tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
-        path = self.path_of(key)
-        checked = check_tags(tags)  # before a byte is spooled, not after the last
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        temp = temp_beside(path)
-        digest = hashlib.sha256()
-        size = 0
-
-        def measure(chunk: bytes) -> None:
-            nonlocal size
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge(max_bytes)
-            digest.update(chunk)
-
-        try:
-            out: BinaryIO = await asyncio.to_thread(open, temp, "xb")
-            try:
-                await spool(chunks, out, measure)
-            finally:
-                out.close()
-            # A new blob starts Hot with the tags it was written with, as a Put Blob on Azure.
-            meta = BlobMeta(content_type=content_type, sha256=digest.hexdigest(), tags=checked)
-            # The rename under the key's lock: seal() cannot slip in between the guard's check
-            # and it, nor set_tier() rewrite the sidecar of the bytes it replaces.
-            async with self._locks.hold(key):
-                if guard is not None:
-                    await guard()
-                await asyncio.to_thread(commit_files, temp, path, meta)
-        except OSError as exc:
-            raise Unavailable(f"local blob store: {exc.strerror or exc}") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return BlobWritten(size_bytes=size, sha256=digest.hexdigest())
+        # A new blob starts Hot with the tags it was written with, as a Put Blob on Azure; the tags
+        # are checked before a byte is spooled, not after the last.
+        meta = BlobMeta(content_type=content_type, sha256="", tags=check_tags(tags))
+        return await write_blob(
+            self.path_of(key),
+            chunks,
+            meta,
+            max_bytes=max_bytes,
+            locked=lambda: self._locks.hold(key),
+            guard=guard,
+        )
 
     async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Stream the file (or a range of it) in 1 MiB reads; Archived while its tier is Archive."""

@@ -193,6 +193,8 @@ async def spool(chunks: AsyncIterable[bytes], out: BinaryIO, on_chunk: Callable[
     pending_size = 0
     async for chunk in chunks:
         on_chunk(chunk)
+        if not chunk:  # a stream's closing empty chunk is no reason for a hop to a thread
+            continue
         pending.append(chunk)
         pending_size += len(chunk)
         if pending_size >= FLUSH_BYTES:
