@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
 
@@ -47,6 +47,7 @@ from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
 from fleet_artifacts.routes.hosts import LOOPBACK, trusted_hosts
 from fleet_artifacts.routes.log_lines import JsonFormatter, stderr_lines
+from fleet_artifacts.routes.metrics import Metrics, counting
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes.router import DOCS_ASSETS, docs_assets, route_handlers
 from fleet_artifacts.settings import Settings, SettingsError
@@ -104,15 +105,23 @@ def reload_on_sighup(auth: TokenAuthority) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, auth.reload)
 
 
-async def sweep_in_background(sweeper: Sweeper, interval: timedelta) -> None:
+async def sweep_in_background(
+    sweeper: Sweeper,
+    interval: timedelta,
+    *,
+    on_sweep: Callable[[Mapping[str, Sequence[str]]], None] | None = None,
+) -> None:
     """Every ``interval`` (the first after a random part of it), sweep if this replica gets the lease.
 
     The jitter spreads replicas started together; the lease makes one of them do the work.
+    ``on_sweep`` is told what each sweep of this replica did (the metrics count it).
     """
     await asyncio.sleep(random.uniform(1, max(1.0, min(60.0, interval.total_seconds()))))  # noqa: S311
     while True:
         try:
-            await sweeper.run_if_due(interval)
+            done = await sweeper.run_if_due(interval)
+            if done is not None and on_sweep is not None:
+                on_sweep(done)
         except Exception:
             log.exception("background sweep failed; the next interval tries again")
         await asyncio.sleep(interval.total_seconds())
@@ -139,6 +148,8 @@ def create_app(
     # Routes are fixed before the stores open: the signed /blobs/ routes exist exactly when the
     # configured blob store is one this service hosts (checked once the store is open).
     hosts_blobs = settings.blob_backend == "local"
+    # Off: no /metrics route and no counting wrapper, so requests pay nothing for them.
+    metrics = Metrics(token=settings.metrics_token) if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -171,7 +182,11 @@ def create_app(
             sweeping = None
             if settings.sweep_interval_seconds:
                 interval = timedelta(seconds=settings.sweep_interval_seconds)
-                sweeping = asyncio.create_task(sweep_in_background(Sweeper(kernel), interval))
+                sweeping = asyncio.create_task(
+                    sweep_in_background(
+                        Sweeper(kernel), interval, on_sweep=None if metrics is None else metrics.swept_once
+                    )
+                )
             try:
                 yield
             finally:
@@ -219,8 +234,12 @@ def create_app(
         log_exceptions="never",  # the problem handlers log what deserves it
     )
     audit.write_to(stderr_lines)
+    audit.count_signed_with(None if metrics is None else metrics.signed)
     app = Litestar(
-        route_handlers=[*route_handlers(hosted_blobs=hosts_blobs), docs_assets()],
+        route_handlers=[
+            *route_handlers(hosted_blobs=hosts_blobs, metrics=metrics is not None),
+            docs_assets(),
+        ],
         cors_config=cors_of(settings),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -232,11 +251,12 @@ def create_app(
         for route in app.routes
         if isinstance(route, HTTPRoute)
     }
+    app.state.metrics = metrics  # GET /metrics (routes/metrics.py) reads it
+    served = trusted_hosts(true_allow(app.asgi_handler, allowed), hosts_of(settings))
+    if metrics is not None:  # outside the hosts check: a refused Host is counted, as "unmatched"
+        served = counting(served, metrics)
     # Outermost, so unknown routes (404) and refused methods (405) get their line too.
-    app.asgi_handler = access_log(
-        trusted_hosts(true_allow(app.asgi_handler, allowed), hosts_of(settings)),
-        json=settings.log_format == "json",
-    )
+    app.asgi_handler = access_log(served, json=settings.log_format == "json")
     return app
 
 

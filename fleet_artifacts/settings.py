@@ -87,6 +87,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sweep_interval_seconds: int = 3600
     max_share_seconds: int = 30 * 24 * 3600
     ready_timeout_seconds: float = 2.0
+    metrics: bool = False  # GET /metrics (Prometheus) and the per-request counting behind it
+    metrics_token: str | None = None  # when set, /metrics needs it as a bearer token
 
 
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
@@ -201,7 +203,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             if choice not in _CHOICES[field]:
                 raise SettingsError(f"{name} must be one of {', '.join(_CHOICES[field])}")
             values[field] = choice
-        elif field == "cosmos_init_on_start":
+        elif field in ("cosmos_init_on_start", "metrics"):
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise SettingsError(f"{name} must be true or false")
             values[field] = raw.lower() in ("true", "1", "yes")
@@ -214,6 +216,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 raise SettingsError(f"{name}: {exc.detail}") from None
         elif field == "signing_key" and len(raw) < 32:
             raise SettingsError(f"{name} must be at least 32 characters")
+        elif field == "metrics_token" and (len(raw) < 16 or not raw.isprintable() or " " in raw):
+            raise SettingsError(f"{name} must be at least 16 printable characters, no spaces")
         elif field == "allowed_hosts":
             hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
             if not hosts or any(not _HOST.fullmatch(h) for h in hosts):
@@ -247,6 +251,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         digests = {entry.digest for entry in settings.tokens}
         if any(entry.digest in digests for entry in file_tokens):
             raise SettingsError(f"a token is in both {PREFIX}TOKENS and {PREFIX}TOKENS_FILE")
+    if settings.metrics_token is not None and not settings.metrics:
+        raise SettingsError(f"{PREFIX}METRICS_TOKEN is set but {PREFIX}METRICS is not true")
     if settings.sas_ttl_seconds > settings.max_sas_ttl_seconds:
         raise SettingsError(f"{PREFIX}SAS_TTL_SECONDS exceeds {PREFIX}MAX_SAS_TTL_SECONDS")
     if settings.default_retention_days > settings.max_retention_days:

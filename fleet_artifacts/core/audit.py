@@ -53,6 +53,20 @@ def write_to(writer: Writer | None) -> None:
     _write = log.info if writer is None else writer
 
 
+SignedCounter = Callable[[str, int], None]
+_count_signed: SignedCounter | None = None  # the app's metrics, when on: (permission, how many)
+
+
+def count_signed_with(counter: SignedCounter | None) -> None:
+    """Tell ``counter`` how many URLs of each permission are signed (None: tell no one).
+
+    The core knows no metrics library: the app passes its counter's ``inc`` in, as it does
+    the audit writer. Counted whether or not the audit logger is on.
+    """
+    global _count_signed
+    _count_signed = counter
+
+
 def audit(event: str, **fields: Any) -> None:
     """Log one audit line (skipped cheaply when the audit logger is off)."""
     if not log.isEnabledFor(logging.INFO):
@@ -79,6 +93,8 @@ def urls_signed(pointers: Sequence[Pointer], permission: str, expires_at: dateti
     bytes on the stream, one line per URL, but the logging machinery runs once, where it
     had cost a page more than the signing itself.
     """
+    if _count_signed is not None and pointers:
+        _count_signed(permission, len(pointers))
     if not pointers or not log.isEnabledFor(logging.INFO):
         return
     common = {"event": "url.signed", "time": utcnow().isoformat(), "actor": actor.get(), **_request()}

@@ -11,6 +11,7 @@ from fleet_artifacts.core.models import Health
 from fleet_artifacts.routes import archive, artifacts, downloads, jobs, lifecycle, shares, uploads
 from fleet_artifacts.routes.deps import authorizing
 from fleet_artifacts.routes.local_blobs import signed_blob, signed_blob_put
+from fleet_artifacts.routes.metrics import metrics_page
 from fleet_artifacts.routes.readiness import ready
 from fleet_artifacts.routes.sessions import UploadSessionController
 
@@ -30,8 +31,8 @@ def docs_assets() -> Router:
     )
 
 
-def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
-    """Every handler; the signed ``/blobs/`` routes only when this service hosts the blobs."""
+def route_handlers(*, hosted_blobs: bool, metrics: bool = False) -> list[ControllerRouterHandler]:
+    """Every handler; ``/blobs/`` only when this service hosts the blobs, ``/metrics`` when metrics are on."""
     # One Router for /fleet: Litestar merges the methods of one path only within one router.
     fleet = Router(
         path="/fleet",
@@ -80,4 +81,6 @@ def route_handlers(*, hosted_blobs: bool) -> list[ControllerRouterHandler]:
     ]
     if hosted_blobs:
         handlers.extend([signed_blob, signed_blob_put])
+    if metrics:
+        handlers.append(metrics_page)
     return handlers
