@@ -315,6 +315,9 @@ def serve(settings: Settings, host: str, port: int) -> int:
         # JSON: uvicorn's own lines go to the root logger, whose handler writes JSON (create_app).
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
+        # SIGTERM: stop accepting, let requests in flight finish for this long, then cancel them;
+        # a cancelled upload commits nothing (bytes first, pointer last: see README, Operating it).
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         http=bounded_protocol(settings.max_header_bytes, settings.header_timeout_seconds),
     )
 

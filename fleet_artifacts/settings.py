@@ -85,6 +85,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cold_after_days: int | None = None
     archive_after_days: int | None = None
     sweep_interval_seconds: int = 3600
+    shutdown_grace_seconds: int = 30  # SIGTERM: in-flight requests get this long to finish
     max_share_seconds: int = 30 * 24 * 3600
     ready_timeout_seconds: float = 2.0
     metrics: bool = False  # GET /metrics (Prometheus) and the per-request counting behind it
@@ -115,6 +116,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "cold_after_days": (1, 36500),
     "archive_after_days": (1, 36500),
     "sweep_interval_seconds": (0, 7 * 24 * 3600),
+    "shutdown_grace_seconds": (0, 3600),
     "max_share_seconds": (60, 366 * 24 * 3600),
 }
 _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
