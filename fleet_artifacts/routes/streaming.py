@@ -181,9 +181,14 @@ async def _primed(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         first = b""
 
     async def rest() -> AsyncIterator[bytes]:
-        if first:
-            yield first
-        async for chunk in body:
-            yield chunk
+        try:
+            if first:
+                yield first
+            async for chunk in body:
+                yield chunk
+        finally:  # at once when the client goes away, so the store's reads in flight stop with it
+            close = getattr(body, "aclose", None)
+            if close is not None:
+                await close()
 
     return rest()
