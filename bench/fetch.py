@@ -59,7 +59,7 @@ import httpx
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.servers import REPO, Azurite, azurite_binary, free_port, serve_process, wait_for_port
+from tests.servers import REPO, Azurite, azurite_binary, process_on_port, serve_process
 
 TOKEN = "bench-token-0123456789abcdef"
 AUTH = f"Authorization: Bearer {TOKEN}"
@@ -142,23 +142,9 @@ def serve_bare(port: int, bodies_file: Path) -> None:
 @contextlib.contextmanager
 def bare_process(bodies_file: Path, output: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The bare app in a process of its own (output to a file): its base URL and process."""
-    port = free_port()
-    with output.open("ab") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-bare", str(port), str(bodies_file)],
-            stdout=sink,
-            stderr=sink,
-        )
-        try:
-            wait_for_port(port, proc=proc)
-            yield f"http://127.0.0.1:{port}", proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    argv = [sys.executable, __file__, "--serve-bare"]
+    with process_on_port(lambda port: [*argv, str(port), str(bodies_file)], output=output) as served:
+        yield served
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.upload import AUTH, MiB, T, base_env, cpu_seconds, no_fsync_env, rotated
 from fleet_artifacts.client.transport import BulkTransport
-from tests.servers import REPO, free_port, serve_process, wait_for_port
+from tests.servers import REPO, free_port, process_on_port, serve_process, wait_for_port
 
 MLFLOW_ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
 
@@ -266,18 +266,9 @@ def floor_server(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``FLOOR_APP`` on a free port, storing under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "floor_app.py").write_text(FLOOR_APP)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(root / "floor_app.py"), str(port), str(root / "files")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    argv = [sys.executable, str(root / "floor_app.py")]
+    with process_on_port(lambda port: [*argv, str(port), str(root / "files")]) as served:
+        yield served
 
 
 @dataclass

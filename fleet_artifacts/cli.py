@@ -341,7 +341,9 @@ def serve(settings: Settings, host: str, port: int) -> int:
                     "bearerToken": token_note,
                     "docs": f"{origin}/docs",
                 }
-                print(msgspec.json.encode(banner).decode(), flush=True)
+                # One write: a line in two could be split by a log line written in between.
+                sys.stdout.write(msgspec.json.encode(banner).decode() + "\n")
+                sys.stdout.flush()
                 return
             print(
                 f"fleet-artifacts {__version__} listening on {origin}\n"

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,26 +157,39 @@ class ThreadedServer:
 
 
 @contextlib.contextmanager
-def serve_process(
-    env: dict[str, str], *, output: Path | None = None
+def process_on_port(
+    argv: Callable[[int], list[str]], *, env: dict[str, str] | None = None, output: Path | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real ``fleet-artifacts serve`` process on a free port: its URL and process.
+    """A server process started by ``argv(port)`` on a free loopback port: its URL and process.
 
-    Its stdout and stderr (banner, access and audit lines) are discarded, or appended to the
-    file ``output``: a file, not a pipe, since a pipe nobody drains fills and stalls the server.
+    Its stdout and stderr are discarded, or appended to the file ``output``: a file, not a pipe,
+    since a pipe nobody drains fills and stalls the server. Stopped (SIGTERM, then SIGKILL after
+    30 s) on the way out.
     """
     port = free_port()
     with contextlib.ExitStack() as stack:
         sink = subprocess.DEVNULL if output is None else stack.enter_context(output.open("ab"))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet_artifacts", "serve", "--port", str(port)],
-            env=env,
-            stdout=sink,
-            stderr=sink,
-        )
+        proc = subprocess.Popen(argv(port), env=env, stdout=sink, stderr=sink)
         try:
             wait_for_port(port, proc=proc)
             yield f"http://127.0.0.1:{port}", proc
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def serve_process(
+    env: dict[str, str], *, output: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``fleet-artifacts serve`` process on a free port: its URL and process.
+
+    Its output (banner, access and audit lines) is discarded, or appended to ``output``.
+    """
+    argv = [sys.executable, "-m", "fleet_artifacts", "serve", "--port"]
+    with process_on_port(lambda port: [*argv, str(port)], env=env, output=output) as served:
+        yield served
