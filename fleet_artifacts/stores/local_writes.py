@@ -2,7 +2,8 @@
 
 Either way the bytes are fsynced to a temp file beside the target, then renamed into place with
 their sidecar (``local_files.commit_files``) under the key's lock, after the caller's guard
-agreed; a crash leaves a temp file ``gc`` removes, never a half-written blob.
+agreed; a crash leaves at most a ``.tmp-`` file (never a half-written blob), which no sweep
+removes yet (tests/test_crashes.py records it).
 """
 
 from __future__ import annotations
