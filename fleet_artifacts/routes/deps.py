@@ -101,6 +101,9 @@ def needs(scope: Scope) -> dict[str, Any]:
     }
 
 
+_SERVICES = "fleet_artifacts.services"  # where ``authorizing`` leaves the services, in the scope's state
+
+
 def authorizing(app: ASGIApp) -> ASGIApp:
     """Route middleware: the token must be valid (401) and hold the operation's scope (403).
 
@@ -112,7 +115,8 @@ def authorizing(app: ASGIApp) -> ASGIApp:
 
     async def middleware(scope: AsgiScope, receive: Receive, send: Send) -> None:
         handler = scope["route_handler"]
-        auth = services_of(scope["litestar_app"].state).auth
+        services = services_of(scope["litestar_app"].state)
+        auth = services.auth
         header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
         needed = handler.opt.get("scope")
         if needed is None and scope.get("method") == "OPTIONS":
@@ -122,6 +126,7 @@ def authorizing(app: ASGIApp) -> ASGIApp:
         else:
             caller = auth.authorize(header, needed)
             scope["state"][CALLER] = caller
+            scope["state"][_SERVICES] = services  # looked up once per request: Call takes it from here
             audit_actor.set(caller.token_id)  # audit lines of this request name its token (by id)
         await app(scope, receive, send)
 
@@ -140,9 +145,12 @@ class Call:
 
     def __init__(self, request: AnyRequest) -> None:
         self._request = request
-        self.services = services_of(request.app.state)
-        caller = request.scope["state"].get(CALLER)
-        assert isinstance(caller, Caller), "the route is not behind authorizing"
+        state = request.scope["state"]
+        caller, services = state.get(CALLER), state.get(_SERVICES)
+        assert isinstance(caller, Caller) and isinstance(services, Services), (
+            "the route is not behind authorizing"
+        )
+        self.services = services
         self.product: str = caller.product
 
     @property
