@@ -305,8 +305,8 @@ TEMPS_STAY = pytest.mark.xfail(
     strict=True,
     raises=TempFilesLeft,
     reason="bug: an upload killed mid-body leaves its .tmp-<uuid> file beside the target on the local "
-    "backend (the bytes spooled past the first 4 MiB), and no gc step removes it (stores/local_writes.py "
-    "says a crash leaves a temp file gc removes; sweep_orphan_blobs only walks committed blobs)",
+    "backend (the bytes spooled past the first 4 MiB), and no gc step removes it "
+    "(sweep_orphan_blobs only walks committed blobs)",
 )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,14 @@ def lines(log: Path) -> list[dict[str, Any]]:
     return parsed
 
 
+def written_once(log: Path, found: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    """The log's lines once ``found`` holds of them: the access line is written after the answer is sent."""
+    deadline = time.monotonic() + 10
+    while not found(parsed := lines(log)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return parsed
+
+
 def test_a_sane_request_id_is_echoed_and_written_with_the_access_and_audit_lines(
     json_service: tuple[str, Path],
 ) -> None:
@@ -68,7 +77,9 @@ def test_a_sane_request_id_is_echoed_and_written_with_the_access_and_audit_lines
         fetched = c.get(f"/fleet/jobs/j-rid/artifacts/{made.json()['id']}", params={"expiresIn": "60"})
     rid = fetched.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{24}", rid), rid  # none sent: a new one
-    written = lines(log)
+    written = written_once(
+        log, lambda parsed: any(line.get("requestId") == rid for line in parsed if "route" in line)
+    )
     access = [line for line in written if line.get("logger") == "fleet_artifacts.access"]
     mine = [line for line in access if line.get("requestId") == rid]
     assert len(mine) == 1, access
@@ -105,7 +116,8 @@ def test_problem_documents_quote_the_request_id(json_service: tuple[str, Path]) 
     assert no_route.json()["requestId"] == no_route.headers["x-request-id"]
     foreign = httpx.get(f"{url}/health", headers={"Host": "evil.example", "X-Request-ID": "r-host"})
     assert (foreign.status_code, foreign.json()["requestId"]) == (400, "r-host")
-    refusals = [line for line in lines(log) if line.get("event") == "token.refused"]
+    written = written_once(log, lambda parsed: any(line.get("requestId") == "r-host" for line in parsed))
+    refusals = [line for line in written if line.get("event") == "token.refused"]
     assert any(line.get("requestId") == "r-401" for line in refusals), refusals
 
 
