@@ -86,6 +86,11 @@ def on_artifact(event: str, pointer: Pointer, **fields: Any) -> None:
     audit(event, product=pointer.product_id, artifactId=pointer.id, jobId=pointer.job_id, **fields)
 
 
+def _json_str(value: str) -> str:
+    """``value`` as a JSON string."""
+    return _encoder.encode(value).decode()
+
+
 def urls_signed(pointers: Sequence[Pointer], permission: str, expires_at: datetime) -> None:
     """A ``url.signed`` line per signed URL: what it grants, on which artifact, until when (never the URL).
 
@@ -98,18 +103,26 @@ def urls_signed(pointers: Sequence[Pointer], permission: str, expires_at: dateti
     if not pointers or not log.isEnabledFor(logging.INFO):
         return
     common = {"event": "url.signed", "time": utcnow().isoformat(), "actor": actor.get(), **_request()}
-    until = expires_at.isoformat()
+    # The lines differ only in product, artifactId and jobId: the rest is encoded once, and each
+    # line is spliced from JSON-encoded strings, in the key order one dict per line would give.
+    head = _encoder.encode(common)[:-1].decode() + ',"product":'
+    tail = ',"permission":' + _json_str(permission) + ',"expiresAt":"' + expires_at.isoformat() + '"}'
+    encoded: dict[str, str] = {}  # a page's product and job repeat on every line: encoded once
+
+    def enc(value: str) -> str:
+        found = encoded.get(value)
+        if found is None:
+            found = encoded[value] = _json_str(value)
+        return found
+
     lines = [
-        _encoder.encode(
-            {
-                **common,
-                "product": pointer.product_id,
-                "artifactId": pointer.id,
-                "jobId": pointer.job_id,
-                "permission": permission,
-                "expiresAt": until,
-            }
-        ).decode()
+        head
+        + enc(pointer.product_id)
+        + ',"artifactId":'
+        + _json_str(pointer.id)
+        + ',"jobId":'
+        + enc(pointer.job_id)
+        + tail
         for pointer in pointers
     ]
     _write("\n".join(lines))
