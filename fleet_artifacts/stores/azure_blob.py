@@ -14,11 +14,10 @@ Copy Blob, waited for (``azure_copy``); SAS signing is in ``azure_sas``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +38,7 @@ from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import BlobInfo, BlobStore, BlobWritten, StagedChunk, chunk_block_id
 from fleet_artifacts.settings import Settings
 from fleet_artifacts.stores.azure_blob_errors import translate
+from fleet_artifacts.stores.azure_blocks import BlockCutter, stage_blocks
 from fleet_artifacts.stores.azure_copy import COPY_WAIT, copy_blob
 from fleet_artifacts.stores.azure_reads import read_ahead
 from fleet_artifacts.stores.azure_retry import FailFastRetry
@@ -147,10 +147,28 @@ class AzureBlobStore(BlobStore):
         max_bytes: int,
         tags: Mapping[str, str] | None = None,
     ) -> BlobWritten:
-        """Stage ``chunks`` as blocks (several in flight), then commit them at once, with ``tags``."""
+        """Stage ``chunks`` as blocks (several in flight), then commit them at once, with ``tags``.
+
+        A stream that fits in one block goes up as one Put Blob instead: one round trip where
+        staging and committing took two (a 1 MiB upload took half the time on Azurite).
+        """
         checked = check_tags(tags)
+        blocks = BlockCutter(chunks, block_size=self._block_size, max_bytes=max_bytes)
+        first = await blocks.next()
+        second = None if first is None or len(first) < self._block_size else await blocks.next()
+        if second is None:
+            sha256 = await blocks.sha256()
+            try:
+                await self._put(key, first or b"", content_type=content_type, sha256=sha256, tags=checked)
+                return BlobWritten(size_bytes=blocks.size, sha256=sha256)
+            except Archived:
+                # Put Blob cannot replace an archived blob (409 BlobArchived); a block list can.
+                pass
         staged = await self._stage(
-            key, chunks, max_bytes=max_bytes, block_id=lambda index, _: _block_id(index)
+            key,
+            blocks,
+            block_id=lambda index, _: _block_id(index),
+            ready=[block for block in (first, second) if block],
         )
         await self._commit(
             key, staged.block_ids, content_type=content_type, sha256=staged.sha256, tags=checked
@@ -167,9 +185,8 @@ class AzureBlobStore(BlobStore):
         self, key: str, *, offset: int, nonce: str, chunks: AsyncIterable[bytes], max_bytes: int
     ) -> StagedChunk:
         """Stage a chunk as uncommitted blocks named by their absolute offset and ``nonce``."""
-        return await self._stage(
-            key, chunks, max_bytes=max_bytes, block_id=lambda _, start: chunk_block_id(offset + start, nonce)
-        )
+        blocks = BlockCutter(chunks, block_size=self._block_size, max_bytes=max_bytes)
+        return await self._stage(key, blocks, block_id=lambda _, start: chunk_block_id(offset + start, nonce))
 
     async def commit_chunks(
         self,
@@ -204,58 +221,37 @@ class AzureBlobStore(BlobStore):
     async def _stage(
         self,
         key: str,
-        chunks: AsyncIterable[bytes],
+        blocks: BlockCutter,
         *,
-        max_bytes: int,
         block_id: Callable[[int, int], str],
+        ready: Sequence[bytes] = (),
     ) -> StagedChunk:
-        """Cut ``chunks`` into blocks and stage them, ``concurrency`` in flight; nothing is committed.
-
-        ``block_id(index, start)`` names the block at that index and byte offset of the stream.
-        """
+        """Stage ``ready``, then the rest of ``blocks``, several in flight; nothing is committed."""
         blob = self._container.get_blob_client(key)
-        digest = hashlib.sha256()
-        size = 0
-        buffer = bytearray()
-        block_ids: list[str] = []
-        in_flight: set[asyncio.Task[None]] = set()
+        with translate(f"stage blocks of {key}"):
+            return await stage_blocks(
+                blob,
+                blocks,
+                concurrency=self._concurrency,
+                max_blocks=MAX_BLOCKS,
+                block_id=block_id,
+                ready=ready,
+            )
 
-        async def stage(one_id: str, data: bytes) -> None:
-            with translate(f"stage block of {key}"):
-                await blob.stage_block(one_id, data, length=len(data))
-
-        async def submit(data: bytes) -> None:
-            if len(block_ids) >= MAX_BLOCKS:
-                raise PayloadTooLarge(max_bytes)
-            while len(in_flight) >= self._concurrency:
-                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    in_flight.discard(task)
-                    task.result()
-            block_ids.append(block_id(len(block_ids), size - len(buffer)))
-            in_flight.add(asyncio.create_task(stage(block_ids[-1], data)))
-
-        try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(max_bytes)
-                digest.update(chunk)
-                buffer += chunk
-                while len(buffer) >= self._block_size:
-                    await submit(bytes(buffer[: self._block_size]))
-                    del buffer[: self._block_size]
-            if buffer:
-                await submit(bytes(buffer))
-                buffer.clear()
-            for task in asyncio.as_completed(list(in_flight)):
-                await task
-            in_flight.clear()
-        finally:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
-        return StagedChunk(block_ids=block_ids, size_bytes=size, sha256=digest.hexdigest())
+    async def _put(
+        self, key: str, data: bytes, *, content_type: str, sha256: str, tags: dict[str, str]
+    ) -> None:
+        blob = self._container.get_blob_client(key)
+        with translate(f"put {key}"):
+            # One Put Blob: the blob appears whole, with its tags and digest, or not at all.
+            await blob.upload_blob(
+                data,
+                length=len(data),
+                overwrite=True,
+                content_settings=ContentSettings(content_type=content_type),
+                metadata={"sha256": sha256},
+                tags=tags or None,
+            )
 
     async def _commit(
         self, key: str, block_ids: list[str], *, content_type: str, sha256: str | None, tags: dict[str, str]
@@ -374,6 +370,10 @@ class AzureBlobStore(BlobStore):
         with contextlib.suppress(NotFound), translate(f"discard staged blocks of {key}"):
             await blob.commit_block_list([])
             await blob.delete_blob()
+
+    async def sweep_temporaries(self, *, older_than: datetime, dry_run: bool = False) -> list[str]:
+        """None here: writes spool no temp file, and Azure drops uncommitted blocks after 7 days."""
+        return []
 
     async def sign_read_url(
         self, key: str, *, expires_at: datetime, content_disposition: str, content_type: str
