@@ -82,13 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument(
         "--orphans",
         action="store_true",
-        help="remove committed blobs that no pointer names (left by a crash between the two writes)",
+        help="remove committed blobs that no pointer names (left by a crash between the two writes), "
+        "and temp files of writes killed mid-stream once a day untouched (local backend)",
     )
     gc.add_argument(
         "--grace-seconds",
         type=int,
         default=3600,
-        help="orphans: leave blobs younger than this alone (default 3600)",
+        help="orphans: leave blobs younger than this alone (default 3600; temp files always wait a day)",
     )
     gc.add_argument("--dry-run", action="store_true", help="list what would be done, change nothing")
     token = commands.add_parser(
@@ -160,7 +161,7 @@ _STEP_FLAGS = {
     "tiers": ["tiers"],
     "restores": ["restores"],
     "stale_uploads": ["stale-uploads", "sessions", "keys", "shares", "events"],
-    "orphans": ["orphans"],
+    "orphans": ["orphans", "temps"],
 }
 
 

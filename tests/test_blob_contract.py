@@ -29,6 +29,7 @@ from fleet_artifacts.core.hosted import HostedBlobStore
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import BlobStore
 from fleet_artifacts.stores.azure_copy import copy_blob
+from fleet_artifacts.stores.local_blob import LocalBlobStore
 from fleet_artifacts.stores.signing import UrlSigner
 from tests.conftest import BLOB_BACKENDS, blob_server
 from tests.fakes import MemoryBlobStore
@@ -618,6 +619,77 @@ async def test_the_copy_outlives_its_source(blobs: BlobStore) -> None:
     info = await blobs.info(target)
     assert info is not None and info.sha256 == hashlib.sha256(data).hexdigest()
     assert [k async for k, _ in blobs.committed(target)] == [target]
+
+
+MiB = 1024 * 1024
+
+
+async def pausing(data: bytes, at: int, paused: asyncio.Event, resume: asyncio.Event) -> AsyncIterator[bytes]:
+    """``data`` in 256 KiB chunks, waiting at byte ``at`` (``paused`` set) until ``resume`` is set.
+
+    Past 4 MiB, the local backend is spooling the write to a temp file by then.
+    """
+    async for chunk in chunks_of(data[:at], 256 * 1024):
+        yield chunk
+    paused.set()
+    await resume.wait()
+    yield data[at:]
+
+
+async def test_sweeping_temporaries_spares_blobs_staged_blocks_and_a_write_in_flight(
+    blobs: BlobStore,
+) -> None:
+    done, staged, flying = key(), key(), key()
+    await blobs.write(done, chunks_of(b"done", 2), content_type="a/b", max_bytes=10)
+    chunk = await blobs.stage_chunk(
+        staged, offset=0, nonce="abcd1234", chunks=chunks_of(b"staged", 3), max_bytes=100
+    )
+    data, paused, resume = secrets.token_bytes(6 * MiB), asyncio.Event(), asyncio.Event()
+    writing = asyncio.create_task(
+        blobs.write(flying, pausing(data, 5 * MiB, paused, resume), content_type="a/b", max_bytes=10**9)
+    )
+    await asyncio.wait_for(paused.wait(), 30)
+    # A write in flight touched its temporaries moments ago: a sweep of older ones leaves them.
+    assert await blobs.sweep_temporaries(older_than=utcnow() - timedelta(minutes=1)) == []
+    resume.set()
+    written = await asyncio.wait_for(writing, 60)
+    assert written.sha256 == hashlib.sha256(data).hexdigest() and await read_all(blobs, flying) == data
+    # At rest a store holds no temporaries (every write cleaned up after itself), and neither a
+    # blob nor a staged block is one, however old it is.
+    assert await blobs.sweep_temporaries(older_than=utcnow() + timedelta(days=1)) == []
+    assert await read_all(blobs, done) == b"done"
+    committed = await blobs.commit_chunks(staged, chunk.block_ids, content_type="a/b", max_bytes=100)
+    assert committed.size_bytes == len(b"staged") and await read_all(blobs, staged) == b"staged"
+
+
+async def test_a_write_whose_temporaries_were_swept_lands_whole_or_not_at_all(blobs: BlobStore) -> None:
+    k, old = key(), b"old bytes"
+    await blobs.write(k, chunks_of(old, 3), content_type="text/old", max_bytes=100)
+    data, paused, resume = secrets.token_bytes(6 * MiB), asyncio.Event(), asyncio.Event()
+    writing = asyncio.create_task(
+        blobs.write(k, pausing(data, 5 * MiB, paused, resume), content_type="text/new", max_bytes=10**9)
+    )
+    await asyncio.wait_for(paused.wait(), 30)
+    # As if the writer had been silent past any grace: the sweep takes what it spooled so far.
+    later = utcnow() + timedelta(minutes=1)
+    would = await blobs.sweep_temporaries(older_than=later, dry_run=True)
+    swept = await blobs.sweep_temporaries(older_than=later)
+    assert swept == would  # a dry run names exactly what goes, and removes nothing
+    assert await blobs.sweep_temporaries(older_than=later) == []  # each removal is reported once
+    if isinstance(blobs, LocalBlobStore):  # the backend that spools: the case is not vacuous there
+        assert len(swept) == 1 and swept[0].rsplit("/", 1)[-1].startswith(".tmp-")
+    assert {name async for name, _ in blobs.committed("")} == {k}  # never a blob, swept or not
+    resume.set()
+    try:
+        written = await asyncio.wait_for(writing, 60)
+    except (Unavailable, Conflict):  # the write lost its bytes: nothing of it lands
+        info = await blobs.info(k)
+        assert info is not None and info.content_type == "text/old"
+        assert info.sha256 == hashlib.sha256(old).hexdigest() and await read_all(blobs, k) == old
+    else:  # nothing was swept from under it
+        assert written.sha256 == hashlib.sha256(data).hexdigest() and await read_all(blobs, k) == data
+        info = await blobs.info(k)
+        assert info is not None and info.content_type == "text/new" and info.sha256 == written.sha256
 
 
 async def test_check_passes_on_a_working_store_and_writes_nothing(blobs: BlobStore) -> None:

@@ -4,13 +4,15 @@ Real processes only: Azurite, ``fleet-artifacts serve`` and ``fleet-artifacts gc
 before, during or after the interesting moment, so the tests assert what must hold in every case:
 an acknowledged write survives, no pointer names missing bytes (every listed artifact downloads with
 its sha256), a repeated job DELETE finishes, and one ``gc`` run leaves no committed blob that no
-pointer names (uncommitted blocks, and the local backend's temp files, are not blobs).
+pointer names (uncommitted blocks, and the local backend's temp files, are not blobs). The temp
+files of uploads killed mid-body go too, by a ``gc`` run once they are past the sweep's grace.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import subprocess
@@ -20,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,9 @@ import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from fleet_artifacts.core.clock import utcnow
 from fleet_artifacts.core.keys import staging_key
+from fleet_artifacts.core.sweeper import TEMP_GRACE
 from tests.conftest import TOKEN_A
 from tests.helpers import assert_problem, clean_env
 from tests.servers import Azurite, serve_process
@@ -100,6 +105,11 @@ class Stores:
             )
         with BlobServiceClient.from_connection_string(self.azurite.connection_string) as svc:
             return sorted(b.name for b in svc.get_container_client(self.container).list_blobs())
+
+    def temp_files(self) -> list[Path]:
+        """The local backend's temp files (``.tmp-<uuid>``): beside blobs and among staged blocks."""
+        roots = [self.data_dir / "blobs", self.data_dir / "staging"]
+        return sorted(path for root in roots for path in root.rglob(".tmp-*") if path.is_file())
 
     def orphans(self) -> list[str]:
         """Committed blobs no pointer needs: not a pointer's blob, nor the staging blob of an upload."""
@@ -301,16 +311,7 @@ class TempFilesLeft(AssertionError):
     """The local backend's temp files of killed uploads outlived ``gc``."""
 
 
-TEMPS_STAY = pytest.mark.xfail(
-    strict=True,
-    raises=TempFilesLeft,
-    reason="bug: an upload killed mid-body leaves its .tmp-<uuid> file beside the target on the local "
-    "backend (the bytes spooled past the first 4 MiB), and no gc step removes it "
-    "(sweep_orphan_blobs only walks committed blobs)",
-)
-
-
-@pytest.mark.parametrize("backend", ["azure", pytest.param("local", marks=TEMPS_STAY)])
+@pytest.mark.parametrize("backend", ["azure", "local"])
 def test_service_killed_during_proxied_uploads(
     request: pytest.FixtureRequest, backend: str, tmp_path: Path
 ) -> None:
@@ -359,9 +360,22 @@ def test_service_killed_during_proxied_uploads(
         assert stores.orphans() == [], out
         assert check_listed(url, job, sent) == listed  # gc removed nothing a pointer names
     if backend == "local":  # the slow clients had sent over 4 MiB: their bytes were spooling to disk
-        temps = [p.name for p in (stores.data_dir / "blobs").rglob(".tmp-*")]
+        # Right after the crash a killed upload's temp file looks like a live upload's on another
+        # replica (touched moments ago), so that gc run kept them.
+        left = stores.temp_files()
+        assert left, out
+        then = (utcnow() - TEMP_GRACE - timedelta(minutes=1)).timestamp()
+        for path in left:  # a day on, untouched since the kill
+            os.utime(path, (then, then))
+        out = stores.gc()
+        swept = {line.removeprefix("temps ") for line in out.splitlines() if line.startswith("temps ")}
+        assert swept == {path.relative_to(stores.data_dir).as_posix() for path in left}, out
+        temps = [path.name for path in stores.temp_files()]
         if temps:
             raise TempFilesLeft(f"{len(temps)} temp files of killed uploads outlived gc: {temps}")
+        assert stores.orphans() == [], out
+        with stores.serve() as (url, _):
+            assert check_listed(url, job, sent) == listed  # the temps' sweep took nothing a pointer names
 
 
 # 2b. The service killed right after direct uploads' finalize calls were sent.

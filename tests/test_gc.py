@@ -1,7 +1,8 @@
-"""Sweeping orphan blobs: blobs that no pointer names, past a grace period."""
+"""Sweeping orphan blobs (no pointer names them) and temp files of killed writes, past grace periods."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,7 +18,11 @@ from fleet_artifacts.core.gc import sweep_orphan_blobs
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.models import ArtifactKind, ArtifactStatus, CheckedMeta, Pointer
 from fleet_artifacts.core.ports import IdempotencyRecord
+from fleet_artifacts.core.sweeper import TEMP_GRACE, Sweeper
 from fleet_artifacts.settings import Settings, load_settings
+from fleet_artifacts.stores.local_blob import LocalBlobStore
+from fleet_artifacts.stores.local_temps import temp_name
+from tests.fakes import MemoryPointerStore
 from tests.helpers import clean_env, upload_raw
 
 
@@ -80,6 +85,11 @@ async def test_gc_cli_reports_each_step_and_dry_run_removes_nothing(tmp_path: Pa
         await blobs.write(orphan, once(b"no pointer"), content_type="text/plain", max_bytes=100)
     old = past.timestamp()
     os.utime(settings.data_dir / "blobs" / orphan, (old, old))  # past the grace period
+    # A write killed mid-stream left a temp file beside the orphan days ago; a live write has one too.
+    killed, live = (settings.data_dir / "blobs" / orphan).with_name(temp_name()), temp_name()
+    killed.write_bytes(b"spooled before the kill")
+    os.utime(killed, (old, old))
+    (killed.parent / live).write_bytes(b"still arriving")
 
     def gc(*extra: str) -> list[str]:
         run = subprocess.run(
@@ -96,18 +106,58 @@ async def test_gc_cli_reports_each_step_and_dry_run_removes_nothing(tmp_path: Pa
         f"would: stale-uploads {stale.blob_key}",
         "would: keys j/idem-x",
         f"would: orphans {orphan}",
+        f"would: temps {killed.relative_to(settings.data_dir).as_posix()}",  # blobs/fleet/p/j/.tmp-…
         "would do: 0 expired, 0 tiers, 0 restores, 1 stale-uploads, 0 sessions, 1 keys, 0 shares, 0 events,"
-        " 1 orphans",
+        " 1 orphans, 1 temps",
     ]
-    # The step flags choose steps (--stale-uploads: uploads, sessions and keys); none: every step.
+    # The step flags choose steps (--stale-uploads: uploads, sessions and keys; --orphans: orphans
+    # and temp files); none: every step.
     assert gc("--dry-run", "--stale-uploads", "--orphans") == [
-        *expected[:3],
-        "would do: 1 stale-uploads, 0 sessions, 1 keys, 0 shares, 0 events, 1 orphans",
+        *expected[:4],
+        "would do: 1 stale-uploads, 0 sessions, 1 keys, 0 shares, 0 events, 1 orphans, 1 temps",
     ]
     assert gc("--dry-run") == expected
     assert gc("--dry-run") == expected  # a dry run removed nothing
     assert gc() == [line.replace("would: ", "").replace("would do:", "done:") for line in expected]
-    assert gc() == [
+    assert gc("--grace-seconds", "0") == [  # orphans of any age; a live write's temp file stays
         "done: 0 expired, 0 tiers, 0 restores, 0 stale-uploads, 0 sessions, 0 keys, 0 shares, 0 events,"
-        " 0 orphans"
+        " 0 orphans, 0 temps"
     ]
+    assert not killed.exists() and (killed.parent / live).exists()
+
+
+async def test_temp_files_go_once_a_day_untouched_each_removed_by_one_sweep(
+    local_blobs: LocalBlobStore,
+) -> None:
+    blob = f"fleet/p/j/{'c' * 32}-log"
+    await local_blobs.write(blob, once(b"kept"), content_type="text/plain", max_bytes=100)
+    staging = local_blobs.staging_dir(blob)
+    staging.mkdir(parents=True)
+    # What writes killed mid-stream leave (beside a blob, among staged blocks), and a live write's.
+    beside, among = local_blobs.path_of(blob).with_name(temp_name()), staging / temp_name()
+    live = local_blobs.path_of(blob).with_name(temp_name())
+    for path in (beside, among, live):
+        path.write_bytes(b"partial")
+
+    def untouched_for(age: timedelta) -> None:
+        then = (utcnow() - age).timestamp()  # the sweep's clock is the wall clock here
+        for path in (beside, among):
+            os.utime(path, (then, then))
+
+    kernel = Kernel(local_blobs, MemoryPointerStore())
+    untouched_for(TEMP_GRACE - timedelta(minutes=5))
+    assert await Sweeper(kernel).sweep(steps=["temps"]) == {"temps": []}  # within the grace: kept
+    untouched_for(TEMP_GRACE + timedelta(minutes=1))
+    assert [key async for key, _ in local_blobs.committed("")] == [blob]  # a temp is never a blob
+    expected = sorted(path.relative_to(local_blobs.root.parent).as_posix() for path in (beside, among))
+    assert sorted((await Sweeper(kernel).sweep(steps=["temps"], dry_run=True))["temps"]) == expected
+    assert beside.exists() and among.exists()  # a dry run removes nothing
+    # Two replicas sweep the one directory at once: each temp file goes once, named by one sweep.
+    other = LocalBlobStore(local_blobs.root, local_blobs.signer, url_prefix=local_blobs.url_prefix)
+    done = await asyncio.gather(
+        Sweeper(kernel).sweep(steps=["temps"]),
+        Sweeper(Kernel(other, MemoryPointerStore())).sweep(steps=["temps"]),
+    )
+    assert sorted(name for one in done for name in one["temps"]) == expected
+    assert not beside.exists() and not among.exists() and live.exists()
+    assert b"".join([chunk async for chunk in local_blobs.read(blob)]) == b"kept"

@@ -130,7 +130,7 @@ async def test_tier_moves_by_age_keep_forever_through_sweeps_and_a_second_sweep_
     assert await blob_info(w.settings, gone["blobKey"]) is None
     nothing = (
         "done: 0 expired, 0 tiers, 0 restores, 0 stale-uploads, 0 sessions, 0 keys, 0 shares, 0 events,"
-        " 0 orphans"
+        " 0 orphans, 0 temps"
     )
     assert gc(w.settings) == [nothing]
     # A restore is not undone by the next sweep: age counts from the restore.

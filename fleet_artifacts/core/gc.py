@@ -120,6 +120,19 @@ async def sweep_orphan_blobs(kernel: Kernel, *, older_than: datetime, dry_run: b
     return removed
 
 
+async def sweep_temporaries(kernel: Kernel, *, older_than: datetime, dry_run: bool = False) -> list[str]:
+    """Remove what writes killed mid-stream left in the blob store, untouched since ``older_than``.
+
+    The local backend's temp files (Azure has none: it drops uncommitted blocks itself). No
+    pointer names them, so unlike orphans nothing is looked up: their age alone says that their
+    writer is dead, which is why ``older_than`` lies far behind any pause of a live upload.
+    """
+    removed = await kernel.blobs.sweep_temporaries(older_than=older_than, dry_run=dry_run)
+    for name in () if dry_run else removed:
+        log.info("removed temp file %s (untouched since before %s)", name, older_than.isoformat())
+    return removed
+
+
 def _names(pointer: Pointer, key: str) -> bool:
     """Whether ``pointer`` still needs the blob ``key``: its own, or its upload's staging blob."""
     if key.startswith(STAGING_PREFIX):

@@ -203,6 +203,18 @@ class BlobStore(abc.ABC):
         """Drop blocks staged for ``key`` but never committed (an abandoned direct upload)."""
 
     @abc.abstractmethod
+    async def sweep_temporaries(self, *, older_than: datetime, dry_run: bool = False) -> list[str]:
+        """Remove what writes killed mid-stream left outside every blob, untouched since ``older_than``.
+
+        The local backend's spooled temp files; a store that spools nothing (Azure drops
+        uncommitted blocks by itself) returns ``[]``. Never a committed blob or a staged block,
+        whatever its age. A write in flight keeps touching its temporaries, so a caller puts
+        ``older_than`` far behind any pause of a live write; replicas may sweep at once, each
+        returning only what it removed. Returns names (no blob key) of what was removed, or
+        would be with ``dry_run``.
+        """
+
+    @abc.abstractmethod
     async def check(self) -> None:
         """Readiness: return if the store can serve now, else raise the project's error saying why.
 

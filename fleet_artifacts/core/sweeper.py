@@ -9,6 +9,7 @@
     shares        expired share links
     events        journal events older than EVENT_RETENTION_DAYS (Cosmos: its ttl does it)
     orphans       committed blobs no pointer names, past a grace period
+    temps         what writes killed mid-stream left beside the blobs (local temp files), a day old
 
 Every step claims a pointer by etag before it acts (``Kernel.retire``, ``move_tier``,
 ``settle_restore``), so two sweeps at once never act twice on one artifact and a sweep
@@ -32,6 +33,7 @@ from fleet_artifacts.core.gc import (
     sweep_orphan_blobs,
     sweep_stale_uploads,
     sweep_statuses,
+    sweep_temporaries,
 )
 from fleet_artifacts.core.kernel import Kernel
 from fleet_artifacts.core.lifecycle import move_tier, warmer_tiers
@@ -40,20 +42,48 @@ from fleet_artifacts.core.ports import NEVER, SweepLease
 
 log = logging.getLogger(__name__)
 
-STEPS = ("expired", "tiers", "restores", "stale-uploads", "sessions", "keys", "shares", "events", "orphans")
+STEPS = (
+    "expired",
+    "tiers",
+    "restores",
+    "stale-uploads",
+    "sessions",
+    "keys",
+    "shares",
+    "events",
+    "orphans",
+    "temps",
+)
 LEASE_JOB = "~service"  # the lease's partition: no job id can be it (ids start with a letter or digit)
 LEASE_ID = "sweep-lease"
 _EXPIRING = (ArtifactStatus.ACTIVE, ArtifactStatus.ARCHIVED, ArtifactStatus.RESTORING, ArtifactStatus.DELETED)
 _BATCH = 500
+# A temp file's age is how long its writer has been silent: a live upload grows it with every MiB
+# it receives and renames it moments after its last byte. No setting bounds that silence (the
+# header timeout ends with the request head), but no client or proxy keeps a body silent for
+# hours; a day is far past that and past any clock skew between replicas sharing the directory,
+# and costs only a dead upload's bytes on disk until then. Not the orphans' grace: that one is
+# about a pointer write in flight, and an operator may set it to 0 beside a running service.
+TEMP_GRACE = timedelta(days=1)
 
 
 class Sweeper:
     """Runs the sweep steps against one kernel's stores."""
 
-    def __init__(self, kernel: Kernel, *, orphan_grace: timedelta = timedelta(hours=1)) -> None:
-        """Sweep with ``kernel``'s limits; orphans younger than ``orphan_grace`` are left alone."""
+    def __init__(
+        self,
+        kernel: Kernel,
+        *,
+        orphan_grace: timedelta = timedelta(hours=1),
+        temp_grace: timedelta = TEMP_GRACE,
+    ) -> None:
+        """Sweep with ``kernel``'s limits; orphans younger than ``orphan_grace`` are left alone.
+
+        So are temp files untouched for less than ``temp_grace``.
+        """
         self.kernel = kernel
         self.orphan_grace = orphan_grace
+        self.temp_grace = temp_grace
         self.holder = secrets.token_hex(8)
 
     async def sweep(
@@ -107,7 +137,9 @@ class Sweeper:
             return await sweep_expired_shares(kernel, now=at, dry_run=dry_run)
         if step == "events":
             return await self.old_events(at, dry_run=dry_run)
-        return await sweep_orphan_blobs(kernel, older_than=at - self.orphan_grace, dry_run=dry_run)
+        if step == "orphans":
+            return await sweep_orphan_blobs(kernel, older_than=at - self.orphan_grace, dry_run=dry_run)
+        return await sweep_temporaries(kernel, older_than=at - self.temp_grace, dry_run=dry_run)
 
     async def tier_moves(self, now: datetime, *, dry_run: bool = False) -> list[str]:
         """Move ACTIVE artifacts older than a threshold to that tier, coldest threshold first."""

@@ -70,6 +70,7 @@ from fleet_artifacts.stores.local_files import (
     temp_beside,
 )
 from fleet_artifacts.stores.local_locks import KeyLocks
+from fleet_artifacts.stores.local_temps import sweep_temps
 from fleet_artifacts.stores.local_writes import write_blob
 from fleet_artifacts.stores.signing import UrlSigner, url_path
 
@@ -95,6 +96,13 @@ class LocalBlobStore(HostedBlobStore):
     async def discard_uncommitted(self, key: str) -> None:
         """Remove the blocks staged for ``key``."""
         await asyncio.to_thread(shutil.rmtree, self.staging_dir(key), ignore_errors=True)
+
+    async def sweep_temporaries(self, *, older_than: datetime, dry_run: bool = False) -> list[str]:
+        """Remove temp files untouched since ``older_than``, beside blobs and among staged blocks."""
+        roots = (self.root, self.staging_root)
+        return await asyncio.to_thread(
+            sweep_temps, self.root.parent, roots, older_than=older_than, dry_run=dry_run
+        )
 
     async def committed(self, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
         """Walk the blob root for committed files under ``prefix`` (not sidecars, not temps)."""

@@ -7,6 +7,7 @@ named by the id's bytes in hex (never the id itself): ``<hex id>.block``. What A
 beside a blob's bytes (content type, digest, access tier, index tags) is a JSON sidecar,
 ``<name>.meta``, written the same way. A copy of a blob is spooled from the source's open
 file the same way too. Keys are resolved to paths (never leaving the root) here as well.
+How temp files are named, and the sweep of those a killed write left, is ``local_temps``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import functools
 import os
 import shutil
 import stat
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ import msgspec
 from fleet_artifacts.core.errors import Conflict, InvalidInput, PayloadTooLarge, Unavailable
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import MAX_BLOCK_BYTES
+from fleet_artifacts.stores.local_temps import is_temp, temp_name
 
 # Beside a blob: its properties and tags (.meta), and whether its write URLs are dead (.sealed).
 SIDECARS = (".meta", ".sealed")
@@ -136,11 +137,15 @@ def scan_committed(root: Path, prefix: str) -> list[tuple[str, datetime]]:
     found = []
     for path in root.rglob("*"):
         name = path.name
-        if not path.is_file() or name.endswith(SIDECARS) or name.startswith(".tmp-"):
+        if not path.is_file() or name.endswith(SIDECARS) or is_temp(name):
             continue
         key = path.relative_to(root).as_posix()
         if key.startswith(prefix):
-            found.append((key, datetime.fromtimestamp(path.stat().st_mtime, UTC)))
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:  # deleted since the walk saw it (a DELETE beside the sweep)
+                continue
+            found.append((key, datetime.fromtimestamp(modified, UTC)))
     return found
 
 
@@ -153,7 +158,7 @@ def _plain(key: str) -> bool:
         or "\0" in key
         or any(part in ("", ".", "..") for part in parts)
         or key.endswith(SIDECARS)
-        or parts[-1].startswith(".tmp-")
+        or is_temp(parts[-1])
     )
 
 
@@ -184,7 +189,7 @@ def block_file(block_id: bytes) -> str:
 
 def temp_beside(target: Path) -> Path:
     """A fresh temp file name in ``target``'s directory (hidden from listings by its prefix)."""
-    return target.with_name(f".tmp-{uuid.uuid4().hex}")
+    return target.with_name(temp_name())
 
 
 async def spool(chunks: AsyncIterable[bytes], out: BinaryIO, on_chunk: Callable[[bytes], None]) -> None:
@@ -213,7 +218,7 @@ async def stage_file(
     Parallel uploads of blocks (and re-uploads of one id) never share a temp
     file, and the rename makes the last complete upload of an id win.
     """
-    temp = staging / f".tmp-{uuid.uuid4().hex}"
+    temp = staging / temp_name()
     size = 0
 
     def count(chunk: bytes) -> None:
@@ -283,7 +288,10 @@ def resolve_blocks(staging: Path, entries: list[tuple[str, bytes]]) -> tuple[lis
 def commit_files(temp: Path, path: Path, meta: BlobMeta) -> None:
     """Rename a written temp into place with its sidecar (``<name>.meta``)."""
     # The sidecar lands first: a crash between the renames leaves a sidecar
-    # without data (invisible), never data without its sidecar.
+    # without data (invisible), never data without its sidecar. So the temp is looked for
+    # before: one the temp sweep took from a write silent for too long must not give the
+    # bytes already at ``path`` this write's sidecar (the rename would then fail).
+    os.stat(temp)
     _place_meta(path, meta)
     os.replace(temp, path)
     fsync_dir(path.parent)  # one directory fsync makes both renames durable

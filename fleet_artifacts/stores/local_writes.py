@@ -2,8 +2,8 @@
 
 Either way the bytes are fsynced to a temp file beside the target, then renamed into place with
 their sidecar (``local_files.commit_files``) under the key's lock, after the caller's guard
-agreed; a crash leaves at most a ``.tmp-`` file (never a half-written blob), which no sweep
-removes yet (tests/test_crashes.py records it).
+agreed; a crash leaves at most a ``.tmp-`` file (never a half-written blob), which the sweep's
+``temps`` step removes once no live write could own it (``local_temps``).
 """
 
 from __future__ import annotations
