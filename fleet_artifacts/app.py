@@ -50,6 +50,7 @@ from fleet_artifacts.routes.log_lines import JsonFormatter, stderr_lines
 from fleet_artifacts.routes.metrics import Metrics, counting
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes.router import DOCS_ASSETS, docs_assets, route_handlers
+from fleet_artifacts.routes.ui import templates, ui_handlers
 from fleet_artifacts.settings import Settings, SettingsError
 from fleet_artifacts.stores.azure_blob import AzureBlobStore
 from fleet_artifacts.stores.cosmos import CosmosPointerStore
@@ -239,7 +240,13 @@ def create_app(
         route_handlers=[
             *route_handlers(hosted_blobs=hosts_blobs, metrics=metrics is not None),
             docs_assets(),
+            # The browse page; its CSRF secret comes from SIGNING_KEY (random per process without it).
+            *ui_handlers(
+                key=settings.signing_key,
+                secure_cookies=(settings.public_base_url or "").startswith("https://"),
+            ),
         ],
+        template_config=templates(),
         cors_config=cors_of(settings),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
