@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from azure.core.exceptions import ResourceModifiedError
 
+from fleet_artifacts.core.errors import Conflict
 from fleet_artifacts.stores.azure_blob import DOWNLOAD_CHUNK, AzureBlobStore
 
 MiB = 1024 * 1024
@@ -42,10 +43,11 @@ async def test_a_blob_replaced_mid_download_fails_it_rather_than_mix_versions(
     reader = azure_blobs.read(key)
     got = [await anext(reader)]
     await azure_blobs.write(key, chunks_of(new, MiB), content_type="a/b", max_bytes=10**9)
-    # A 412 (If-Match): ``translate`` lets ResourceModifiedError through, as the SDK's own chunks() did.
-    with pytest.raises(ResourceModifiedError):
+    # A 412 (If-Match) on a later range: the project's Conflict, not the SDK's error.
+    with pytest.raises(Conflict, match="changed while it was being read") as raised:
         async for chunk in reader:
             got.append(chunk)
+    assert isinstance(raised.value.__cause__, ResourceModifiedError)
     received = b"".join(got)
     # Ranges already fetched before the overwrite may be delivered; a byte of the new version never is.
     assert len(received) < len(old) and received == old[: len(received)]

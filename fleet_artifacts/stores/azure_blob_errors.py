@@ -65,6 +65,8 @@ def _project_error(what: str, exc: AzureError) -> ArtifactError | None:
     if isinstance(exc, HttpResponseError):
         if code == "InvalidBlockList":  # staged blocks expired or discarded
             return Conflict(f"{what}: some staged blocks are gone")
+        if exc.status_code == 412:  # a read pinned to one ETag (If-Match) met a newer version
+            return Conflict(f"{what}: the blob changed while it was being read")
         if exc.status_code is None or exc.status_code in _RETRYABLE:
             return Unavailable(f"{what}: Blob Storage answered {exc.status_code}")
         return None
