@@ -45,6 +45,7 @@ from fleet_artifacts.core.ports import BlobStore, PointerStore, StoredPointer
 
 log = logging.getLogger(__name__)
 _SIGNED_KEPT = 10_000  # read URLs kept for the current second, at most
+_SHAPES_KEPT = 4_096  # answers' shapes kept by pointer version, at most (a few MiB)
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +111,8 @@ class Kernel:
         # that second gets the same bytes a new signature would give, without signing again.
         self._signed: dict[tuple[str, int, str, str], str] = {}
         self._signed_in = 0
+        # Each pointer version's answer without its URL (``_shape``): a stored version never changes.
+        self._shapes: dict[tuple[str, str, str], ArtifactOut] = {}
 
     def check_size(self, announced: int) -> None:
         """Refuse an upload whose announced length is over the limit before reading it."""
@@ -276,26 +279,38 @@ class Kernel:
         signed_for: list[Pointer] = []
         for stored in items:
             pointer = stored.pointer
-            # One dict of the pointer's fields plus the answer's own: building the answer from
-            # keywords is the bulk of an item's cost, so it is done once, from one dict.
-            fields = msgspec.structs.asdict(pointer)
-            fields["etag"] = version(stored.etag)
+            shape = self._shape(stored)
             if pointer.status is not ArtifactStatus.ACTIVE:
-                fields["reason"] = _OFFLINE.get(pointer.status, pointer.status.value.lower())
-                out.append(ArtifactOut(**fields, download_url=None, download_url_expires_at=None))
+                out.append(msgspec.structs.replace(shape))  # a copy: routes may anchor URLs in place
                 continue
             url, signed_as = await self._url(pointer, disposition, expires_at, second, until)
             signed_for.append(pointer)
-            out.append(
-                ArtifactOut(
-                    **fields,
-                    download_url=url,
-                    download_url_expires_at=expires_at,
-                    download_disposition=signed_as,
-                )
-            )
+            fresh = {"download_url": url, "download_url_expires_at": expires_at}
+            out.append(msgspec.structs.replace(shape, **fresh, download_disposition=signed_as))
         urls_signed(signed_for, "r", expires_at)
         return out
+
+    def _shape(self, stored: StoredPointer) -> ArtifactOut:
+        """A pointer version's answer with no URL yet (``reason`` set if its bytes are offline).
+
+        Building it from two dozen fields was the largest cost of a page's item, and it differs
+        from one request to the next only by its URL. At most ``_SHAPES_KEPT``, then all dropped.
+        """
+        pointer = stored.pointer
+        key = (pointer.job_id, pointer.id, stored.etag)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= _SHAPES_KEPT:
+                self._shapes.clear()
+            offline = pointer.status is not ArtifactStatus.ACTIVE
+            shape = self._shapes[key] = ArtifactOut(
+                **msgspec.structs.asdict(pointer),
+                etag=version(stored.etag),
+                download_url=None,
+                download_url_expires_at=None,
+                reason=_OFFLINE.get(pointer.status, pointer.status.value.lower()) if offline else None,
+            )
+        return shape
 
     async def commit_pointer(self, pointer: Pointer, *, concurrent_ok: bool = False) -> StoredPointer:
         """Create the pointer of a committed blob; if that fails, delete the blob (no orphan).

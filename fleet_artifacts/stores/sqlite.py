@@ -42,6 +42,7 @@ T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _pointer_decoder = msgspec.json.Decoder(Pointer)
+_DECODED_KEPT = 4096  # pointer versions kept decoded for listings, at most (a few MiB)
 
 
 class _Cursor(msgspec.Struct, array_like=True):
@@ -83,6 +84,10 @@ class SqlitePointerStore(PointerStore):
         self._conn.execute("PRAGMA busy_timeout=5000")
         create_schema(self._conn)
         self._lock = threading.Lock()
+        # Listed pointers by etag: a version's document never changes, and dashboards list the
+        # same pages many times a second (decoding was half a listed row's cost). Shared, so never
+        # changed in place: the core replaces pointers, it does not mutate them.
+        self._decoded: dict[str, Pointer] = {}
         self._reader: sqlite3.Connection | None = (
             None  # ``:memory:`` has one connection: its thread reads too
         )
@@ -178,6 +183,14 @@ class SqlitePointerStore(PointerStore):
         if found is None:
             return None
         return StoredPointer(_pointer_decoder.decode(found[0]), found[1])
+
+    def _listed(self, doc: str, etag: str) -> StoredPointer:
+        pointer = self._decoded.get(etag)
+        if pointer is None:
+            if len(self._decoded) >= _DECODED_KEPT:
+                self._decoded.clear()
+            pointer = self._decoded[etag] = _pointer_decoder.decode(doc)
+        return StoredPointer(pointer, etag)
 
     async def get(self, job_id: str, artifact_id: str) -> StoredPointer | None:
         """Read one pointer of one job."""
@@ -354,7 +367,7 @@ class SqlitePointerStore(PointerStore):
             rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         else:  # a filter may scan much of a big job: not on the event loop's thread
             rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
-        items = [StoredPointer(_pointer_decoder.decode(doc), etag) for doc, etag in rows[: query.limit]]
+        items = [self._listed(doc, etag) for doc, etag in rows[: query.limit]]
         token = None
         if len(rows) > query.limit:
             last = items[-1].pointer
