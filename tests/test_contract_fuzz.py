@@ -1,32 +1,52 @@
 """The OpenAPI document is the contract: schemathesis fuzzes every operation against a live server.
 
-Positive and negative data, the coverage, fuzzing and stateful phases, and every response
-check (server errors, undocumented statuses, content types, headers and bodies, ignored
-auth, ...) within a bounded time. One check is left out, on purpose: "a schema-valid request
-is accepted" (positive_data_acceptance). The document states the rules a JSON Schema can
-(identifier patterns, enums, lengths); others it cannot (the query metadata of a raw upload
-must not accompany a multipart body, a Content-Range must fit the session), so some
-schema-valid requests are rightly refused with a documented 400.
+Two runs of the CLI, both seeded and bounded in time. The first: positive and negative data,
+the examples, coverage and fuzzing phases, and every response check (server errors,
+undocumented statuses, content types, headers and bodies, ignored auth, ...). One check is
+left out, on purpose: "a schema-valid request is accepted" (positive_data_acceptance). The
+document states the rules a JSON Schema can (identifier patterns, enums, lengths); others it
+cannot (the query metadata of a raw upload must not accompany a multipart body, a
+Content-Range must fit the session), so some schema-valid requests are rightly refused with a
+documented 400.
 
-Each failure this run found became a plain test too: OPTIONS lists every method
+The second: the stateful phase alone, chaining operations along the document's own OpenAPI
+links (``routes/openapi_links.py``): upload -> fetch -> download -> archive -> delete ->
+undelete, the job listing -> a job's artifacts and retention -> a resumable upload, share ->
+list -> revoke. Schemathesis's own link inference is off, so every chain it follows is one the
+document declares, and ``tests/fuzz_hooks.py`` makes the chains' first creates valid.
+
+Each failure these runs found became a plain test too: OPTIONS lists every method
 (test_api), ``missing`` ranges are documented as arrays, downloads as any content type.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from fleet_artifacts.app import create_app
+from fleet_artifacts.routes.openapi_links import LINKS
 from tests.conftest import TOKEN_A, make_settings
-from tests.servers import ThreadedServer
+from tests.servers import REPO, ThreadedServer
 
-BUDGET_SECONDS = 120
+# The whole suite has a time budget: 90 s of fuzzing and 40 s of chains (120 s in one run before).
+FUZZ_SECONDS = 90
+STATEFUL_SECONDS = 40
+# Links covered in STATEFUL_SECONDS: 50 or so on an idle machine; the floor leaves room for a busy one.
+MIN_LINKS_COVERED = 15
+# Only the document's links: no guessing from field names or Location headers.
+NO_INFERENCE = "[phases.stateful.inference]\nalgorithms = []\n"
+UPLOAD = "POST /fleet/jobs/{job_id}/artifacts"
+LINKS_LINE = re.compile(r"API Links:\s+(\d+) covered / (\d+) selected / (\d+) total(.*)")
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +57,22 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-def test_every_operation_conforms_to_the_document(live: str, tmp_path: Path) -> None:
+def _schemathesis(live: str, report_dir: Path, *args: str, budget: int) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
         "schemathesis.cli",
-        "run",
+        *args[: args.index("run") + 1],
         f"{live}/docs/openapi.json",
+        *args[args.index("run") + 1 :],
         "--header",
         f"Authorization: Bearer {TOKEN_A}",
         "--checks",
         "all",
         "--exclude-checks",
         "positive_data_acceptance",
-        "--max-examples",
-        "10",
         "--max-time",
-        str(BUDGET_SECONDS),
+        str(budget),
         "--seed",
         "2",  # the same cases on every run: CI stays reproducible; change it to explore
         "--no-shrink",
@@ -63,11 +82,121 @@ def test_every_operation_conforms_to_the_document(live: str, tmp_path: Path) -> 
         "--max-response-time",
         "40",
         "--report-dir",
-        str(tmp_path),
+        str(report_dir),
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=BUDGET_SECONDS + 120)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks"}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=budget + 120, env=env, cwd=REPO)
+    # No server error, no undocumented status, content type, header or body.
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    return run
+
+
+def test_every_operation_conforms_to_the_document(live: str, tmp_path: Path) -> None:
+    phases = ("--phases", "examples,coverage,fuzzing", "--max-examples", "10")
+    run = _schemathesis(live, tmp_path, "run", *phases, budget=FUZZ_SECONDS)
     assert "Tested: 45" in run.stdout, run.stdout[-3000:]  # every operation of the document
+
+
+def test_the_stateful_phase_follows_the_documents_links(live: str, tmp_path: Path) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(NO_INFERENCE)
+    run = _schemathesis(
+        live,
+        tmp_path,
+        "--config-file",
+        str(config),
+        "run",
+        "--phases",
+        "stateful",
+        "--mode",
+        "positive",  # the chains' steps are valid requests; the first run sent the invalid ones
+        "--report",
+        "ndjson",
+        budget=STATEFUL_SECONDS,
+    )
+    found = LINKS_LINE.search(run.stdout)
+    assert found, run.stdout[-3000:]
+    scenarios = re.search(r"Scenarios:\s+\d+", run.stdout)
+    print(scenarios and scenarios[0], "|", found[0])  # for the CI log (pytest -rP): what the chains reached
+    covered, selected, total, rest = int(found[1]), int(found[2]), int(found[3]), found[4]
+    assert selected == total == len(_document_links(live)), found[0]  # the document's, all of them
+    assert "inferred" not in rest, found[0]
+    assert covered >= MIN_LINKS_COVERED, run.stdout[-3000:]
+    followed = _transitions(next(tmp_path.glob("*.ndjson")))
+    # The chain the links exist for: an upload's answer addresses the fetch, the download and the delete.
+    from_upload = {name for name in followed if name.startswith(f"{UPLOAD} -> [201]")}
+    assert len(from_upload) >= 2, sorted(followed)
+
+
+def _transitions(ndjson: Path) -> set[str]:
+    """The links the stateful phase followed, as ``source -> [status] name -> target``."""
+    names: set[str] = set()
+    for line in ndjson.read_text().splitlines():
+        event: dict[str, Any] = json.loads(line)
+        finished = event.get("ScenarioFinished")
+        if finished is None:
+            continue
+        for case in finished["recorder"].get("cases", {}).values():  # none when a scenario was cut short
+            if case.get("transition"):
+                names.add(case["transition"]["id"])
+    return names
+
+
+def _document_links(live: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Every link of the served document, by (operation id, status, link name)."""
+    document = httpx.get(f"{live}/docs/openapi.json").json()
+    return {
+        (operation["operationId"], status, name): link
+        for item in document["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "responses" in operation
+        for status, response in operation["responses"].items()
+        for name, link in response.get("links", {}).items()
+    }
+
+
+def test_the_document_links_answers_to_their_follow_ups(live: str) -> None:
+    links = _document_links(live)
+    artifact = {"job_id": "$response.body#/jobId", "artifact_id": "$response.body#/id"}
+    by_id = {"artifact_id": "$response.body#/id"}
+    expected = {
+        ("uploadArtifact", "201", "getJobArtifact"): artifact,
+        ("uploadArtifact", "201", "getArtifact"): by_id,
+        ("uploadArtifact", "201", "downloadJobArtifact"): artifact,
+        ("uploadArtifact", "201", "deleteArtifact"): by_id,
+        ("getJobArtifact", "200", "downloadArtifact"): by_id,
+        ("completeUploadSession", "201", "getJobArtifact"): artifact,
+        ("openUploadSession", "201", "completeUploadSession"): {"session_id": "$response.body#/id"},
+        ("deleteArtifact", "204", "undeleteArtifact"): {"artifact_id": "$request.path.artifact_id"},
+        ("listJobs", "200", "listArtifacts"): {"job_id": "$response.body#/items/0/jobId"},
+        ("shareArtifact", "201", "revokeShare"): {"share": "$response.body#/id"},
+        ("setJobRetention", "200", "getJobRetention"): {"job_id": "$response.body#/jobId"},
+    }
+    for key, parameters in expected.items():
+        assert links[key] == {"operationId": key[2], "parameters": parameters}, key
+    assert links["uploadArtifact", "201", "openUploadSession"] == {
+        "operationId": "openUploadSession",
+        "requestBody": {"jobId": "$response.body#/jobId"},
+    }
+
+
+def test_every_link_names_a_real_operation_and_its_parameters(live: str) -> None:
+    document = httpx.get(f"{live}/docs/openapi.json").json()
+    parameters = {
+        operation["operationId"]: {p["name"] for p in operation.get("parameters", [])}
+        for item in document["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+    links = _document_links(live)
+    # Each operation of the table carries its links: none lacks its operation_class=LinkedOperation.
+    assert {source for source, _, _ in links} == set(LINKS)
+    for (source, _, _), link in links.items():
+        assert link["operationId"] in parameters, link
+        assert set(link.get("parameters", {})) <= parameters[link["operationId"]], (source, link)
+        for expression in link.get("parameters", {}).values():
+            if expression.startswith("$request.path."):  # the source's own path parameter
+                assert expression.removeprefix("$request.path.") in parameters[source], (source, link)
 
 
 def test_options_lists_every_method_of_the_path(live: str) -> None:

@@ -33,6 +33,7 @@ from fleet_artifacts.routes.deps import (
     served,
 )
 from fleet_artifacts.routes.openapi import problems
+from fleet_artifacts.routes.openapi_links import LinkedOperation
 
 Disposition = Literal["attachment", "inline"]
 DispositionParam = Annotated[
@@ -49,6 +50,7 @@ Purge = Annotated[
 @get(
     "/jobs/{job_id:str}/artifacts",
     operation_id="listArtifacts",
+    operation_class=LinkedOperation,
     **needs(Scope.READ),
     responses=problems(400, 401, 403, 503),
 )
@@ -86,6 +88,7 @@ async def list_artifacts(
 @get(
     "/jobs/{job_id:str}/artifacts/{artifact_id:str}",
     operation_id="getJobArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.READ),
     responses=problems(400, 401, 403, 404, 503),
 )
@@ -107,6 +110,7 @@ async def get_in_job(
 @get(
     "/artifacts/{artifact_id:str}",
     operation_id="getArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.READ),
     responses=problems(400, 401, 403, 404, 503),
 )
@@ -127,6 +131,7 @@ async def get_by_id(
 @delete(
     "/jobs/{job_id:str}/artifacts/{artifact_id:str}",
     operation_id="deleteJobArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.DELETE),
     responses=problems(400, 401, 403, 404, 412, 503),
 )
@@ -141,6 +146,7 @@ async def delete_in_job(
 @delete(
     "/artifacts/{artifact_id:str}",
     operation_id="deleteArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.DELETE),
     responses=problems(400, 401, 403, 404, 412, 503),
 )

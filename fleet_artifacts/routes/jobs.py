@@ -15,6 +15,7 @@ from fleet_artifacts.core.journal import EventPageOut, JobPageOut, Manifest, Sea
 from fleet_artifacts.routes.deps import AnyRequest, JobId, context, job, needs
 from fleet_artifacts.routes.encodings import CBOR, JSON, canonical, negotiated, strong_etag
 from fleet_artifacts.routes.openapi import problems
+from fleet_artifacts.routes.openapi_links import LinkedOperation
 from fleet_artifacts.routes.streaming import etag_matches
 
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many items (1-1000).")]
@@ -43,6 +44,7 @@ def _encoded_answers(struct: type, description: str) -> dict[int, ResponseSpec]:
 @get(
     "/jobs",
     operation_id="listJobs",
+    operation_class=LinkedOperation,
     **needs(Scope.READ),
     responses=problems(400, 401, 403, 503),
 )
@@ -87,6 +89,7 @@ async def manifest(request: AnyRequest, job_id: JobId) -> Response[bytes]:
 @post(
     "/jobs/{job_id:str}/seal",
     operation_id="sealJob",
+    operation_class=LinkedOperation,
     status_code=200,
     **needs(Scope.WRITE),
     responses=problems(400, 401, 403, 503),

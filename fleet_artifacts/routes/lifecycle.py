@@ -32,6 +32,7 @@ from fleet_artifacts.routes.deps import (
     served,
 )
 from fleet_artifacts.routes.openapi import problems
+from fleet_artifacts.routes.openapi_links import LinkedOperation
 from fleet_artifacts.routes.strict_json import StrictJSON
 
 IN_JOB = "/jobs/{job_id:str}/artifacts/{artifact_id:str}"
@@ -65,6 +66,7 @@ def _high(request: RestoreRequest | None) -> bool:
     dto=StrictJSON[ArtifactPatch],
     return_dto=None,
     operation_id="updateJobArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.ADMIN),
     responses=problems(400, 401, 403, 404, 412, 503),
     description=PATCH_DESCRIPTION,
@@ -89,6 +91,7 @@ async def update_in_job(
     dto=StrictJSON[ArtifactPatch],
     return_dto=None,
     operation_id="updateArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.ADMIN),
     responses=problems(400, 401, 403, 404, 412, 503),
     description=PATCH_DESCRIPTION,
@@ -113,6 +116,7 @@ async def update_by_id(
     return_dto=None,
     status_code=200,
     operation_id="archiveJobArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.ADMIN),
     responses=problems(400, 401, 403, 404, 409, 503),
     description=ARCHIVE_DESCRIPTION,
@@ -135,6 +139,7 @@ async def archive_in_job(
     return_dto=None,
     status_code=200,
     operation_id="archiveArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.ADMIN),
     responses=problems(400, 401, 403, 404, 409, 503),
     description=ARCHIVE_DESCRIPTION,
@@ -160,6 +165,7 @@ def _restored(out: ArtifactOut, base_url: str) -> Response[ArtifactOut]:
     return_dto=None,
     status_code=200,
     operation_id="restoreJobArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.ADMIN),
     responses=problems(400, 401, 403, 404, 409, 503),
     description=RESTORE_DESCRIPTION,
@@ -183,6 +189,7 @@ async def restore_in_job(
     return_dto=None,
     status_code=200,
     operation_id="restoreArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.ADMIN),
     responses=problems(400, 401, 403, 404, 409, 503),
     description=RESTORE_DESCRIPTION,
@@ -206,6 +213,7 @@ UNDELETE = "Bring back an artifact deleted within the soft-delete window (FLEET_
     IN_JOB + "/undelete",
     status_code=200,
     operation_id="undeleteJobArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.DELETE),
     responses=problems(400, 401, 403, 404, 409, 412, 503),
     description=UNDELETE,
@@ -224,6 +232,7 @@ async def undelete_in_job(
     BY_ID + "/undelete",
     status_code=200,
     operation_id="undeleteArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.DELETE),
     responses=problems(400, 401, 403, 404, 409, 412, 503),
     description=UNDELETE,
@@ -237,6 +246,7 @@ async def undelete_by_id(request: AnyRequest, artifact_id: ArtifactId) -> Respon
 @get(
     "/jobs/{job_id:str}/retention",
     operation_id="getJobRetention",
+    operation_class=LinkedOperation,
     **needs(Scope.READ),
     responses=problems(400, 401, 403, 503),
 )
@@ -251,6 +261,7 @@ async def get_job_retention(request: AnyRequest, job_id: JobId) -> JobRetentionO
     dto=StrictJSON[JobRetention],
     return_dto=None,
     operation_id="setJobRetention",
+    operation_class=LinkedOperation,
     **needs(Scope.ADMIN),
     responses=problems(400, 401, 403, 412, 503),
     description="Set the job's retention (`retentionDays` or `keepForever: true`) for its later uploads; "

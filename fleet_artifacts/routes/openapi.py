@@ -3,7 +3,8 @@
 Handlers that stream their body (uploads, session chunks, the signed PUT) declare no
 ``data``, so their request bodies are described here; every operation lists the problem
 documents it can answer; identifiers carry the pattern the service enforces. The schema
-of a Struct no handler takes as ``data`` (the upload envelope) comes from msgspec.
+of a Struct no handler takes as ``data`` (the upload envelope) comes from msgspec. The links
+from an answer to the operations its ids address are in ``openapi_links``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from fleet_artifacts.core.models import ArtifactKind, UploadEnvelope
 from fleet_artifacts.core.validation import ID_PATTERN, MAX_FILE_NAME_LENGTH, MAX_ID_LENGTH
+from fleet_artifacts.routes.openapi_links import LinkedOperation
 from fleet_artifacts.routes.problems import PROBLEM_JSON, Problem
 
 _REASONS = {
@@ -133,11 +135,12 @@ _ENVELOPE = _envelope_schema()
 
 
 @dataclass
-class UploadOperation(Operation):
+class UploadOperation(LinkedOperation):
     """``uploadArtifact``: three request bodies, told apart by Content-Type."""
 
     def __post_init__(self) -> None:
         """Describe the three forms."""
+        super().__post_init__()
         self.request_body = RequestBody(
             required=True,
             content={
@@ -149,11 +152,12 @@ class UploadOperation(Operation):
 
 
 @dataclass
-class ChunkOperation(Operation):
+class ChunkOperation(LinkedOperation):
     """``sendUploadChunk``: the chunk's bytes."""
 
     def __post_init__(self) -> None:
         """The body is the chunk, placed by Content-Range."""
+        super().__post_init__()
         self.request_body = RequestBody(
             required=True, content={"application/octet-stream": _binary("the bytes Content-Range names")}
         )

@@ -21,6 +21,7 @@ from fleet_artifacts.routes.deps import (
     served,
 )
 from fleet_artifacts.routes.openapi import ChunkOperation, problems
+from fleet_artifacts.routes.openapi_links import LinkedOperation
 from fleet_artifacts.routes.strict_json import StrictJSON
 
 SESSIONS_PATH = "/uploads"
@@ -67,6 +68,7 @@ class UploadSessionController(Controller):
     @post(
         "/",
         operation_id="openUploadSession",
+        operation_class=LinkedOperation,
         **needs(Scope.WRITE),
         responses=problems(400, 401, 403, 409, 413, 503),
         status_code=201,
@@ -121,6 +123,7 @@ class UploadSessionController(Controller):
     @post(
         "/{session_id:str}/complete",
         operation_id="completeUploadSession",
+        operation_class=LinkedOperation,
         **needs(Scope.WRITE),
         responses=problems(400, 401, 403, 404, 409, 413, 503),
         status_code=201,

@@ -27,6 +27,7 @@ from fleet_artifacts.routes.deps import (
     services_of,
 )
 from fleet_artifacts.routes.openapi import REDIRECT_ANSWER, problems
+from fleet_artifacts.routes.openapi_links import LinkedOperation
 from fleet_artifacts.routes.strict_json import StrictJSON
 
 SHARE_PATH = "/s"  # where a share link is followed: /s/<token>
@@ -66,6 +67,7 @@ async def _make(ctx: Call, artifact_id: str, job_id: str | None, data: ShareRequ
     dto=StrictJSON[ShareRequest],
     return_dto=None,
     operation_id="shareJobArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.SHARE),
     responses=problems(400, 401, 403, 404, 503),
     description=MAKE,
@@ -85,6 +87,7 @@ async def share_in_job(
     dto=StrictJSON[ShareRequest],
     return_dto=None,
     operation_id="shareArtifact",
+    operation_class=LinkedOperation,
     **needs(Scope.SHARE),
     responses=problems(400, 401, 403, 404, 503),
     description=MAKE,

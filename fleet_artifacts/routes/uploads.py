@@ -31,6 +31,7 @@ from fleet_artifacts.routes.forms import (
     refuse_unknown_query,
 )
 from fleet_artifacts.routes.openapi import UploadOperation, problems
+from fleet_artifacts.routes.openapi_links import LinkedOperation
 from fleet_artifacts.routes.strict_json import StrictJSON
 
 UPLOAD_DESCRIPTION = f"""Upload one artifact. The form is chosen by Content-Type alone:
@@ -102,6 +103,7 @@ async def upload(
     dto=StrictJSON[DirectUploadRequest],
     return_dto=None,
     operation_id="startDirectUpload",
+    operation_class=LinkedOperation,
     **needs(Scope.WRITE),
     responses=problems(400, 401, 403, 409, 413, 503),
     status_code=201,
@@ -129,6 +131,7 @@ async def start_direct_upload(
     dto=StrictJSON[FinalizeRequest],
     return_dto=None,
     operation_id="finalizeDirectUpload",
+    operation_class=LinkedOperation,
     **needs(Scope.WRITE),
     responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
     status_code=200,
