@@ -6,6 +6,8 @@ pages in Chromium.
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import json
 import re
@@ -19,7 +21,7 @@ import httpx
 import pytest
 
 from fleet_artifacts.app import create_app
-from tests.conftest import TOKEN_A, make_settings
+from tests.conftest import TOKEN_A, TOKEN_B, make_settings
 from tests.servers import ThreadedServer
 
 READ_TOKEN = "ui-read-token-" + "2" * 16
@@ -29,9 +31,10 @@ EVIL = "<img src=x onerror=alert(1)>.txt"
 
 
 def ui_tokens() -> str:
-    """Product A with every scope, read only, write only, and read+share."""
+    """Product A with every scope, read only, write only, and read+share; product B (every scope)."""
     return (
-        f"{TOKEN_A}:prod-a,{READ_TOKEN}:prod-a:read,{WRITE_ONLY}:prod-a:write,{SHARE_TOKEN}:prod-a:read+share"
+        f"{TOKEN_A}:prod-a,{READ_TOKEN}:prod-a:read,{WRITE_ONLY}:prod-a:write,{SHARE_TOKEN}:prod-a:read+share,"
+        f"{TOKEN_B}:prod-b"
     )
 
 
@@ -149,6 +152,39 @@ def test_a_cookie_with_a_revoked_token_is_refused_and_dropped(browser: httpx.Cli
     browser.cookies.set("fa_ui_token", "bm90LWEtdG9rZW4tYXQtYWxsLTEyMzQ", path="/ui")
     refused = browser.get("/ui")
     assert refused.status_code == 303 and "max-age=0" in refused.headers["set-cookie"].lower()
+    # A form sent with it (the CSRF token is good) goes to sign in, not back to the form's target.
+    csrf = csrf_of(browser.get("/ui/sign-in").text)
+    browser.cookies.set("fa_ui_token", "bm90LWEtdG9rZW4tYXQtYWxsLTEyMzQ", path="/ui")
+    posted = browser.post("/ui/jobs/j/artifacts/a/share", data={"_csrf_token": csrf})
+    assert posted.status_code == 303 and posted.headers["location"] == "/ui/sign-in"
+
+
+def test_a_cookie_whose_token_lost_the_read_scope_is_dropped(browser: httpx.Client) -> None:
+    """A token whose scopes changed after sign-in (no ``read`` now) is forgotten, as a revoked one.
+
+    As after a tokens file is rewritten: the cookie holds a valid token without ``read``. Every
+    page would be a 403 with no way to sign out.
+    """
+    browser.cookies.set("fa_ui_token", base64.urlsafe_b64encode(WRITE_ONLY.encode()).decode(), path="/ui")
+    refused = browser.get("/ui/jobs/j")
+    assert refused.status_code == 303, refused.text[:200]
+    assert refused.headers["location"] == "/ui/sign-in?next=%2Fui%2Fjobs%2Fj"
+    assert "max-age=0" in refused.headers["set-cookie"].lower()
+
+
+def test_errors_of_pages_are_pages(browser: httpx.Client) -> None:
+    """A bad sort, a failed CSRF check: HTML with the page's CSP, never problem+json."""
+    sign_in(browser)
+    for answer, status, words in (
+        (browser.get("/ui/jobs/j", params={"sort": "bogus"}), 400, "sort"),
+        (browser.get("/ui/jobs/j", params={"order": "up"}), 400, "order"),
+        (browser.post("/ui/sign-out"), 403, "CSRF"),
+    ):
+        assert answer.status_code == status
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["cache-control"] == "no-store"
+        assert words in answer.text and "Request id" in answer.text
 
 
 def test_everything_a_client_sent_is_escaped(api: httpx.Client, browser: httpx.Client) -> None:
@@ -197,6 +233,48 @@ def test_previews_tail_a_log_and_pretty_print_json(api: httpx.Client, browser: h
     assert "line 019999" in tail and "line 000000" not in tail and "whole file" in tail
     pretty = browser.get(f"/ui/jobs/{job}/artifacts/{made_json['id']}").text
     assert "{\n  &#34;ok&#34;: true," in pretty
+
+
+def test_a_log_tail_starts_at_its_first_whole_line_without_terminal_escapes(
+    api: httpx.Client, browser: httpx.Client
+) -> None:
+    job = "job-" + secrets.token_hex(4)
+    # 16-byte lines: the last 64 KiB begins exactly at a line, which must be shown, not dropped.
+    lines = [f"L{i:014d}\n" for i in range(5000)]
+    aligned = upload(api, job, "aligned.log", "".join(lines).encode(), kind="log")
+    coloured = upload(api, job, "ci.log", b"\x1b[31mFAILED\x1b[0m \x1b]0;title\x07step\x1b[201~ \x00end\n")
+    one_line = upload(api, job, "minified.log", b"x" * 70_000 + b"!\n")  # no line starts in the tail
+    sign_in(browser)
+    tail = pre_text(browser.get(f"/ui/jobs/{job}/artifacts/{aligned['id']}").text)
+    assert tail.splitlines()[0] == lines[-(64 * 1024 // 16)].strip()
+    assert tail.endswith(lines[-1])
+    shown = pre_text(browser.get(f"/ui/jobs/{job}/artifacts/{coloured['id']}").text)
+    assert shown == "FAILED step \ufffdend\n"
+    assert pre_text(browser.get(f"/ui/jobs/{job}/artifacts/{one_line['id']}").text).endswith("xx!\n")
+
+
+def test_json_previews_stay_bounded_and_never_fail(api: httpx.Client, browser: httpx.Client) -> None:
+    job = "job-" + secrets.token_hex(4)
+    # 240 KB nested 60 deep pretty-prints as 15 MB (each line indented by its depth): too much
+    # for a page and for the server's memory; its end is shown as text instead.
+    deep = b"[" * 60 + b"0," * 120_000 + b"0" + b"]" * 60
+    bomb = upload(api, job, "deep.json", deep)
+    surrogate = upload(api, job, "lone.json", b'{"a": "\\ud800 ok"}')
+    broken = upload(api, job, "cut.json", b"[" + b"1," * 200_000)
+    sign_in(browser)
+    page = browser.get(f"/ui/jobs/{job}/artifacts/{bomb['id']}")
+    assert page.status_code == 200 and len(page.content) < 200_000
+    assert "whole file" in page.text and pre_text(page.text).endswith("0" + "]" * 60)
+    lone = browser.get(f"/ui/jobs/{job}/artifacts/{surrogate['id']}")
+    assert lone.status_code == 200 and '"a": "\\ud800 ok"' in pre_text(lone.text)
+    cut = browser.get(f"/ui/jobs/{job}/artifacts/{broken['id']}")
+    assert cut.status_code == 200 and len(cut.content) < 200_000 and "whole file" in cut.text
+
+
+def pre_text(page: str) -> str:
+    found = re.search(r"<pre[^>]*>(.*?)</pre>", page, re.S)
+    assert found, "the page shows no text"
+    return html.unescape(found.group(1))
 
 
 def test_binaries_broken_json_and_archived_artifacts_preview_honestly(

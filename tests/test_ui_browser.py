@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 
 from fleet_artifacts.app import create_app
 from fleet_artifacts.settings import Settings
-from tests.conftest import TOKEN_A, make_settings
+from tests.conftest import TOKEN_A, TOKEN_B, make_settings
 from tests.cosmos_gateway import CosmosGateway
 from tests.servers import REPO, Azurite, ThreadedServer
 from tests.test_ui import EVIL, READ_TOKEN, png, ui_tokens
@@ -183,6 +184,19 @@ def shot(page: Any, name: str, tmp_path: Path, *, height: int = 640) -> None:
     assert (where / name).stat().st_size > 1000
 
 
+def wait_until(page: Any, condition: str, timeout: float = 15) -> None:
+    """Poll ``condition`` in the page until it holds.
+
+    Not ``page.wait_for_function``: when its first check fails it polls by evaluating a string
+    in the page, which the page's CSP (no 'unsafe-eval') refuses. ``evaluate`` goes through the
+    debugging protocol, which no CSP governs.
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(condition):
+        assert time.monotonic() < deadline, f"never true: {condition}"
+        page.wait_for_timeout(50)
+
+
 def test_sign_in_see_the_jobs_and_the_table_of_30(
     local: tuple[str, dict[str, bytes]], tab: Watched, tmp_path: Path
 ) -> None:
@@ -199,7 +213,7 @@ def test_sign_in_see_the_jobs_and_the_table_of_30(
     assert page.get_by_text(EVIL, exact=True).count() == 1
     assert page.locator('img[src="x"]').count() == 0
     # The screenshots' thumbnails loaded from the signed URLs (the CSP allowed them).
-    page.wait_for_function("[...document.querySelectorAll('img.thumb')].every(i => i.complete)")
+    wait_until(page, "[...document.querySelectorAll('img.thumb')].every(i => i.complete)")
     widths = page.eval_on_selector_all("img.thumb", "imgs => imgs.map(i => i.naturalWidth)")
     assert len(widths) == 7 and all(w > 0 for w in widths)  # six PNGs and the SVG
     shot(page, "job.png", tmp_path)
@@ -214,7 +228,7 @@ def test_image_preview_log_tail_and_a_verified_download(
     sign_in(tab, url)
     page.goto(f"{url}/ui/jobs/{JOB}?sort=name&order=asc")
     page.click("text=screen-3.png")
-    page.wait_for_function("document.querySelector('#preview-image').complete")
+    wait_until(page, "document.querySelector('#preview-image').complete")
     assert page.eval_on_selector("#preview-image", "img => img.naturalWidth") == 56
     page.go_back()
     page.click("text=build-5.log")
@@ -248,6 +262,38 @@ def test_sign_out_and_be_refused(local: tuple[str, dict[str, bytes]], tab: Watch
     tab.clean()
 
 
+def test_a_link_on_another_site_opens_the_page_signed_in(
+    local: tuple[str, dict[str, bytes]], tab: Watched
+) -> None:
+    """A link from another site opens the page for a signed-in user, not the sign-in form.
+
+    A SameSite=Strict cookie stays home on a navigation another site starts; the page asks for
+    itself again (a same-site navigation now, which carries it).
+    """
+    url, _ = local
+    page = tab.page
+    sign_in(tab, url)
+    other = url.replace("127.0.0.1", "localhost")  # another site to the browser: a dashboard, say
+
+    def follow_link_from_other_site() -> None:
+        page.goto(f"{other}/health")
+        page.evaluate(
+            "href => { const a = document.createElement('a'); a.id = 'out'; a.href = href;"
+            " a.textContent = 'the job'; document.body.append(a); }",
+            f"{url}/ui/jobs/{JOB}",
+        )
+        page.click("#out")
+
+    follow_link_from_other_site()
+    page.wait_for_selector("table.artifacts")
+    assert page.url == f"{url}/ui/jobs/{JOB}"
+    page.context.clear_cookies()
+    follow_link_from_other_site()  # signed out: to the sign-in form, once
+    page.wait_for_url(f"{url}/ui/sign-in?next=*")
+    assert page.locator("#token").count() == 1
+    tab.clean()
+
+
 def test_phone_width_reads_without_sideways_scrolling(
     local: tuple[str, dict[str, bytes]], tab: Watched
 ) -> None:
@@ -258,6 +304,22 @@ def test_phone_width_reads_without_sideways_scrolling(
     page.goto(f"{url}/ui/jobs/{JOB}")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.locator("table.artifacts tbody tr").first.is_visible()
+    # The longest unbroken values a client may send (job and run ids, a tag key, a file name), in
+    # product B so that product A's pages (and the README's screenshots) stay as they are.
+    job, run = "j" * 128, "r" * 128
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN_B}"}, timeout=30) as api:
+        made = api.post(
+            f"/fleet/jobs/{job}/artifacts",
+            params={"fileName": "n" * 251 + ".log", "kind": "log", "runId": run, "tag": "k" * 128 + ":v"},
+            content=b"ok\n",
+            headers={"Content-Type": ""},
+        )
+        assert made.status_code == 201, made.text
+    page.context.clear_cookies()
+    sign_in(tab, url, TOKEN_B)
+    for path in ("/ui", f"/ui/jobs/{job}", f"/ui/jobs/{job}/artifacts/{made.json()['id']}"):
+        page.goto(url + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     tab.clean()
 
 
@@ -273,7 +335,7 @@ def test_on_azure_blob_and_cosmos_images_and_downloads_come_from_storage(
         assert page.locator("table.artifacts tbody tr").count() == 30
         page.click("text=screen-0.png")
         assert azurite.endpoint in (page.get_attribute("#preview-image", "src") or "")
-        page.wait_for_function("document.querySelector('#preview-image').complete")
+        wait_until(page, "document.querySelector('#preview-image').complete")
         assert page.eval_on_selector("#preview-image", "img => img.naturalWidth") == 32
         page.go_back()
         row = page.locator("tr", has=page.get_by_text("notes.txt", exact=True))

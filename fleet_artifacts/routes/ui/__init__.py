@@ -14,7 +14,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from fleet_artifacts.core.errors import ArtifactError
+from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes.ui import pages, session
 from fleet_artifacts.routes.ui.views import STATIC, templates
 
@@ -39,7 +39,9 @@ def ui_handlers(*, key: str | None, secure_cookies: bool) -> list[ControllerRout
         path=session.UI_PATH,
         include_in_schema=False,
         middleware=[csrf],
-        exception_handlers={ArtifactError: pages.error_page},
+        # Every error of a page answered as a page, the framework's too (a failed CSRF check): the
+        # app's classes, each overridden (Litestar picks the nearest class, from any layer).
+        exception_handlers=dict.fromkeys(EXCEPTION_HANDLERS, pages.error_page),
         route_handlers=[
             session.sign_in_form,
             session.sign_in,

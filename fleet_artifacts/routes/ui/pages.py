@@ -17,7 +17,7 @@ from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream, Template
 
 from fleet_artifacts.core.access import Scope
-from fleet_artifacts.core.errors import ArtifactError, InvalidInput
+from fleet_artifacts.core.errors import InvalidInput
 from fleet_artifacts.core.models import VISIBLE, ArtifactKind
 from fleet_artifacts.core.ports import ListQuery
 from fleet_artifacts.core.previews import TAIL_BYTES, preview, preview_kind
@@ -33,7 +33,7 @@ from fleet_artifacts.routes.deps import (
     context,
     job,
 )
-from fleet_artifacts.routes.problems import artifact_error_handler
+from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
 from fleet_artifacts.routes.ui.session import CAN_SHARE, UI_PATH, page, signed_in
 from fleet_artifacts.routes.ui.views import Order, SortBy, query_link, sorted_artifacts
 
@@ -182,17 +182,27 @@ def _is_image(content_type: str) -> bool:
 
 
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """A project error on a page, as a page: the status and words of the API's problem document."""
-    assert isinstance(exc, ArtifactError)
-    problem = artifact_error_handler(request, exc)
+    """An error on a page, as a page: the status, words and headers of the API's problem document.
+
+    The project's errors, Litestar's own (a bad ``sort``, a failed CSRF check) and unexpected
+    ones (logged by the API's handler) alike: a browser is never handed problem+json.
+    """
+    handle = next(h for cls, h in EXCEPTION_HANDLERS.items() if isinstance(exc, cls))
+    problem = handle(request, exc)
     body = msgspec.convert(problem.content, dict[str, Any])
     status = problem.status_code or 500
-    return page(
+    answer = page(
         "error.html",
         {
             "title": body.get("title", "Error"),
             "detail": body.get("detail", ""),
             "status": status,
+            "request_id": body.get("requestId"),  # what to quote to an operator: it is in the logs
         },
         status_code=status,
     )
+    # Retry-After (503), Allow (405), WWW-Authenticate: what the problem said besides its body
+    # (the page's own security headers win).
+    said = {k: v for k, v in problem.headers.items() if k.lower() not in ("content-type", "content-length")}
+    answer.headers = {**said, **answer.headers}
+    return answer

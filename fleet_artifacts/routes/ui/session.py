@@ -110,6 +110,9 @@ def token_of(scope: Scope) -> str | None:
 def signed_in(app: ASGIApp) -> ASGIApp:
     """Route middleware: a page needs a signed-in browser; else 303 to the sign-in page.
 
+    A page opened from another site without the cookie first asks for itself again
+    (``_ONCE_MORE``): a Strict cookie comes only with this site's own navigations.
+
     The cookie's token becomes the ``Authorization`` header, and the API's own check runs with
     the page's scope: the same 401/403 rules, the same audit lines, the same ``context``.
     """
@@ -122,7 +125,12 @@ def signed_in(app: ASGIApp) -> ASGIApp:
         try:
             # Also how an ANON_READ_PRODUCT deployment lets a browser in without a cookie.
             auth.authorize(header, Needed.READ)
-        except Unauthenticated:
+        except (Unauthenticated, Forbidden):
+            if token is None and _cross_site_get(scope):
+                await _once_more(send)
+                return
+            # Forbidden: the token lost its read scope after sign-in. Each page would answer 403
+            # and none could sign out (an error page has no form): forget it, as a revoked one.
             await _to_sign_in(scope, send, stale=token is not None)
             return
         others = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
@@ -134,10 +142,36 @@ def signed_in(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def _cross_site_get(scope: Scope) -> bool:
+    """Whether the request is a page opened from a link on another site (``Sec-Fetch-Site``)."""
+    if scope.get("method") != "GET":
+        return False
+    return any(k == b"sec-fetch-site" and v == b"cross-site" for k, v in scope["headers"])
+
+
+# The page again, asked for by the page itself: a SameSite=Strict cookie is not sent with a
+# navigation another site started (a link in a dashboard or a merge request), so a signed-in
+# user would land on the sign-in form. Reloaded from here the navigation is this site's own and
+# the cookie comes along; without one, that request goes to sign in (it is not cross-site: no loop).
+_ONCE_MORE = (
+    b'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0">'
+    b'<title>fleet-artifacts</title></head><body><p><a href="">Continue</a></p></body></html>'
+)
+
+
+async def _once_more(send: Send) -> None:
+    headers = [(k.lower().encode(), v.encode()) for k, v in security_headers().items()]
+    headers += [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(_ONCE_MORE))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _ONCE_MORE, "more_body": False})
+
+
 async def _to_sign_in(scope: Scope, send: Send, *, stale: bool) -> None:
     path = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
+    # Back to the page after signing in; not to a form's target (a POST), which has no page.
+    back = f"?next={quote(path, safe='')}" if scope.get("method") == "GET" else ""
     headers = [
-        (b"location", f"{UI_PATH}/sign-in?next={quote(path, safe='')}".encode("latin-1")),
+        (b"location", f"{UI_PATH}/sign-in{back}".encode("latin-1")),
         (b"cache-control", b"no-store"),
         (b"content-length", b"0"),
     ]
