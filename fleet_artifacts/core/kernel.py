@@ -109,7 +109,7 @@ class Kernel:
         self.idempotency = Idempotency(pointers, retention=self.limits.idempotency_retention, clock=clock)
         # The read URLs signed in the current second (``_sign``): the same page asked for again in
         # that second gets the same bytes a new signature would give, without signing again.
-        self._signed: dict[tuple[str, int, str, str], str] = {}
+        self._signed: dict[tuple[str, int, str, str, str], tuple[str, str]] = {}
         self._signed_in = 0
         # Each pointer version's answer without its URL (``_shape``): a stored version never changes.
         self._shapes: dict[tuple[str, str, str], ArtifactOut] = {}
@@ -243,21 +243,21 @@ class Kernel:
         costs more than the rest of a page's item. ``second`` and ``until`` come in as ints so
         a page converts its clock once, not once per item.
         """
-        signed_as = signed_disposition(pointer.content_type, disposition)
-        disposition_header = content_disposition(pointer.file_name, signed_as)
         if second != self._signed_in or len(self._signed) >= _SIGNED_KEPT:
             self._signed.clear()
             self._signed_in = second
-        key = (pointer.blob_key, until, disposition_header, pointer.content_type)
-        url = self._signed.get(key)
-        if url is None:
-            url = self._signed[key] = await self.blobs.sign_read_url(
+        key = (pointer.blob_key, until, disposition, pointer.content_type, pointer.file_name)
+        found = self._signed.get(key)
+        if found is None:
+            signed_as = signed_disposition(pointer.content_type, disposition)
+            url = await self.blobs.sign_read_url(
                 pointer.blob_key,
                 expires_at=expires_at,
-                content_disposition=disposition_header,
+                content_disposition=content_disposition(pointer.file_name, signed_as),
                 content_type=pointer.content_type,
             )
-        return url, signed_as
+            found = self._signed[key] = (url, signed_as)
+        return found
 
     async def present(
         self, stored: StoredPointer, *, disposition: str = "attachment", expires_in: int | None = None
