@@ -57,7 +57,22 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-def _schemathesis(live: str, report_dir: Path, *args: str, budget: int) -> subprocess.CompletedProcess[str]:
+# Two of schemathesis's stateful checks judge this API by rules it does not follow, and fail on
+# correct answers once a scenario takes the wrong turn (seen when the generated sequence changed):
+# - use_after_free (ST301) expects a 404 from every GET under a deleted path, but a job's
+#   artifacts are a collection: after DELETE /fleet/jobs/{job}/artifacts, listing it is a 200
+#   with no items;
+# - ensure_resource_availability (ST302) expects a created artifact to answer on every path below
+#   the upload's until a DELETE on such a path, but an artifact is also deleted by id
+#   (DELETE /fleet/artifacts/{id}) and hidden by a PATCH with a past expiresAt, which it cannot see.
+# test_api and test_lifecycle cover both behaviours directly (a deleted or expired artifact is 404
+# on every path). Per-operation check settings were not honoured for these two by 4.32.5.
+STATEFUL_UNSOUND = ("use_after_free", "ensure_resource_availability")
+
+
+def _schemathesis(
+    live: str, report_dir: Path, *args: str, budget: int, exclude: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
@@ -70,7 +85,7 @@ def _schemathesis(live: str, report_dir: Path, *args: str, budget: int) -> subpr
         "--checks",
         "all",
         "--exclude-checks",
-        "positive_data_acceptance",
+        ",".join(("positive_data_acceptance", *exclude)),
         "--max-time",
         str(budget),
         "--seed",
@@ -113,6 +128,7 @@ def test_the_stateful_phase_follows_the_documents_links(live: str, tmp_path: Pat
         "--report",
         "ndjson",
         budget=STATEFUL_SECONDS,
+        exclude=STATEFUL_UNSOUND,
     )
     found = LINKS_LINE.search(run.stdout)
     assert found, run.stdout[-3000:]

@@ -278,11 +278,9 @@ def anchored_page(page: ArtifactPage, base_url: str) -> ArtifactPage:
     Made so in place: the core built the page for this answer alone, and a copy of each item
     cost a page of a hundred a tenth of its time.
     """
-    base = base_url.rstrip("/")
     for item in page.items:
-        url = item.download_url
-        if url is not None and url.startswith("/"):
-            item.download_url = base + url
+        if item.download_url is not None:
+            item.download_url = anchor(item.download_url, base_url)
     return page
 
 

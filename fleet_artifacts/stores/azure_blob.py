@@ -48,6 +48,9 @@ from fleet_artifacts.stores.delegation import DelegationKeyCache
 
 MAX_BLOCKS = 50_000
 DOWNLOAD_CHUNK = 8 * 1024 * 1024
+# The SDK's max_single_put_size (its default): above it, upload_blob would stage blocks itself,
+# one at a time, so a larger single block is staged here instead, several in flight.
+SINGLE_PUT = 64 * 1024 * 1024
 READ_AHEAD = 2  # ranges in flight per download: about 3 x DOWNLOAD_CHUNK held at most
 
 
@@ -156,7 +159,7 @@ class AzureBlobStore(BlobStore):
         blocks = BlockCutter(chunks, block_size=self._block_size, max_bytes=max_bytes)
         first = await blocks.next()
         second = None if first is None or len(first) < self._block_size else await blocks.next()
-        if second is None:
+        if second is None and len(first or b"") <= SINGLE_PUT:
             sha256 = await blocks.sha256()
             try:
                 await self._put(key, first or b"", content_type=content_type, sha256=sha256, tags=checked)

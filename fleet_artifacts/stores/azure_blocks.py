@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import AsyncIterable, Callable, Sequence
 
 from azure.storage.blob.aio import BlobClient
@@ -34,6 +35,7 @@ class BlockCutter:
         self._block_size = block_size
         self.max_bytes = max_bytes
         self._parts: list[bytes] = []
+        self._ready: deque[bytes] = deque()  # blocks cut and not yet returned
         self._pending = 0
         self._ended = False
         self._digest = hashlib.sha256()
@@ -42,25 +44,36 @@ class BlockCutter:
 
     async def next(self) -> bytes | None:
         """The next block, or None at the end of the stream."""
-        while self._pending < self._block_size and not self._ended:
-            try:
-                chunk = await anext(self._chunks)
-            except StopAsyncIteration:
-                self._ended = True
-                break
-            self.size += len(chunk)
-            if self.size > self.max_bytes:
-                raise PayloadTooLarge(self.max_bytes)
-            if chunk:
-                self._parts.append(chunk)
-                self._pending += len(chunk)
-        if not self._pending:
-            return None
-        # One copy per block; a block that is exactly one chunk is not copied at all.
-        joined = b"".join(self._parts)
-        block, rest = joined[: self._block_size], joined[self._block_size :]
-        self._parts = [rest] if rest else []
-        self._pending = len(rest)
+        if not self._ready:
+            while self._pending < self._block_size and not self._ended:
+                try:
+                    chunk = await anext(self._chunks)
+                except StopAsyncIteration:
+                    self._ended = True
+                    break
+                self.size += len(chunk)
+                if self.size > self.max_bytes:
+                    raise PayloadTooLarge(self.max_bytes)
+                if chunk:
+                    self._parts.append(chunk)
+                    self._pending += len(chunk)
+            if not self._pending:
+                return None
+            # One copy per block: the chunks are joined once, and a chunk larger than a block
+            # (a JSON envelope's content arrives whole) is cut into all its blocks at once, not
+            # re-sliced block by block. A block that is exactly one chunk is not copied at all.
+            joined = b"".join(self._parts)
+            cut = (
+                len(joined) - len(joined) % self._block_size
+                if len(joined) > self._block_size
+                else len(joined)
+            )
+            size = self._block_size
+            self._ready.extend(joined[start : start + size] for start in range(0, cut, size))
+            rest = joined[cut:]
+            self._parts = [rest] if rest else []
+            self._pending = len(rest)
+        block = self._ready.popleft()
         await self._hash(block)
         return block
 
