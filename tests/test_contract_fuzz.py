@@ -215,6 +215,19 @@ def test_every_link_names_a_real_operation_and_its_parameters(live: str) -> None
                 assert expression.removeprefix("$request.path.") in parameters[source], (source, link)
 
 
+def test_strict_bodies_are_closed_in_the_document_and_refused_open(live: str) -> None:
+    """A body with a field the Struct lacks is a 400 naming it, and the document says so."""
+    schemas = httpx.get(f"{live}/docs/openapi.json").json()["components"]["schemas"]
+    closed = {name for name, schema in schemas.items() if schema.get("additionalProperties") is False}
+    assert {"SessionOpen", "DirectUploadRequest", "FinalizeRequest", "ShareRequest"} <= closed
+    assert "ArtifactOut" not in closed  # answers stay open: a client must ignore what it does not know
+    body = {"jobId": "j-1", "kind": "log", "fileName": "a.log", "sizeBytes": 3, "colour": "blue"}
+    r = httpx.post(f"{live}/uploads", json=body, headers={"Authorization": f"Bearer {TOKEN_A}"})
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "colour" in r.json()["detail"]
+
+
 def test_options_lists_every_method_of_the_path(live: str) -> None:
     with httpx.Client(base_url=live) as client:
         assert client.options("/blobs/fleet/p/j/x-log").headers["allow"] == "GET, HEAD, OPTIONS, PUT"

@@ -50,8 +50,20 @@ class StrictJSON(MsgspecDTO[T], Generic[T]):
     def create_openapi_schema(
         cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any
     ) -> Reference | Schema:
-        """The Struct's own schema, as without a DTO."""
-        schema: Reference | Schema = schema_creator.for_field_definition(
-            FieldDefinition.from_annotation(cls.model_type)
-        )
+        """The Struct's own schema, as without a DTO; closed to other fields when the Struct is.
+
+        The decoder refuses an unknown field with a 400 naming it, so the document says
+        ``additionalProperties: false``: generated clients and fuzzers then neither send one as
+        if it were allowed nor expect it to be accepted.
+        """
+        field = FieldDefinition.from_annotation(cls.model_type)
+        schema: Reference | Schema = schema_creator.for_field_definition(field)
+        if cls.model_type.__struct_config__.forbid_unknown_fields:
+            # A component (a Reference here): close the registered schema itself.
+            closed: Schema = (
+                schema
+                if isinstance(schema, Schema)
+                else schema_creator.schema_registry.get_schema_for_field_definition(field)
+            )
+            closed.additional_properties = False
         return schema
