@@ -107,7 +107,7 @@ class Kernel:
         self.now = clock
         self.new_id = new_id
         self.idempotency = Idempotency(pointers, retention=self.limits.idempotency_retention, clock=clock)
-        # The read URLs signed in the current second (``_sign``): the same page asked for again in
+        # The read URLs signed in the current second (``_url``): the same page asked for again in
         # that second gets the same bytes a new signature would give, without signing again.
         self._signed: dict[tuple[str, int, str, str, str], tuple[str, str]] = {}
         self._signed_in = 0
@@ -219,17 +219,11 @@ class Kernel:
         storage origin that serves the URL can add no Content-Security-Policy.
         """
         now = self.now()
-        signed = await self._sign(pointer, disposition, now, now + self.lifetime(expires_in))
-        urls_signed([pointer], "r", signed.expires_at)
-        return signed
-
-    async def _sign(
-        self, pointer: Pointer, disposition: str, now: datetime, expires_at: datetime
-    ) -> SignedUrl:
-        """``sign`` without its audit line (the caller writes it)."""
+        expires_at = now + self.lifetime(expires_in)
         url, signed_as = await self._url(
             pointer, disposition, expires_at, int(now.timestamp()), int(expires_at.timestamp())
         )
+        urls_signed([pointer], "r", expires_at)
         return SignedUrl(url=url, expires_at=expires_at, disposition=signed_as)
 
     async def _url(
@@ -285,8 +279,14 @@ class Kernel:
                 continue
             url, signed_as = await self._url(pointer, disposition, expires_at, second, until)
             signed_for.append(pointer)
-            fresh = {"download_url": url, "download_url_expires_at": expires_at}
-            out.append(msgspec.structs.replace(shape, **fresh, download_disposition=signed_as))
+            out.append(
+                msgspec.structs.replace(
+                    shape,
+                    download_url=url,
+                    download_url_expires_at=expires_at,
+                    download_disposition=signed_as,
+                )
+            )
         urls_signed(signed_for, "r", expires_at)
         return out
 
