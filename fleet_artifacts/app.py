@@ -49,6 +49,7 @@ from fleet_artifacts.routes.hosts import LOOPBACK, trusted_hosts
 from fleet_artifacts.routes.log_lines import JsonFormatter, stderr_lines
 from fleet_artifacts.routes.metrics import Metrics, counting
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
+from fleet_artifacts.routes.hot import hot_reads
 from fleet_artifacts.routes.router import DOCS_ASSETS, docs_assets, route_handlers
 from fleet_artifacts.routes.ui import templates, ui_handlers
 from fleet_artifacts.settings import Settings, SettingsError
@@ -259,7 +260,8 @@ def create_app(
         if isinstance(route, HTTPRoute)
     }
     app.state.metrics = metrics  # GET /metrics (routes/metrics.py) reads it
-    served = trusted_hosts(true_allow(app.asgi_handler, allowed), hosts_of(settings))
+    # Plain pointer fetches are answered in front of the router (routes/hot.py); the rest go through it.
+    served = trusted_hosts(true_allow(hot_reads(app.asgi_handler, app), allowed), hosts_of(settings))
     if metrics is not None:  # outside the hosts check: a refused Host is counted, as "unmatched"
         served = counting(served, metrics)
     # Outermost, so unknown routes (404) and refused methods (405) get their line too.

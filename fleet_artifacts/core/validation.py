@@ -47,12 +47,23 @@ def _has_control(value: str) -> bool:
     return any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value)
 
 
+def is_id(value: str) -> bool:
+    """Whether ``value`` is a safe identifier: ``check_id`` without the error.
+
+    >>> is_id("job-42"), is_id("../x")
+    (True, False)
+    """
+    return 0 < len(value) <= MAX_ID_LENGTH and ".." not in value and _ID.fullmatch(value) is not None
+
+
 def check_id(value: str, field: str) -> str:
     """Return ``value`` if it is a safe identifier, else raise InvalidInput.
 
     >>> check_id("job-42", "jobId")
     'job-42'
     """
+    if is_id(value):
+        return value
     if not value or len(value) > MAX_ID_LENGTH:
         raise InvalidInput(f"{field} must be 1 to {MAX_ID_LENGTH} characters", field=field)
     if ".." in value or not _ID.fullmatch(value):

@@ -77,14 +77,18 @@ def services_of(state: State) -> Services:
 
 def base_url_of(request: AnyRequest, services: Services) -> str:
     """Where this service is reached: PUBLIC_BASE_URL, else the request's own origin."""
+    return origin_of(request.scope, services)
+
+
+def origin_of(scope: AsgiScope, services: Services) -> str:
+    """``base_url_of`` the request of ``scope``."""
     if services.public_base_url:
         return services.public_base_url
-    scope = request.scope
     host = next((value for name, value in scope["headers"] if name == b"host"), None)
     key = (scope["scheme"], host, str(scope.get("app_root_path") or scope.get("root_path", "")))
     origin = _origins.get(key)
     if origin is None:  # parsing a URL per request cost a pointer fetch more than its HMAC
-        origin = str(request.base_url).rstrip("/")
+        origin = str(Request(scope).base_url).rstrip("/")
         if len(_origins) < 256:  # the trusted hosts bound them; a wildcard could name many
             _origins[key] = origin
     return origin

@@ -1,0 +1,246 @@
+"""The hot read path (routes/hot.py) answers plain pointer fetches exactly as the router does.
+
+A request with an ``Origin`` header always goes through the router (with no CORS configured the
+router's answer does not depend on it), so each request below is sent twice to one real server,
+with and without ``Origin``, and the two answers are compared: status, headers, body. What may
+differ is only what differs between any two requests: the request id, and a signed URL's expiry
+and signature when the two fall in different seconds.
+
+Then, in-process, that the hot path is taken at all: the router behind it is an ASGI app that
+fails the test if it is called for a plain fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fleet_artifacts.app import create_app
+from fleet_artifacts.routes.hot import hot_reads, plain_fetch
+from tests.conftest import TOKEN_A, TOKEN_B, make_settings
+from tests.servers import ThreadedServer
+
+READ_ONLY = "token-read-only-" + "2" * 16
+WRITE_ONLY = "token-write-only-" + "3" * 16
+UNSTABLE = {"x-request-id", "date", "server"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    """The app on its default local backend, with read-only and write-only tokens besides A and B."""
+    settings = make_settings(
+        None,
+        tmp_path_factory.mktemp("hot"),
+        tokens=f"{TOKEN_A}:prod-a,{TOKEN_B}:prod-b,{READ_ONLY}:prod-a:read,{WRITE_ONLY}:prod-a:write",
+    )
+    srv = ThreadedServer(create_app(settings)).start()
+    yield srv
+    srv.stop()
+
+
+def _comparable(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
+    headers = {k: v for k, v in response.headers.items() if k not in UNSTABLE}
+    headers.pop("content-length", None)  # compared through the body (a URL's length may differ)
+    body: Any = response.json() if response.content else None
+    if isinstance(body, dict):
+        body.pop("requestId", None)
+        if isinstance(body.get("downloadUrl"), str):
+            url = urllib.parse.urlsplit(body["downloadUrl"])
+            query = {k: v for k, v in urllib.parse.parse_qsl(url.query) if k not in ("se", "sig")}
+            body["downloadUrl"] = (url.scheme, url.netloc, url.path, sorted(query.items()))
+            body["downloadUrlExpiresAt"] = body["downloadUrlExpiresAt"][:16]  # the minute, not the second
+    return response.status_code, headers, body
+
+
+def _upload(http: httpx.Client, job: str, name: str) -> dict[str, Any]:
+    answer = http.post(
+        f"/fleet/jobs/{job}/artifacts",
+        params={"fileName": name, "kind": "log"},
+        content=b"hot " * 100,
+        headers={"Content-Type": "text/plain"},
+    )
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    return created
+
+
+def test_plain_fetches_answer_as_the_router_does(server: ThreadedServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        a = {"Authorization": f"Bearer {TOKEN_A}"}
+        job = "job-" + secrets.token_hex(4)
+        with httpx.Client(base_url=server.url, headers=a, timeout=30) as uploader:
+            first = _upload(uploader, job, "one.log")
+            archived = _upload(uploader, job, "two.log")
+            archiving = uploader.post(f"/fleet/jobs/{job}/artifacts/{archived['id']}/archive")
+            assert archiving.status_code == 200, archiving.text
+        aid = first["id"]
+        cases: list[tuple[str, dict[str, str]]] = [
+            (f"/fleet/jobs/{job}/artifacts/{aid}", a),
+            (f"/fleet/artifacts/{aid}", a),
+            (f"/fleet/jobs/{job}/artifacts/{aid}?disposition=inline", a),
+            (f"/fleet/jobs/{job}/artifacts/{aid}?expiresIn=60&disposition=attachment", a),
+            (f"/fleet/artifacts/{aid}?expiresIn=120", {"Authorization": f"Bearer {READ_ONLY}"}),
+            (f"/fleet/jobs/{job}/artifacts/{archived['id']}", a),  # archived: no download URL
+            (f"/fleet/jobs/{job}/artifacts/{aid}?expiresIn=0", a),  # 400, named expiresIn
+            (f"/fleet/jobs/{job}/artifacts/{aid}?expiresIn=999999999", a),  # 400, beyond the maximum
+            (f"/fleet/jobs/{job}/artifacts/{'0' * 32}", a),  # 404
+            (f"/fleet/jobs/other-job/artifacts/{aid}", a),  # 404: not in that job
+            (f"/fleet/artifacts/{aid}", {"Authorization": f"Bearer {TOKEN_B}"}),  # 404: another product's
+            (f"/fleet/artifacts/{aid}", {}),  # 401
+            (f"/fleet/artifacts/{aid}", {"Authorization": "Bearer not-a-token-at-all-000"}),  # 401
+            (f"/fleet/artifacts/{aid}", {"Authorization": "Basic dXNlcjpwYXNz"}),  # 401
+            (f"/fleet/artifacts/{aid}", {"Authorization": f"Bearer {WRITE_ONLY}"}),  # 403, names the scope
+        ]
+        statuses = []
+        for path, headers in cases:
+            assert plain_fetch(*_split(path)) is not None, path  # each case takes the hot path
+            hot = http.get(path, headers=headers)
+            routed = http.get(path, headers={**headers, "Origin": "http://dashboard.example"})
+            assert _comparable(hot) == _comparable(routed), path
+            statuses.append(hot.status_code)
+        assert statuses == [200] * 6 + [400, 400, 404, 404, 404, 401, 401, 401, 403]
+        # The hot answer's URL downloads the bytes (its signature is good, not only its shape).
+        url = http.get(f"/fleet/artifacts/{aid}", headers=a).json()["downloadUrl"]
+        assert http.get(url).content == b"hot " * 100
+
+
+def test_odd_requests_go_to_the_router(server: ThreadedServer) -> None:
+    """What the hot path leaves alone still gets the router's answer (and parameter problems)."""
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN_A}"}, timeout=30
+    ) as http:
+        job = "job-" + secrets.token_hex(4)
+        aid = _upload(http, job, "odd.log")["id"]
+        base = f"/fleet/jobs/{job}/artifacts/{aid}"
+        odd = {
+            f"{base}?disposition=sideways": 400,  # not a disposition
+            f"{base}?disposition=inline&disposition=inline": 200,  # a repeat
+            f"{base}?expiresIn=%36%30": 200,  # escapes
+            f"{base}?unknown=1": 200,  # a parameter no fetch has
+            f"{base}?expiresIn=": 400,  # empty
+            f"{base}/": 200,  # a trailing slash
+            "/fleet/jobs/bad..id/artifacts/x": 400,  # an id the service refuses, with its field
+        }
+        for path, status in odd.items():
+            assert plain_fetch(*_split(path)) is None, path
+            answer = http.get(path)
+            assert answer.status_code == status, (path, answer.text)
+            if status == 400:
+                assert answer.headers["content-type"] == "application/problem+json"
+
+
+def _split(path: str) -> tuple[str, bytes]:
+    url = urllib.parse.urlsplit(path)
+    return urllib.parse.unquote(url.path), url.query.encode()
+
+
+async def _asgi(
+    app: Any,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    method: str = "GET",
+    query: bytes = b"",
+    body: bytes = b"",
+) -> tuple[int, bytes]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"localhost"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    """Run the app's ASGI lifespan (its stores open) around the block."""
+    events: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def receive() -> dict[str, str]:
+        return await events.get()
+
+    async def send(message: dict[str, Any]) -> None:
+        {"lifespan.startup.complete": started, "lifespan.shutdown.complete": stopped}.get(
+            message["type"], asyncio.Event()
+        ).set()
+
+    task = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    )
+    await events.put({"type": "lifespan.startup"})
+    await asyncio.wait_for(started.wait(), 30)
+    try:
+        yield
+    finally:
+        await events.put({"type": "lifespan.shutdown"})
+        await asyncio.wait_for(stopped.wait(), 30)
+        await task
+
+
+def test_the_hot_path_answers_without_the_router(tmp_path: Path) -> None:
+    """Behind ``hot_reads``, a stand-in router that answers 599 shows which requests reached it."""
+
+    async def run() -> None:
+        litestar = create_app(make_settings(None, tmp_path))
+        reached: list[str] = []
+
+        async def router(scope: Any, receive: Any, send: Any) -> None:  # stands in for the real one
+            reached.append(scope["path"])
+            await send({"type": "http.response.start", "status": 599, "headers": []})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        hot = hot_reads(router, litestar)
+        auth = [(b"authorization", f"Bearer {TOKEN_A}".encode())]
+        async with _lifespan(litestar):
+            status, body = await _asgi(  # through the whole app, as served
+                litestar,
+                "/fleet/jobs/job-1/artifacts",
+                [*auth, (b"content-type", b"text/plain")],
+                method="POST",
+                query=b"fileName=a.log&kind=log",
+                body=b"in process",
+            )
+            assert status == 201, body
+            aid = json.loads(body)["id"]
+            status, body = await _asgi(hot, f"/fleet/jobs/job-1/artifacts/{aid}", auth)
+            assert status == 200 and json.loads(body)["downloadUrl"].startswith("http://localhost/blobs/")
+            status, body = await _asgi(hot, f"/fleet/jobs/job-1/artifacts/{'0' * 32}", auth)
+            assert status == 404 and json.loads(body)["type"].endswith("/not-found")
+            status, body = await _asgi(hot, f"/fleet/artifacts/{aid}", [])
+            assert status == 401 and json.loads(body)["type"].endswith("/unauthenticated")
+            assert reached == []  # all three answered in front of the router
+            status, _ = await _asgi(hot, f"/fleet/artifacts/{aid}", [*auth, (b"origin", b"http://x")])
+            assert (status, reached) == (599, [f"/fleet/artifacts/{aid}"])
+            status, _ = await _asgi(hot, "/fleet/jobs/job-1/artifacts", auth)  # a list is not a fetch
+            assert status == 599 and reached[-1] == "/fleet/jobs/job-1/artifacts"
+
+    asyncio.run(run())
