@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from fleet_artifacts.app import create_app
-from fleet_artifacts.routes.hot import hot_reads, plain_fetch
+from fleet_artifacts.routes.hot import hot_reads, plain
 from tests.conftest import TOKEN_A, TOKEN_B, make_settings
 from tests.servers import ThreadedServer
 
@@ -53,12 +53,18 @@ def _comparable(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
     body: Any = response.json() if response.content else None
     if isinstance(body, dict):
         body.pop("requestId", None)
-        if isinstance(body.get("downloadUrl"), str):
-            url = urllib.parse.urlsplit(body["downloadUrl"])
-            query = {k: v for k, v in urllib.parse.parse_qsl(url.query) if k not in ("se", "sig")}
-            body["downloadUrl"] = (url.scheme, url.netloc, url.path, sorted(query.items()))
-            body["downloadUrlExpiresAt"] = body["downloadUrlExpiresAt"][:16]  # the minute, not the second
+        for item in [body, *body.get("items", ())]:
+            _unsecond(item)
     return response.status_code, headers, body
+
+
+def _unsecond(item: dict[str, Any]) -> None:
+    """A pointer's signed URL without its expiry and signature, which change with the second."""
+    if isinstance(item.get("downloadUrl"), str):
+        url = urllib.parse.urlsplit(item["downloadUrl"])
+        query = {k: v for k, v in urllib.parse.parse_qsl(url.query) if k not in ("se", "sig")}
+        item["downloadUrl"] = (url.scheme, url.netloc, url.path, sorted(query.items()))
+        item["downloadUrlExpiresAt"] = item["downloadUrlExpiresAt"][:16]  # the minute, not the second
 
 
 def _upload(http: httpx.Client, job: str, name: str) -> dict[str, Any]:
@@ -73,7 +79,7 @@ def _upload(http: httpx.Client, job: str, name: str) -> dict[str, Any]:
     return created
 
 
-def test_plain_fetches_answer_as_the_router_does(server: ThreadedServer) -> None:
+def test_plaines_answer_as_the_router_does(server: ThreadedServer) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         a = {"Authorization": f"Bearer {TOKEN_A}"}
         job = "job-" + secrets.token_hex(4)
@@ -83,12 +89,13 @@ def test_plain_fetches_answer_as_the_router_does(server: ThreadedServer) -> None
             archiving = uploader.post(f"/fleet/jobs/{job}/artifacts/{archived['id']}/archive")
             assert archiving.status_code == 200, archiving.text
         aid = first["id"]
+        reader = {"Authorization": f"Bearer {READ_ONLY}"}
         cases: list[tuple[str, dict[str, str]]] = [
             (f"/fleet/jobs/{job}/artifacts/{aid}", a),
             (f"/fleet/artifacts/{aid}", a),
             (f"/fleet/jobs/{job}/artifacts/{aid}?disposition=inline", a),
             (f"/fleet/jobs/{job}/artifacts/{aid}?expiresIn=60&disposition=attachment", a),
-            (f"/fleet/artifacts/{aid}?expiresIn=120", {"Authorization": f"Bearer {READ_ONLY}"}),
+            (f"/fleet/artifacts/{aid}?expiresIn=120", reader),
             (f"/fleet/jobs/{job}/artifacts/{archived['id']}", a),  # archived: no download URL
             (f"/fleet/jobs/{job}/artifacts/{aid}?expiresIn=0", a),  # 400, named expiresIn
             (f"/fleet/jobs/{job}/artifacts/{aid}?expiresIn=999999999", a),  # 400, beyond the maximum
@@ -99,15 +106,27 @@ def test_plain_fetches_answer_as_the_router_does(server: ThreadedServer) -> None
             (f"/fleet/artifacts/{aid}", {"Authorization": "Bearer not-a-token-at-all-000"}),  # 401
             (f"/fleet/artifacts/{aid}", {"Authorization": "Basic dXNlcjpwYXNz"}),  # 401
             (f"/fleet/artifacts/{aid}", {"Authorization": f"Bearer {WRITE_ONLY}"}),  # 403, names the scope
+            (f"/fleet/jobs/{job}/artifacts", a),  # list pages from here on
+            (f"/fleet/jobs/{job}/artifacts?limit=1&kind=log&expiresIn=60", a),
+            (f"/fleet/jobs/{job}/artifacts?limit=1&continuationToken={{token}}", a),  # the next page
+            (f"/fleet/jobs/{job}/artifacts?status=ARCHIVED&runId=none.1", reader),
+            (f"/fleet/jobs/{job}/artifacts?tag=os:linux&tag=arch:x86-64", a),  # an empty page
+            (f"/fleet/jobs/{job}/artifacts?continuationToken=bm9wZQ", a),  # 400: not a token of ours
+            (f"/fleet/jobs/{job}/artifacts?tag=nocolon", a),  # 400, named tag
+            (f"/fleet/jobs/{job}/artifacts?runId=.dot", a),  # 400, named runId
+            (f"/fleet/jobs/{job}/artifacts", {"Authorization": f"Bearer {WRITE_ONLY}"}),  # 403
         ]
+        token = http.get(f"/fleet/jobs/{job}/artifacts?limit=1", headers=a).json()["continuationToken"]
+        cases = [(path.replace("{token}", token), headers) for path, headers in cases]
         statuses = []
         for path, headers in cases:
-            assert plain_fetch(*_split(path)) is not None, path  # each case takes the hot path
+            assert plain(*_split(path)) is not None, path  # each case takes the hot path
             hot = http.get(path, headers=headers)
             routed = http.get(path, headers={**headers, "Origin": "http://dashboard.example"})
             assert _comparable(hot) == _comparable(routed), path
             statuses.append(hot.status_code)
-        assert statuses == [200] * 6 + [400, 400, 404, 404, 404, 401, 401, 401, 403]
+        fetches = [200] * 6 + [400, 400, 404, 404, 404, 401, 401, 401, 403]
+        assert statuses == fetches + [200] * 5 + [400] * 3 + [403]
         # The hot answer's URL downloads the bytes (its signature is good, not only its shape).
         url = http.get(f"/fleet/artifacts/{aid}", headers=a).json()["downloadUrl"]
         assert http.get(url).content == b"hot " * 100
@@ -128,10 +147,16 @@ def test_odd_requests_go_to_the_router(server: ThreadedServer) -> None:
             f"{base}?unknown=1": 200,  # a parameter no fetch has
             f"{base}?expiresIn=": 400,  # empty
             f"{base}/": 200,  # a trailing slash
+            f"/fleet/jobs/{job}/artifacts?limit=0": 400,  # out of range: the router's parameter problem
+            f"/fleet/jobs/{job}/artifacts?limit=ten": 400,
+            f"/fleet/jobs/{job}/artifacts?kind=movie": 400,
+            f"/fleet/jobs/{job}/artifacts?status=GONE": 400,
+            f"/fleet/jobs/{job}/artifacts?tag=os%3Alinux": 200,  # an escape
+            f"/fleet/jobs/{job}/artifacts?limit=1&limit=2": 200,  # a repeat
             "/fleet/jobs/bad..id/artifacts/x": 400,  # an id the service refuses, with its field
         }
         for path, status in odd.items():
-            assert plain_fetch(*_split(path)) is None, path
+            assert plain(*_split(path)) is None, path
             answer = http.get(path)
             assert answer.status_code == status, (path, answer.text)
             if status == 400:
@@ -240,7 +265,10 @@ def test_the_hot_path_answers_without_the_router(tmp_path: Path) -> None:
             assert reached == []  # all three answered in front of the router
             status, _ = await _asgi(hot, f"/fleet/artifacts/{aid}", [*auth, (b"origin", b"http://x")])
             assert (status, reached) == (599, [f"/fleet/artifacts/{aid}"])
-            status, _ = await _asgi(hot, "/fleet/jobs/job-1/artifacts", auth)  # a list is not a fetch
-            assert status == 599 and reached[-1] == "/fleet/jobs/job-1/artifacts"
+            status, body = await _asgi(hot, "/fleet/jobs/job-1/artifacts", auth)  # a list page: here too
+            assert status == 200 and [item["id"] for item in json.loads(body)["items"]] == [aid]
+            assert len(reached) == 1
+            status, _ = await _asgi(hot, "/fleet/jobs/job-1/artifacts/x/content", auth)  # not a hot path
+            assert status == 599 and reached[-1] == "/fleet/jobs/job-1/artifacts/x/content"
 
     asyncio.run(run())

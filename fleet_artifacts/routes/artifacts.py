@@ -70,18 +70,32 @@ async def list_artifacts(
 ) -> ArtifactPage:
     """List a job's artifacts, newest first; pass continuationToken for the next page."""
     ctx = context(request)
-    query = ListQuery(
+    query = list_query(ctx.product, job_id, kind, run_id, tag, status, limit, continuation_token)
+    return anchored_page(
+        await ctx.services.artifacts.list(query, expires_in=seconds(expires_in)), ctx.base_url
+    )
+
+
+def list_query(
+    product: str,
+    job_id: str,
+    kind: ArtifactKind | None,
+    run_id: str | None,
+    tag: list[str] | None,
+    status: str | None,
+    limit: int,
+    continuation: str | None,
+) -> ListQuery:
+    """The query of a list request (here and on the hot path), its ids and tags checked in this order."""
+    return ListQuery(
         job_id=job(job_id),
-        product_id=ctx.product,
+        product_id=product,
         kind=kind,
         run_id=None if run_id is None else check_id(run_id, "runId"),
         tags=parse_tags(tag or []),
         statuses=tuple(VISIBLE) if status is None else (ArtifactStatus(status),),
         limit=limit,
-        continuation=continuation_token,
-    )
-    return anchored_page(
-        await ctx.services.artifacts.list(query, expires_in=seconds(expires_in)), ctx.base_url
+        continuation=continuation,
     )
 
 
