@@ -116,13 +116,7 @@ def urls_signed(pointers: Sequence[Pointer], permission: str, expires_at: dateti
         return found
 
     lines = [
-        head
-        + enc(pointer.product_id)
-        + ',"artifactId":'
-        + _json_str(pointer.id)
-        + ',"jobId":'
-        + enc(pointer.job_id)
-        + tail
+        f'{head}{enc(pointer.product_id)},"artifactId":{_json_str(pointer.id)},"jobId":{enc(pointer.job_id)}{tail}'
         for pointer in pointers
     ]
     _write("\n".join(lines))

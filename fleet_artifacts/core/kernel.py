@@ -45,6 +45,8 @@ from fleet_artifacts.core.ports import BlobStore, PointerStore, StoredPointer
 
 log = logging.getLogger(__name__)
 _SIGNED_KEPT = 10_000  # read URLs kept for the current second, at most
+_Key = tuple[str, int, str, str, str]  # a read URL's blob key, expiry, disposition, type, file name
+_Url = tuple[str, str]  # a read URL and the disposition it was signed with
 _SHAPES_KEPT = 4_096  # answers' shapes kept by pointer version, at most (a few MiB)
 
 
@@ -109,7 +111,7 @@ class Kernel:
         self.idempotency = Idempotency(pointers, retention=self.limits.idempotency_retention, clock=clock)
         # The read URLs signed in the current second (``_url``): the same page asked for again in
         # that second gets the same bytes a new signature would give, without signing again.
-        self._signed: dict[tuple[str, int, str, str, str], tuple[str, str]] = {}
+        self._signed: dict[_Key, _Url] = {}
         self._signed_in = 0
         # Each pointer version's answer without its URL (``_shape``): a stored version never changes.
         self._shapes: dict[tuple[str, str, str], ArtifactOut] = {}
@@ -220,38 +222,37 @@ class Kernel:
         """
         now = self.now()
         expires_at = now + self.lifetime(expires_in)
-        url, signed_as = await self._url(
-            pointer, disposition, expires_at, int(now.timestamp()), int(expires_at.timestamp())
-        )
+        key, found = self._kept(pointer, disposition, int(now.timestamp()), int(expires_at.timestamp()))
+        url, signed_as = found or await self._signing(pointer, disposition, expires_at, key)
         urls_signed([pointer], "r", expires_at)
         return SignedUrl(url=url, expires_at=expires_at, disposition=signed_as)
 
-    async def _url(
-        self, pointer: Pointer, disposition: str, expires_at: datetime, second: int, until: int
-    ) -> tuple[str, str]:
-        """A read URL of ``pointer``'s blob and the disposition it was signed with.
+    def _kept(self, pointer: Pointer, disposition: str, second: int, until: int) -> tuple[_Key, _Url | None]:
+        """The key of a read URL of ``pointer``'s blob, and the URL if it was signed this second.
 
         A signature covers the key, the expiry in whole seconds (``until``) and the override
         headers, so within one second the same inputs give the same URL: it is kept for that
         second. Dashboards ask for the same pages many times a second, and on Azure a signature
         costs more than the rest of a page's item. ``second`` and ``until`` come in as ints so
-        a page converts its clock once, not once per item.
+        a page converts its clock once, not once per item; a URL found costs no await.
         """
         if second != self._signed_in or len(self._signed) >= _SIGNED_KEPT:
             self._signed.clear()
             self._signed_in = second
         key = (pointer.blob_key, until, disposition, pointer.content_type, pointer.file_name)
-        found = self._signed.get(key)
-        if found is None:
-            signed_as = signed_disposition(pointer.content_type, disposition)
-            url = await self.blobs.sign_read_url(
-                pointer.blob_key,
-                expires_at=expires_at,
-                content_disposition=content_disposition(pointer.file_name, signed_as),
-                content_type=pointer.content_type,
-            )
-            found = self._signed[key] = (url, signed_as)
-        return found
+        return key, self._signed.get(key)
+
+    async def _signing(self, pointer: Pointer, disposition: str, expires_at: datetime, key: _Key) -> _Url:
+        """Sign what ``_kept`` did not find (and keep it): the URL and the disposition signed."""
+        signed_as = signed_disposition(pointer.content_type, disposition)
+        url = await self.blobs.sign_read_url(
+            pointer.blob_key,
+            expires_at=expires_at,
+            content_disposition=content_disposition(pointer.file_name, signed_as),
+            content_type=pointer.content_type,
+        )
+        self._signed[key] = (url, signed_as)
+        return url, signed_as
 
     async def present(
         self, stored: StoredPointer, *, disposition: str = "attachment", expires_in: int | None = None
@@ -277,7 +278,8 @@ class Kernel:
             if pointer.status is not ArtifactStatus.ACTIVE:
                 out.append(msgspec.structs.replace(shape))  # a copy: routes may anchor URLs in place
                 continue
-            url, signed_as = await self._url(pointer, disposition, expires_at, second, until)
+            key, found = self._kept(pointer, disposition, second, until)
+            url, signed_as = found or await self._signing(pointer, disposition, expires_at, key)
             signed_for.append(pointer)
             out.append(
                 msgspec.structs.replace(
