@@ -4,7 +4,9 @@ The first GET is the SDK's own (unranged when no range is asked, so an empty blo
 empty rather than 416): it tells the size and the ETag. The rest of the blob follows as
 ``chunk``-sized ranges, ``in_flight`` of them fetched at once, each conditional on that ETag
 (If-Match): a blob replaced mid-download fails the download instead of mixing two versions.
-Memory stays bounded at about ``in_flight + 1`` chunks per download.
+Memory stays bounded, whatever the blob's size: the chunk being sent plus ``in_flight`` ranges,
+each held twice for a moment while the SDK joins its 256 KiB reads into one ``bytes``, so at
+most about ``2 * in_flight + 1`` chunks per download (5 x 8 MiB: a 40 MiB heap peak measured).
 """
 
 from __future__ import annotations
