@@ -6,11 +6,13 @@ directory (``--artifacts-destination``); it serves the REST routes of MLflow's
 ``PUT /api/2.0/mlflow-artifacts/artifacts/<path>`` (the request body is the file) and ``GET`` of
 the same path (the file). It streams the body into a temp file beside the target and renames
 it into place; it does not fsync. This service is ``fleet-artifacts serve`` on its default local
-backend: a raw-body ``POST /fleet/jobs/{job}/artifacts`` and ``GET /fleet/artifacts/{id}/content``.
-As shipped it fsyncs the blob, its sidecar and the directory and commits the pointer to SQLite
-(WAL, synchronous=FULL) before it answers; the "no fsync (what-if)" service runs the same code
-with all of those fsyncs off (``bench.upload.no_fsync_env``), which still keeps an acknowledged
-upload across a crash of the process, not across a power loss.
+backend: a raw-body ``POST /fleet/jobs/{job}/artifacts`` and ``GET /fleet/artifacts/{id}/content``,
+run twice side by side. With ``DURABILITY=power`` (the default) it fsyncs the blob, its sidecar
+and the directory and commits the pointer to SQLite (WAL, synchronous=FULL) before it answers:
+an acknowledged upload survives a power loss. With ``DURABILITY=process`` it fsyncs none of them
+(SQLite WAL, synchronous=NORMAL) but still writes the bytes, renames them into place and commits
+the pointer before it answers: an acknowledged upload survives a crash of the process (kill -9),
+not a power loss, the promise MLflow's proxy keeps too (it writes and renames, without fsync).
 
 Measured, for every server in turn (the order rotates between rounds), ``--rounds`` (5) rounds
 after a warm-up, medians printed:
@@ -62,7 +64,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.upload import AUTH, MiB, T, base_env, cpu_seconds, no_fsync_env, rotated
+from bench.upload import AUTH, MiB, T, base_env, cpu_seconds, rotated
 from fleet_artifacts.client.transport import BulkTransport
 from tests.servers import REPO, free_port, process_on_port, serve_process, wait_for_port
 
@@ -407,6 +409,8 @@ def report(servers: list[Server], count: int, large_mib: int, rounds: int) -> No
             f"  {s.name:{width}} {s.idle_rss[0]:6.0f} / {peak[0]:6.0f} MiB;"
             f" largest process {s.idle_rss[1]:6.0f} / {peak[1]:6.0f} MiB"
         )
+    print("DURABILITY=power (default): fsync of blob, sidecar, directory; SQLite synchronous=FULL")
+    print("DURABILITY=process: no fsync, SQLite synchronous=NORMAL; an ack survives kill -9, not power loss")
     if mlflow is not None:
         print("target (issue 14): the 1 MiB uploads in <= 0.50x MLflow's time")
     print("floor: a bare ASGI app (no framework, database or fsync; sha256 in a thread), for scale")
@@ -451,8 +455,9 @@ def main() -> None:
                     )
                 )
         variants = {
-            "this service": base_env(tmp / "fleet"),
-            "this service, no fsync (what-if)": no_fsync_env(base_env(tmp / "fleet-nofsync"), tmp / "site"),
+            "this service, DURABILITY=power": base_env(tmp / "fleet-power"),
+            "this service, DURABILITY=process": base_env(tmp / "fleet-process")
+            | {"FLEET_ARTIFACTS_DURABILITY": "process"},
         }
         for label, env in variants.items():
             base, proc = stack.enter_context(serve_process(env))

@@ -20,8 +20,9 @@ not the service. Then the service's peak RSS while it receives a 64 MiB and a ``
 
 Small mode: ``--count`` (100) x 1 MiB distinct files uploaded one after another, per variant,
 ``--small-rounds`` (5) interleaved rounds after a warm-up: the service on the local backend (raw
-body and multipart, and a what-if run with fsync off, see ``no_fsync_env``), the service on the
-Azure backend (Azurite), and the raw sync SDK ``upload_blob`` of each file to the same Azurite.
+body and multipart with ``DURABILITY=power``, the default; raw body with ``DURABILITY=process``,
+no fsync), the service on the Azure backend (Azurite), and the raw sync SDK ``upload_blob`` of
+each file to the same Azurite.
 Prints ms per upload, the service's CPU per upload and ratios. After each round every variant
 deletes what it uploaded (untimed; ``--keep-files`` keeps it): on this VM a write into fresh page
 cache costs more than the service does, for every writer alike (see ``bench/peers.py``).
@@ -69,25 +70,6 @@ BLOCK = secrets.token_bytes(MiB)
 SDK_CONCURRENCY = 4
 T = TypeVar("T")
 
-# Loaded by every Python process started with ``no_fsync_env``: what the local backend would
-# cost if it promised durability across a crash of its process only (not of the machine).
-NO_FSYNC_SITE = '''"""Bench what-if: no fsync here; SQLite connections commit with synchronous=NORMAL."""
-import os
-import sqlite3
-
-os.fsync = lambda fd: None
-_connect = sqlite3.connect
-
-
-def _connect_normal(*args, **kwargs):
-    conn = _connect(*args, **kwargs)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-sqlite3.connect = _connect_normal
-'''
-
 
 def base_env(data_dir: Path) -> dict[str, str]:
     """The environment of a benchmarked ``fleet-artifacts serve``: one token, quiet logs, no sweeper."""
@@ -98,19 +80,6 @@ def base_env(data_dir: Path) -> dict[str, str]:
         "FLEET_ARTIFACTS_DATA_DIR": str(data_dir),
         "FLEET_ARTIFACTS_SWEEP_INTERVAL_SECONDS": "0",
     }
-
-
-def no_fsync_env(env: dict[str, str], site_dir: Path) -> dict[str, str]:
-    """``env`` plus a ``sitecustomize`` that turns fsync off (a what-if; the service has no such setting).
-
-    ``os.fsync`` becomes a no-op (blob data, sidecar and directory fsyncs of the local backend)
-    and every SQLite connection commits with ``synchronous=NORMAL`` (in WAL mode: no fsync per
-    commit; a commit survives a crash of the process, not a power loss).
-    """
-    site_dir.mkdir(parents=True, exist_ok=True)
-    (site_dir / "sitecustomize.py").write_text(NO_FSYNC_SITE)
-    path = os.pathsep.join(p for p in (str(site_dir), env.get("PYTHONPATH", "")) if p)
-    return env | {"PYTHONPATH": path}
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -338,12 +307,12 @@ def run_small(args: argparse.Namespace, tmp: Path, azurite: Azurite | None) -> N
     """Small mode: ``count`` x 1 MiB sequential uploads per variant, interleaved rounds."""
     files = [secrets.token_bytes(MiB) for _ in range(args.count)]
     local_env = base_env(tmp / "small-local")
-    what_if = no_fsync_env(base_env(tmp / "small-nofsync"), tmp / "site-nofsync")
+    process_env = base_env(tmp / "small-process") | {"FLEET_ARTIFACTS_DURABILITY": "process"}
     with (
         serve_process(local_env) as (local_base, local_proc),
-        serve_process(what_if) as (nofsync_base, nofsync_proc),
+        serve_process(process_env) as (process_base, process_proc),
         bulk_client(local_base) as local,
-        bulk_client(nofsync_base) as nofsync,
+        bulk_client(process_base) as process,
         contextlib.ExitStack() as stack,
     ):
         variants = {
@@ -357,10 +326,10 @@ def run_small(args: argparse.Namespace, tmp: Path, azurite: Azurite | None) -> N
                 partial(drop_job, local),
                 local_proc.pid,
             ),
-            "local, raw POST, no fsync (what-if)": SmallVariant(
-                lambda job, i, f: proxied(nofsync, f, MiB, f"f{i}.bin", job),
-                partial(drop_job, nofsync),
-                nofsync_proc.pid,
+            "local, raw POST, DURABILITY=process": SmallVariant(
+                lambda job, i, f: proxied(process, f, MiB, f"f{i}.bin", job),
+                partial(drop_job, process),
+                process_proc.pid,
             ),
         }
         if azurite is not None:
@@ -411,8 +380,8 @@ def run_small(args: argparse.Namespace, tmp: Path, azurite: Azurite | None) -> N
             f"{args.count} x 1 MiB uploaded one after another, median of {args.small_rounds} interleaved"
             " rounds (client: httpx + client transport, bytes body)"
         )
-        print("  local backend as shipped: fsyncs blob data, sidecar and directory per upload; SQLite WAL")
-        print("  synchronous=FULL (an fsync per commit). 'no fsync (what-if)': all of those off.")
+        print("  local backend, DURABILITY=power (default): fsyncs blob data, sidecar and directory per")
+        print("  upload; SQLite WAL synchronous=FULL. DURABILITY=process: none of those fsyncs (NORMAL).")
         if not args.keep_files:
             print("  each round's uploads are deleted after it (untimed): writes reuse freed page cache")
         head = f"{'ms/upload':>9} {'MiB/s':>7}  {'service CPU ms/upload':>21}  {'Azurite':>7}"
@@ -423,8 +392,8 @@ def run_small(args: argparse.Namespace, tmp: Path, azurite: Azurite | None) -> N
             shown = f"{server:21.2f}" if variants[name].pid else f"{'-':>21}"
             print(f"  {name:40} {per[name]:9.2f} {1000 / per[name]:7.1f}  {shown}  {az:7.2f}")
         ref = per["local, raw POST"]
-        what_if_ms = per["local, raw POST, no fsync (what-if)"]
-        print(f"  no fsync / as shipped (local, raw): {what_if_ms / ref:.2f}x time")
+        process_ms = per["local, raw POST, DURABILITY=process"]
+        print(f"  DURABILITY=process / power (local, raw): {process_ms / ref:.2f}x time")
         print(f"  multipart / raw (local): {per['local, multipart POST'] / ref:.2f}x time")
         if azurite is not None:
             sdk_ms = per["SDK sync upload_blob, same Azurite"]

@@ -46,10 +46,10 @@ from fleet_artifacts.routes.access_log import access_log, true_allow
 from fleet_artifacts.routes.auth import TokenAuthority
 from fleet_artifacts.routes.deps import BLOB_PATH, Services
 from fleet_artifacts.routes.hosts import LOOPBACK, trusted_hosts
+from fleet_artifacts.routes.hot import hot_reads
 from fleet_artifacts.routes.log_lines import JsonFormatter, stderr_lines
 from fleet_artifacts.routes.metrics import Metrics, counting
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
-from fleet_artifacts.routes.hot import hot_reads
 from fleet_artifacts.routes.router import DOCS_ASSETS, docs_assets, route_handlers
 from fleet_artifacts.routes.ui import templates, ui_handlers
 from fleet_artifacts.settings import Settings, SettingsError
@@ -68,12 +68,19 @@ class StartupError(RuntimeError):
 
 @asynccontextmanager
 async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, PointerStore]]:
-    """Open the configured blob and pointer stores; close them on exit."""
+    """Open the configured blob and pointer stores; close them on exit.
+
+    ``DURABILITY`` reaches the two stores that write this machine's disk: ``power`` fsyncs every
+    local blob write and SQLite commit, ``process`` neither (a crash of the process keeps them).
+    """
+    power = settings.durability == "power"
     async with AsyncExitStack() as stack:
         blobs: BlobStore
         if settings.blob_backend == "local":
             signer = UrlSigner(load_or_create_key(settings.signing_key, settings.data_dir))
-            blobs = LocalBlobStore(settings.data_dir / "blobs", signer, url_prefix=BLOB_PATH + "/")
+            blobs = LocalBlobStore(
+                settings.data_dir / "blobs", signer, url_prefix=BLOB_PATH + "/", fsync=power
+            )
         else:
             azure = AzureBlobStore.from_settings(settings)
             stack.push_async_callback(azure.close)
@@ -92,7 +99,9 @@ async def open_stores(settings: Settings) -> AsyncIterator[tuple[BlobStore, Poin
                 raise StartupError(f"cannot open the Cosmos DB pointer store: {exc.detail}") from exc
             pointers = cosmos
         else:
-            sqlite = SqlitePointerStore(settings.data_dir / "pointers.sqlite3")
+            sqlite = SqlitePointerStore(
+                settings.data_dir / "pointers.sqlite3", synchronous="FULL" if power else "NORMAL"
+            )
             stack.push_async_callback(sqlite.close)
             pointers = sqlite
         yield blobs, pointers

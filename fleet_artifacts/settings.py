@@ -31,6 +31,9 @@ GiB = 1024 * MiB
 BlobBackend = Literal["local", "azure"]
 PointerBackend = Literal["sqlite", "cosmos"]
 LogFormat = Literal["text", "json"]
+# What an acknowledged upload survives on the local backend and SQLite: a power loss (every write
+# fsynced before the answer) or a crash of the process (written to the OS, renamed and committed).
+Durability = Literal["power", "process"]
 
 
 class SettingsError(ValueError):
@@ -56,6 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cosmos_container: str = "pointers"
     cosmos_init_on_start: bool = False
     data_dir: Path = Path("fleet-artifacts-data")
+    durability: Durability = "power"  # process: no fsync of local blobs; SQLite synchronous=NORMAL
     signing_key: str | None = None
     public_base_url: str | None = None
     allowed_hosts: tuple[str, ...] | None = None  # None: loopback names, or any once PUBLIC_BASE_URL is set
@@ -128,6 +132,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "pointer_backend": ("sqlite", "cosmos"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "log_format": ("text", "json"),
+    "durability": ("power", "process"),
 }
 
 

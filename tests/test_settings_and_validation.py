@@ -56,6 +56,8 @@ def test_defaults_and_overrides() -> None:
     )
     assert s.sas_ttl_seconds == 300 and s.log_level == "DEBUG"
     assert load_settings(BASE).ready_timeout_seconds == 2.0
+    assert load_settings(BASE).durability == "power"  # every fsync kept unless asked otherwise
+    assert load_settings({**BASE, "FLEET_ARTIFACTS_DURABILITY": " Process "}).durability == "process"
     assert (
         load_settings({**BASE, "FLEET_ARTIFACTS_READY_TIMEOUT_SECONDS": "0.5"}).ready_timeout_seconds == 0.5
     )
@@ -73,6 +75,7 @@ def test_defaults_and_overrides() -> None:
         ({"FLEET_ARTIFACTS_SAS_TTL_SECONDS": "ten"}, "whole number"),
         ({"FLEET_ARTIFACTS_SAS_TTL_SECONDS": "10"}, "between"),
         ({"FLEET_ARTIFACTS_BLOB_BACKEND": "s3"}, "one of"),
+        ({"FLEET_ARTIFACTS_DURABILITY": "fsync"}, "DURABILITY must be one of power, process"),
         ({"FLEET_ARTIFACTS_AZURE_STORAGE_ACCOUNT_URL": "https://a.blob.core.windows.net"}, "exactly one"),
         (
             {"FLEET_ARTIFACTS_AZURE_STORAGE_CONNECTION_STRING": "", "FLEET_ARTIFACTS_BLOB_BACKEND": "azure"},

@@ -2,8 +2,10 @@
 
 Bytes live under ``<data dir>/blobs/<blobKey>``. A write goes to a temporary
 file in the same directory, is fsynced, then renamed into place, so a crash
-never leaves a half file under a real key. Every path is resolved and checked
-to stay inside the root. A small JSON sidecar (``<key>.meta``) keeps the
+never leaves a half file under a real key. With ``fsync=False`` (``DURABILITY=process``) no
+file or directory is fsynced: every write is still complete in the OS and renamed into place
+before it returns, so it survives a crash of the process, not a power loss. Every path is
+resolved and checked to stay inside the root. A small JSON sidecar (``<key>.meta``) keeps the
 content type, digest, access tier and index tags. Signed URLs point at the service's own
 ``/blobs/`` route and are HMAC-signed (``fleet_artifacts.stores.signing``), with SAS semantics.
 
@@ -67,23 +69,27 @@ from fleet_artifacts.stores.local_files import (
     stage_file,
     staged_sizes,
     stream_range,
-    temp_beside,
 )
 from fleet_artifacts.stores.local_locks import KeyLocks
-from fleet_artifacts.stores.local_temps import sweep_temps
-from fleet_artifacts.stores.local_writes import write_blob
+from fleet_artifacts.stores.local_temps import sweep_temps, temp_beside
+from fleet_artifacts.stores.local_writes import make_dirs, write_blob
 from fleet_artifacts.stores.signing import UrlSigner, url_path
 
 
 class LocalBlobStore(HostedBlobStore):
     """``BlobStore`` on a local directory, its signed URLs served by this service."""
 
-    def __init__(self, root: Path, signer: UrlSigner, *, url_prefix: str) -> None:
-        """Use ``root`` (created if missing); sign URLs under ``url_prefix`` with ``signer``."""
+    def __init__(self, root: Path, signer: UrlSigner, *, url_prefix: str, fsync: bool = True) -> None:
+        """Use ``root`` (created if missing); sign URLs under ``url_prefix`` with ``signer``.
+
+        ``fsync``: fsync every write's file and directory before it returns (a power loss keeps
+        it); False keeps a write across a crash of the process only (see the module docstring).
+        """
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
         self.signer = signer
         self.url_prefix = url_prefix
+        self.fsync = fsync
         # Blocks of direct uploads wait here (outside the blob root) until committed.
         self.staging_root = self.root.parent / "staging"
         self._locks = KeyLocks(self.root.parent / "locks")
@@ -127,7 +133,7 @@ class LocalBlobStore(HostedBlobStore):
                 yield chunk
 
         name = block_file(base64.b64decode(block_id))
-        await stage_file(measured(), staging, name, budget=max_bytes, limit=max_bytes)
+        await stage_file(measured(), staging, name, budget=max_bytes, limit=max_bytes, fsync=self.fsync)
         return StagedChunk(block_ids=[block_id], size_bytes=size, sha256=digest.hexdigest())
 
     async def commit_chunks(
@@ -182,7 +188,7 @@ class LocalBlobStore(HostedBlobStore):
         budget = limit - sum(size for other, size in staged.items() if other != name)
         if declared is not None and declared > budget:
             raise PayloadTooLarge(limit)
-        await stage_file(chunks, staging, name, budget=budget, limit=limit)
+        await stage_file(chunks, staging, name, budget=budget, limit=limit, fsync=self.fsync)
 
     async def commit_block_list(
         self,
@@ -221,9 +227,10 @@ class LocalBlobStore(HostedBlobStore):
         async with self._locks.hold(key):
 
             def touch() -> None:
-                marker.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(marker.parent, fsync=self.fsync)
                 marker.touch()
-                fsync_dir(marker.parent)
+                if self.fsync:
+                    fsync_dir(marker.parent)
 
             await asyncio.to_thread(touch)
 
@@ -262,13 +269,15 @@ class LocalBlobStore(HostedBlobStore):
         # A new blob starts Hot with the tags it was written with, as a Put Blob on Azure; the tags
         # are checked before a byte is spooled, not after the last.
         meta = BlobMeta(content_type=content_type, sha256="", tags=check_tags(tags))
+        check_key(key)  # a bad key is refused before a byte is read; the writer's thread resolves it
         return await write_blob(
-            self.path_of(key),
+            lambda: self.path_of(key),
             chunks,
             meta,
             max_bytes=max_bytes,
             locked=lambda: self._locks.hold(key),
             guard=guard,
+            fsync=self.fsync,
         )
 
     async def read(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
@@ -317,11 +326,11 @@ class LocalBlobStore(HostedBlobStore):
             with src:
                 if meta.tier is BlobTier.ARCHIVE:
                     raise Archived(f"copy {source}: the blob is in the Archive tier")
-                await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-                size = await asyncio.to_thread(copy_to_temp, src, temp)
+                await asyncio.to_thread(make_dirs, path.parent, fsync=self.fsync)
+                size = await asyncio.to_thread(copy_to_temp, src, temp, fsync=self.fsync)
             copied = BlobMeta(content_type=meta.content_type, sha256=meta.sha256, tags=checked)
             async with self._locks.hold(target):
-                await asyncio.to_thread(commit_files, temp, path, copied)
+                await asyncio.to_thread(commit_files, temp, path, copied, fsync=self.fsync)
         except OSError as exc:
             raise Unavailable(f"local blob store: {exc.strerror or exc}") from exc
         finally:
@@ -353,7 +362,7 @@ class LocalBlobStore(HostedBlobStore):
         """
         try:
             async with self._locks.hold(key):
-                await asyncio.to_thread(change_meta, self.path_of(key), change)
+                await asyncio.to_thread(change_meta, self.path_of(key), change, fsync=self.fsync)
         except FileNotFoundError:
             raise NotFound(f"blob {key}: not found") from None
         except OSError as exc:

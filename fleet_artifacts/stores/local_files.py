@@ -1,7 +1,10 @@
 """Durable file steps of the local blob backend: spool, fsync, rename, and the block staging dir.
 
 A blob or a block is streamed into a unique temp file beside its target, fsynced,
-then renamed into place, so a crash never leaves a half file under a real name.
+then renamed into place, so a crash never leaves a half file under a real name. Every step
+that fsyncs takes ``fsync``: False (``DURABILITY=process``) skips the fsyncs of files and
+directories and nothing else, so each step is still complete in the OS, in the same order
+(temp, rename), before it returns: it survives a crash of the process, not a power loss.
 Blocks of one blob wait in a staging directory of their own, one file per block id,
 named by the id's bytes in hex (never the id itself): ``<hex id>.block``. What Azure keeps
 beside a blob's bytes (content type, digest, access tier, index tags) is a JSON sidecar,
@@ -29,7 +32,7 @@ import msgspec
 from fleet_artifacts.core.errors import Conflict, InvalidInput, PayloadTooLarge, Unavailable
 from fleet_artifacts.core.models import BlobTier
 from fleet_artifacts.core.ports import MAX_BLOCK_BYTES
-from fleet_artifacts.stores.local_temps import is_temp, temp_name
+from fleet_artifacts.stores.local_temps import is_temp, temp_beside, temp_name
 
 # Beside a blob: its properties and tags (.meta), and whether its write URLs are dead (.sealed).
 SIDECARS = (".meta", ".sealed")
@@ -67,9 +70,9 @@ def committed_meta(path: Path) -> BlobMeta:
     return meta
 
 
-def change_meta(path: Path, change: Callable[[BlobMeta], BlobMeta]) -> None:
+def change_meta(path: Path, change: Callable[[BlobMeta], BlobMeta], *, fsync: bool) -> None:
     """Replace a committed blob's sidecar with ``change`` of it (the caller holds the key's lock)."""
-    replace_meta(path, change(committed_meta(path)))
+    replace_meta(path, change(committed_meta(path)), fsync=fsync)
 
 
 def remove_blob(path: Path, sidecars: tuple[str, ...]) -> bool:
@@ -124,11 +127,12 @@ async def stream_range(src: BinaryIO, offset: int, length: int | None) -> AsyncG
         src.close()
 
 
-def copy_to_temp(src: BinaryIO, temp: Path) -> int:
-    """Copy the rest of ``src`` into the new file ``temp``, fsynced; return how many bytes."""
+def copy_to_temp(src: BinaryIO, temp: Path, *, fsync: bool) -> int:
+    """Copy the rest of ``src`` into the new file ``temp`` (fsynced with ``fsync``); return how many bytes."""
     with open(temp, "xb") as out:
         shutil.copyfileobj(src, out, FLUSH_BYTES)
-        fsync_file(out)
+        if fsync:
+            fsync_file(out)
         return out.tell()
 
 
@@ -187,13 +191,13 @@ def block_file(block_id: bytes) -> str:
     return block_id.hex() + BLOCK_SUFFIX
 
 
-def temp_beside(target: Path) -> Path:
-    """A fresh temp file name in ``target``'s directory (hidden from listings by its prefix)."""
-    return target.with_name(temp_name())
+async def spool(
+    chunks: AsyncIterable[bytes], out: BinaryIO, on_chunk: Callable[[bytes], None], *, fsync: bool
+) -> None:
+    """Write ``chunks`` to ``out`` in batches, ``on_chunk`` seeing each first (it may raise); fsync.
 
-
-async def spool(chunks: AsyncIterable[bytes], out: BinaryIO, on_chunk: Callable[[bytes], None]) -> None:
-    """Write ``chunks`` to ``out`` in batches, ``on_chunk`` seeing each first (it may raise); fsync."""
+    Without ``fsync`` the last batch is flushed to the OS only (closing ``out`` would do it too).
+    """
     pending: list[bytes] = []
     pending_size = 0
     async for chunk in chunks:
@@ -207,13 +211,16 @@ async def spool(chunks: AsyncIterable[bytes], out: BinaryIO, on_chunk: Callable[
             pending, pending_size = [], 0
     if pending:
         await asyncio.to_thread(out.write, b"".join(pending))
-    await asyncio.to_thread(fsync_file, out)
+    if fsync:
+        await asyncio.to_thread(fsync_file, out)
+    else:
+        out.flush()  # at most a buffer's tail: the batches above went to the OS as written
 
 
 async def stage_file(
-    chunks: AsyncIterable[bytes], staging: Path, name: str, *, budget: int, limit: int
+    chunks: AsyncIterable[bytes], staging: Path, name: str, *, budget: int, limit: int, fsync: bool
 ) -> None:
-    """Stream into a unique temp file, fsync, then rename over the block's file.
+    """Stream into a unique temp file, fsync (with ``fsync``), then rename over the block's file.
 
     Parallel uploads of blocks (and re-uploads of one id) never share a temp
     file, and the rename makes the last complete upload of an id win.
@@ -232,10 +239,10 @@ async def stage_file(
     try:
         out: BinaryIO = await asyncio.to_thread(open, temp, "xb")
         try:
-            await spool(chunks, out, count)
+            await spool(chunks, out, count, fsync=fsync)
         finally:
             out.close()
-        await asyncio.to_thread(rename_durably, temp, staging / name)
+        await asyncio.to_thread(rename_durably, temp, staging / name, fsync=fsync)
     except FileNotFoundError:
         raise Conflict("the blob's staged blocks were committed or discarded during this upload") from None
     except OSError as exc:
@@ -285,34 +292,38 @@ def resolve_blocks(staging: Path, entries: list[tuple[str, bytes]]) -> tuple[lis
     return paths, total
 
 
-def commit_files(temp: Path, path: Path, meta: BlobMeta) -> None:
-    """Rename a written temp into place with its sidecar (``<name>.meta``)."""
+def commit_files(temp: Path, path: Path, meta: BlobMeta, *, fsync: bool) -> None:
+    """Rename a written temp into place with its sidecar (``<name>.meta``); fsync the directory."""
     # The sidecar lands first: a crash between the renames leaves a sidecar
     # without data (invisible), never data without its sidecar. So the temp is looked for
     # before: one the temp sweep took from a write silent for too long must not give the
     # bytes already at ``path`` this write's sidecar (the rename would then fail).
     os.stat(temp)
-    _place_meta(path, meta)
+    _place_meta(path, meta, fsync=fsync)
     os.replace(temp, path)
-    fsync_dir(path.parent)  # one directory fsync makes both renames durable
+    if fsync:
+        fsync_dir(path.parent)  # one directory fsync makes both renames durable
 
 
-def replace_meta(path: Path, meta: BlobMeta) -> None:
+def replace_meta(path: Path, meta: BlobMeta, *, fsync: bool) -> None:
     """Replace the sidecar of a committed blob, durably (a crash leaves the old one or the new)."""
-    _place_meta(path, meta)
-    fsync_dir(path.parent)
+    _place_meta(path, meta, fsync=fsync)
+    if fsync:
+        fsync_dir(path.parent)
 
 
-def _place_meta(path: Path, meta: BlobMeta) -> None:
+def _place_meta(path: Path, meta: BlobMeta, *, fsync: bool) -> None:
     meta_temp = temp_beside(path)
     try:
-        with open(meta_temp, "xb") as out:
+        with open(meta_temp, "xb", buffering=0) as out:  # a few hundred bytes: one write, no buffer
             out.write(msgspec.json.encode(meta))
-            fsync_file(out)
+            if fsync:
+                os.fsync(out.fileno())
         os.replace(meta_temp, meta_path(path))
-    finally:
+    except BaseException:  # renamed, there is no temp left to remove: no unlink that fails
         with contextlib.suppress(FileNotFoundError):
             meta_temp.unlink()
+        raise
 
 
 def fsync_file(out: BinaryIO) -> None:
@@ -321,10 +332,11 @@ def fsync_file(out: BinaryIO) -> None:
     os.fsync(out.fileno())
 
 
-def rename_durably(temp: Path, target: Path) -> None:
-    """Rename over ``target`` and fsync the directory, so the rename survives a crash."""
+def rename_durably(temp: Path, target: Path, *, fsync: bool) -> None:
+    """Rename over ``target``; with ``fsync``, fsync the directory so the rename survives a power loss."""
     os.replace(temp, target)
-    fsync_dir(target.parent)
+    if fsync:
+        fsync_dir(target.parent)
 
 
 def fsync_dir(directory: Path) -> None:

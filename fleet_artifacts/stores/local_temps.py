@@ -34,6 +34,11 @@ def temp_name() -> str:
     return f"{TEMP_PREFIX}{uuid.uuid4().hex}"
 
 
+def temp_beside(target: Path) -> Path:
+    """A fresh temp file name in ``target``'s directory (hidden from listings by its prefix)."""
+    return target.with_name(temp_name())
+
+
 def is_temp(name: str) -> bool:
     """Whether a file name is a temp's (no blob, sidecar or staged block is named so)."""
     return name.startswith(TEMP_PREFIX)

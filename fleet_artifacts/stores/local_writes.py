@@ -1,64 +1,167 @@
 """How the local backend writes a blob: a small body in one hop to a thread, a large one streamed.
 
-Either way the bytes are fsynced to a temp file beside the target, then renamed into place with
-their sidecar (``local_files.commit_files``) under the key's lock, after the caller's guard
-agreed; a crash leaves at most a ``.tmp-`` file (never a half-written blob), which the sweep's
-``temps`` step removes once no live write could own it (``local_temps``).
+Either way the bytes are written (and fsynced, unless ``fsync`` is off: ``DURABILITY=process``)
+to a temp file beside the target, then renamed into place with their sidecar
+(``local_files.commit_files``) under the key's lock, after the caller's guard agreed; a crash
+leaves at most a ``.tmp-`` file (never a half-written blob), which the sweep's ``temps`` step
+removes once no live write could own it (``local_temps``).
+
+A small body (most artifacts) is hashed by one worker thread while another writes it: once the
+body is in, the client waits for both, and the two are about as long as each other (a MiB takes
+a millisecond to hash and most of one to write into the page cache), so doing them side by side
+halves that wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
+import os
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
 
 from fleet_artifacts.core.errors import PayloadTooLarge, Unavailable
 from fleet_artifacts.core.ports import BlobWritten
-from fleet_artifacts.stores.local_files import BlobMeta, commit_files, fsync_file, spool, temp_beside
+from fleet_artifacts.stores.local_files import BlobMeta, commit_files, fsync_dir, fsync_file, spool
+from fleet_artifacts.stores.local_temps import temp_beside
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 SMALL_BODY = 4 * 1024 * 1024  # bodies up to this are written in one hop to a thread (``head_of``)
+_IOV_MAX = 1024  # buffers one writev takes (Linux's IOV_MAX)
+
+Locked = Callable[[], AbstractAsyncContextManager[None]]
+Guard = Callable[[], Awaitable[None]] | None
+
+
+class _Abandoned(Exception):
+    """The request was cancelled while its body was being written: commit nothing."""
 
 
 async def write_blob(
-    path: Path,
+    locate: Callable[[], Path],
     chunks: AsyncIterable[bytes],
     meta: BlobMeta,
     *,
     max_bytes: int,
-    locked: Callable[[], AbstractAsyncContextManager[None]],
-    guard: Callable[[], Awaitable[None]] | None,
+    locked: Locked,
+    guard: Guard,
+    fsync: bool,
 ) -> BlobWritten:
-    """Write ``chunks`` as the blob at ``path`` with ``meta`` (its sha256 filled in).
+    """Write ``chunks`` as the blob at ``locate()`` with ``meta`` (its sha256 filled in).
 
-    ``locked`` holds the key's lock around the rename, so a seal cannot slip in between the
-    guard's check and it, nor a tier change rewrite the sidecar of the bytes it replaces.
+    ``locate`` resolves the key to its file (symlinks and all); it runs in a worker thread, not
+    on the event loop. ``locked`` holds the key's lock around the rename, so a seal cannot slip
+    in between the guard's check and it, nor a tier change rewrite the sidecar of the bytes it
+    replaces. PayloadTooLarge past ``max_bytes``.
     """
-    temp = temp_beside(path)
     stream = aiter(chunks)
     try:
-        parts, ended = await head_of(stream, SMALL_BODY, max_bytes)
+        parts, size, ended = await head_of(stream, SMALL_BODY, max_bytes)
         if ended:
-            async with locked():
-                if guard is not None:
-                    await guard()
-                done = await asyncio.to_thread(write_and_commit, temp, path, parts, meta)
-            return BlobWritten(size_bytes=sum(map(len, parts)), sha256=done.sha256)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
+            return await _write_whole(locate, parts, size, meta, locked, guard, fsync)
+        return await _write_streamed(locate, parts, size, stream, meta, max_bytes, locked, guard, fsync)
+    except OSError as exc:
+        raise Unavailable(f"local blob store: {exc.strerror or exc}") from exc
 
-        async def body() -> AsyncIterator[bytes]:
-            for part in parts:
-                yield part
-            parts.clear()
-            async for chunk in stream:
-                yield chunk
+
+async def _write_whole(
+    locate: Callable[[], Path],
+    parts: list[bytes],
+    size: int,
+    meta: BlobMeta,
+    locked: Locked,
+    guard: Guard,
+    fsync: bool,
+) -> BlobWritten:
+    """A whole body: hashed in one thread while ``write_and_commit`` writes it in another."""
+    abandoned = threading.Event()
+    async with locked():
+        if guard is not None:
+            await guard()
+        hashed: concurrent.futures.Future[str] = concurrent.futures.Future()
+        # Queued before the write, so a thread takes it first: the write, which waits for it,
+        # never waits on a job queued behind itself, however busy the pool.
+        asyncio.get_running_loop().run_in_executor(None, _hash, parts, hashed)
+        try:
+            done = await asyncio.to_thread(
+                write_and_commit, locate, parts, meta, hashed, fsync=fsync, abandoned=abandoned
+            )
+        except asyncio.CancelledError:
+            abandoned.set()  # the thread runs on: it now removes its temp instead of committing
+            raise
+    return BlobWritten(size_bytes=size, sha256=done.sha256)
+
+
+def _hash(parts: list[bytes], into: concurrent.futures.Future[str]) -> None:
+    """Set ``into`` to the sha256 of ``parts`` (hashlib lets go of the GIL: it runs beside the write)."""
+    try:
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        into.set_result(digest.hexdigest())
+    except BaseException as exc:  # handed to the writer, which waits for it
+        into.set_exception(exc)
+
+
+def write_and_commit(
+    locate: Callable[[], Path],
+    parts: list[bytes],
+    meta: BlobMeta,
+    hashed: concurrent.futures.Future[str],
+    *,
+    fsync: bool,
+    abandoned: threading.Event,
+) -> BlobMeta:
+    """A whole body: written (and fsynced) to a temp, then committed with its sha256 (``hashed``).
+
+    Returns ``meta`` with the sha256. As durable as the streamed path: with ``fsync`` the data,
+    the sidecar and the directory are fsynced before it returns; without, all of it is in the
+    OS, renamed into place. Nothing is committed once ``abandoned`` is set.
+    """
+    path = locate()
+    temp, out = create_temp(path, fsync=fsync)
+    try:
+        with out:
+            write_all(out, parts)
+            if fsync:
+                fsync_file(out)
+        done = msgspec.structs.replace(meta, sha256=hashed.result())
+        if abandoned.is_set():
+            raise _Abandoned
+        commit_files(temp, path, done, fsync=fsync)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    return done
+
+
+async def _write_streamed(
+    locate: Callable[[], Path],
+    head: list[bytes],
+    size: int,
+    stream: AsyncIterator[bytes],
+    meta: BlobMeta,
+    max_bytes: int,
+    locked: Locked,
+    guard: Guard,
+    fsync: bool,
+) -> BlobWritten:
+    """A body past ``SMALL_BODY``: its head hashed and written as the temp is made, the rest spooled."""
+    digest = hashlib.sha256()
+    path, temp, out = await asyncio.to_thread(_start, locate, head, digest, fsync)
+    committed = False
+    try:
+        head.clear()
 
         def measure(chunk: bytes) -> None:
             nonlocal size
@@ -67,30 +170,75 @@ async def write_blob(
                 raise PayloadTooLarge(max_bytes)
             digest.update(chunk)
 
-        out: BinaryIO = await asyncio.to_thread(open, temp, "xb")
         try:
-            await spool(body(), out, measure)
+            await spool(stream, out, measure, fsync=fsync)
         finally:
             out.close()
         done = msgspec.structs.replace(meta, sha256=digest.hexdigest())
         async with locked():
             if guard is not None:
                 await guard()
-            await asyncio.to_thread(commit_files, temp, path, done)
+            await asyncio.to_thread(commit_files, temp, path, done, fsync=fsync)
+        committed = True
         return BlobWritten(size_bytes=size, sha256=done.sha256)
-    except OSError as exc:
-        raise Unavailable(f"local blob store: {exc.strerror or exc}") from exc
     finally:
+        if not committed:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+
+def _start(
+    locate: Callable[[], Path], head: list[bytes], digest: _Hash, fsync: bool
+) -> tuple[Path, Path, BinaryIO]:
+    """Resolve the blob's path, make its temp, hash and write ``head``: the path, the temp, the file."""
+    path = locate()
+    temp, out = create_temp(path, fsync=fsync)
+    try:
+        for part in head:
+            digest.update(part)
+        write_all(out, head)
+    except BaseException:
+        out.close()
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+        raise
+    return path, temp, out
 
 
-async def head_of(chunks: AsyncIterator[bytes], limit: int, max_bytes: int) -> tuple[list[bytes], bool]:
-    """Take chunks until more than ``limit`` bytes came or the stream ended: them, and whether it did.
+def create_temp(target: Path, *, fsync: bool) -> tuple[Path, BinaryIO]:
+    """Create a fresh temp file beside ``target``: its path, open for writing.
+
+    Missing directories are made only when the create finds them missing (a job's uploads after
+    its first cost no mkdir that fails), and with ``fsync`` each new one is fsynced into its
+    parent, so the blob's directory outlives a power loss as its rename does.
+    """
+    temp = temp_beside(target)
+    try:
+        return temp, open(temp, "xb")  # the caller writes and closes it
+    except FileNotFoundError:
+        make_dirs(target.parent, fsync=fsync)
+        return temp, open(temp, "xb")
+
+
+def make_dirs(directory: Path, *, fsync: bool) -> None:
+    """``mkdir -p directory``; with ``fsync``, each directory made is fsynced into its parent."""
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # a concurrent write made it first
+            made.mkdir()
+        if fsync:
+            fsync_dir(made.parent)
+
+
+async def head_of(chunks: AsyncIterator[bytes], limit: int, max_bytes: int) -> tuple[list[bytes], int, bool]:
+    """Take chunks until more than ``limit`` bytes came or the stream ended: them, their size, whether it did.
 
     PayloadTooLarge past ``max_bytes``. A body that ends within ``limit`` (most artifacts) is then
-    written, hashed and committed in one hop to a thread (``write_and_commit``), where streaming it
-    took seven.
+    hashed, written and committed in one hop to the worker threads (``_write_whole``), where
+    streaming it took seven.
     """
     parts: list[bytes] = []
     size = 0
@@ -98,28 +246,27 @@ async def head_of(chunks: AsyncIterator[bytes], limit: int, max_bytes: int) -> t
         try:
             chunk = await anext(chunks)
         except StopAsyncIteration:
-            return parts, True
+            return parts, size, True
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(max_bytes)
         if chunk:
             parts.append(chunk)
-    return parts, False
+    return parts, size, False
 
 
-def write_and_commit(temp: Path, path: Path, parts: list[bytes], meta: BlobMeta) -> BlobMeta:
-    """A whole body: hashed, written and fsynced to ``temp``, then committed (``commit_files``).
+def write_all(out: BinaryIO, parts: list[bytes]) -> None:
+    """Write ``parts`` to ``out`` with as few system calls as the OS takes.
 
-    Returns ``meta`` with the body's sha256. As durable as the streamed path: the data, the
-    sidecar and the directory are fsynced before it returns.
+    One ``writev`` for a body's chunks, where ``writelines`` made one write for each.
     """
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    done = msgspec.structs.replace(meta, sha256=digest.hexdigest())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(temp, "xb") as out:
-        out.writelines(parts)
-        fsync_file(out)
-    commit_files(temp, path, done)
-    return done
+    out.flush()
+    fd = out.fileno()
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while written:  # drop what was written; a short write leaves a part's tail
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0], written = views[0][written:], 0

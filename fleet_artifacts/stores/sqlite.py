@@ -2,16 +2,17 @@
 
 The document is stored whole as JSON beside the few columns that queries use,
 mirroring the Cosmos layout (partition = job id). sqlite3 is synchronous: writes
-(which fsync) run in a worker thread behind one lock; the reads a request makes run on
-the event loop's thread through a second, read-only connection, since an indexed read
-takes microseconds and the hop to a thread and back cost ten times that. WAL mode keeps
-those readers from ever waiting on the writer.
+(which fsync, unless ``synchronous="NORMAL"``) run in a worker thread behind one lock; the
+reads a request makes run on the event loop's thread through a second, read-only
+connection, since an indexed read takes microseconds and the hop to a thread and back cost
+ten times that. WAL mode keeps those readers from ever waiting on the writer. With
+``synchronous="NORMAL"`` an upload's commit (no fsync: a few writes to the WAL) runs on the
+loop's thread too, through a third connection that never waits (``_write``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import builtins
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from fleet_artifacts.core.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from fleet_artifacts.core.errors import Conflict, NotFound, PreconditionFailed, Unavailable
 from fleet_artifacts.core.journal import Event, EventPage, JobPage, JobState
 from fleet_artifacts.core.models import ArtifactStatus, BlobTier, Pointer
 from fleet_artifacts.core.ports import (
@@ -36,7 +37,20 @@ from fleet_artifacts.core.ports import (
     StoredRecord,
 )
 from fleet_artifacts.stores import sqlite_journal as journal
-from fleet_artifacts.stores.sqlite_schema import create_schema, expires_us, micros, tier_us, us
+from fleet_artifacts.stores.sqlite_schema import (
+    LOOP_CHECKPOINT_EVERY,
+    ListCursor,
+    Synchronous,
+    checkpoint,
+    connect_loop_writer,
+    connect_reader,
+    connect_writer,
+    decode_cursor,
+    encode_cursor,
+    micros,
+    pointer_row,
+    us,
+)
 
 T = TypeVar("T")
 
@@ -45,63 +59,34 @@ _pointer_decoder = msgspec.json.Decoder(Pointer)
 _DECODED_KEPT = 4096  # pointer versions kept decoded for listings, at most (a few MiB)
 
 
-class _Cursor(msgspec.Struct, array_like=True):
-    """Keyset position after the last item of a page, bound to the query's filters (opaque to clients)."""
-
-    created_us: int
-    id: str
-    filters: str  # ListQuery.filters_digest() of the query that issued it
-
-
-def _encode_cursor(cursor: _Cursor) -> str:
-    return base64.urlsafe_b64encode(_encoder.encode(cursor)).decode().rstrip("=")
-
-
-def _decode_cursor(token: str, query: ListQuery) -> _Cursor:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        cursor = msgspec.json.decode(raw, type=_Cursor)
-        if not -(2**63) <= cursor.created_us < 2**63:  # SQLite integers are 64-bit
-            raise ValueError("out of range")
-        if cursor.filters != query.filters_digest():
-            raise ValueError("issued for other filters")
-        return cursor
-    except (ValueError, msgspec.DecodeError):
-        raise InvalidInput(
-            "continuationToken is not one this service issued for this query", field="continuationToken"
-        ) from None
-
-
 class SqlitePointerStore(PointerStore):
     """``PointerStore`` in one SQLite file."""
 
-    def __init__(self, path: Path | str) -> None:
-        """Open (and create if needed) the database at ``path`` (``:memory:`` works)."""
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        create_schema(self._conn)
+    def __init__(self, path: Path | str, *, synchronous: Synchronous = "FULL") -> None:
+        """Open (and create if needed) the database at ``path`` (``:memory:`` works).
+
+        ``synchronous``: FULL fsyncs every commit (a power loss keeps it); NORMAL keeps a commit
+        across a crash of the process only (``sqlite_schema.Synchronous``).
+        """
+        self.synchronous = synchronous
+        self._conn = connect_writer(path, synchronous=synchronous)
         self._lock = threading.Lock()
         # Listed pointers by etag: a version's document never changes, and dashboards list the
         # same pages many times a second (decoding was half a listed row's cost). Shared, so never
         # changed in place: the core replaces pointers, it does not mutate them.
         self._decoded: dict[str, Pointer] = {}
-        self._reader: sqlite3.Connection | None = (
-            None  # ``:memory:`` has one connection: its thread reads too
-        )
-        if str(path) != ":memory:":
-            self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._reader.execute("PRAGMA query_only=1")
-            # Never wait on the loop's thread: a busy database (a WAL recovery) sends the read to the
-            # writer's thread, which waits as long as writes do.
-            self._reader.execute("PRAGMA busy_timeout=0")
+        self._reader = connect_reader(path)
+        self._loop_writer = connect_loop_writer(path, synchronous=synchronous)
+        self._loop_commits = 0
+        self._checkpointing: asyncio.Future[None] | None = None
 
     async def close(self) -> None:
         """Close the database connections."""
-        if self._reader is not None:
-            self._reader.close()
+        if self._checkpointing is not None:
+            await self._checkpointing
+        for conn in (self._reader, self._loop_writer):
+            if conn is not None:
+                conn.close()
         await self._run(self._conn.close)
 
     async def check(self) -> None:
@@ -138,31 +123,36 @@ class SqlitePointerStore(PointerStore):
                 pass  # busy, or worse: the writer's thread waits, and reports what is wrong
         return await self._run(lambda: fn(self._conn))
 
-    @staticmethod
-    def _row(pointer: Pointer, etag: str) -> dict[str, Any]:
-        return {
-            "id": pointer.id,
-            "job_id": pointer.job_id,
-            "product_id": pointer.product_id,
-            "created_us": micros(pointer),
-            "status": pointer.status.value,
-            "kind": pointer.kind.value,
-            "run_id": pointer.run_id,
-            "etag": etag,
-            "doc": _encoder.encode(pointer).decode(),
-            "expires_us": expires_us(pointer),
-            "tier": pointer.tier.value,
-            "tier_us": tier_us(pointer),
-        }
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """A short write a request makes, in one transaction: on the loop's own writer if it is free.
+
+        That writer exists with ``synchronous="NORMAL"`` only (``connect_loop_writer``): a commit
+        there is a few writes to the WAL, cheaper than two thread hops. A busy database (another
+        writer's transaction) or any other trouble sends the work to the writer's thread instead,
+        and so does a checkpoint under way: it completes only if no commit lands meanwhile, and
+        then the WAL is reused from its start rather than grown.
+        """
+        idle = self._checkpointing is None or self._checkpointing.done()
+        if (conn := self._loop_writer) is not None and idle:
+            try:
+                result = journal.transaction(conn, lambda: work(conn))
+            except sqlite3.OperationalError:
+                pass  # rolled back: the writer's thread waits its turn, and reports what is wrong
+            else:
+                self._loop_commits += 1
+                if self._loop_commits % LOOP_CHECKPOINT_EVERY == 0:
+                    self._checkpointing = asyncio.ensure_future(self._run(lambda: checkpoint(self._conn)))
+                return result
+        return await self._run(lambda: journal.transaction(self._conn, lambda: work(self._conn)))
 
     async def create(self, pointer: Pointer, *, event: Event | None = None) -> str:
         """Insert (with ``event``, in one transaction with it); Conflict if the id is taken."""
         etag = uuid.uuid4().hex
-        row = self._row(pointer, etag)
+        row = pointer_row(pointer, etag)
 
-        def insert() -> None:
+        def insert(conn: sqlite3.Connection) -> None:
             try:
-                self._conn.execute(
+                conn.execute(
                     "INSERT INTO pointers (id, job_id, product_id, created_us, status, kind, run_id,"
                     " etag, doc, expires_us, tier, tier_us) VALUES (:id, :job_id, :product_id, :created_us,"
                     " :status, :kind, :run_id, :etag, :doc, :expires_us, :tier, :tier_us)",
@@ -171,9 +161,9 @@ class SqlitePointerStore(PointerStore):
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"artifact {pointer.id} exists already") from exc
             if event is not None:
-                journal.apply_event(self._conn, event)
+                journal.apply_event(conn, event)
 
-        await self._run(lambda: journal.transaction(self._conn, insert))
+        await self._write(insert)
         return etag
 
     @staticmethod
@@ -205,7 +195,7 @@ class SqlitePointerStore(PointerStore):
     async def replace(self, pointer: Pointer, *, etag: str, event: Event | None = None) -> str:
         """Compare-and-swap on the etag (with ``event``, in one transaction with it)."""
         new_etag = uuid.uuid4().hex
-        row = self._row(pointer, new_etag)
+        row = pointer_row(pointer, new_etag)
         row["old_etag"] = etag
 
         def update() -> None:
@@ -355,7 +345,7 @@ class SqlitePointerStore(PointerStore):
             clauses.append("json_extract(doc, ?) = ?")
             params += [f'$.tags."{key}"', value]
         if query.continuation:
-            cursor = _decode_cursor(query.continuation, query)
+            cursor = decode_cursor(query.continuation, query)
             clauses.append("(created_us < ? OR (created_us = ? AND id < ?))")
             params += [cursor.created_us, cursor.created_us, cursor.id]
         sql = (
@@ -371,7 +361,7 @@ class SqlitePointerStore(PointerStore):
         token = None
         if len(rows) > query.limit:
             last = items[-1].pointer
-            token = _encode_cursor(_Cursor(micros(last), last.id, query.filters_digest()))
+            token = encode_cursor(ListCursor(micros(last), last.id, query.filters_digest()))
         return PointerPage(items, token)
 
     async def job(self, product_id: str, job_id: str) -> JobState | None:

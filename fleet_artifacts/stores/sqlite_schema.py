@@ -1,14 +1,23 @@
-"""The SQLite pointer store's tables, and the migration of a database made by an older release."""
+"""The SQLite pointer store's connections, tables and rows, and its listings' keyset cursor.
+
+Also the migration of a database made by an older release.
+"""
 
 from __future__ import annotations
 
+import base64
+import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
 
 import msgspec
 
+from fleet_artifacts.core.errors import InvalidInput
 from fleet_artifacts.core.journal import JobState
 from fleet_artifacts.core.models import Pointer
+from fleet_artifacts.core.ports import ListQuery
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pointers (
@@ -64,7 +73,9 @@ CREATE INDEX IF NOT EXISTS pointers_by_expiry ON pointers (status, expires_us);
 CREATE INDEX IF NOT EXISTS pointers_by_tier_age ON pointers (status, tier_us);
 """
 
+log = logging.getLogger(__name__)
 _pointer_decoder = msgspec.json.Decoder(Pointer)
+_encoder = msgspec.json.Encoder()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -89,8 +100,120 @@ def tier_us(pointer: Pointer) -> int:
     return us(pointer.restored_at or pointer.created_at)
 
 
+def pointer_row(pointer: Pointer, etag: str) -> dict[str, Any]:
+    """A pointer version as the named parameters of its row in ``pointers``."""
+    return {
+        "id": pointer.id,
+        "job_id": pointer.job_id,
+        "product_id": pointer.product_id,
+        "created_us": micros(pointer),
+        "status": pointer.status.value,
+        "kind": pointer.kind.value,
+        "run_id": pointer.run_id,
+        "etag": etag,
+        "doc": _encoder.encode(pointer).decode(),
+        "expires_us": expires_us(pointer),
+        "tier": pointer.tier.value,
+        "tier_us": tier_us(pointer),
+    }
+
+
+class ListCursor(msgspec.Struct, array_like=True):
+    """Keyset position after the last item of a page, bound to the query's filters (opaque to clients)."""
+
+    created_us: int
+    id: str
+    filters: str  # ListQuery.filters_digest() of the query that issued it
+
+
+def encode_cursor(cursor: ListCursor) -> str:
+    """The opaque continuation token of ``cursor``."""
+    return base64.urlsafe_b64encode(_encoder.encode(cursor)).decode().rstrip("=")
+
+
+def decode_cursor(token: str, query: ListQuery) -> ListCursor:
+    """The cursor a continuation token names, if this service issued it for ``query``; else InvalidInput."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        cursor = msgspec.json.decode(raw, type=ListCursor)
+        if not -(2**63) <= cursor.created_us < 2**63:  # SQLite integers are 64-bit
+            raise ValueError("out of range")
+        if cursor.filters != query.filters_digest():
+            raise ValueError("issued for other filters")
+        return cursor
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidInput(
+            "continuationToken is not one this service issued for this query", field="continuationToken"
+        ) from None
+
+
 # The sweeper's columns, filled from the docs when a database made before them is opened.
 ADDED_COLUMNS = {"expires_us": "INTEGER", "tier": "TEXT NOT NULL DEFAULT 'Hot'", "tier_us": "INTEGER"}
+
+
+# FULL: a commit is fsynced (to the WAL) before it returns, so a power loss keeps it. NORMAL (in WAL
+# mode): a commit is written to the WAL, not fsynced (only checkpoints are), so it survives a crash
+# of the process, not a power loss (``DURABILITY=process``).
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+def connect_writer(path: Path | str, *, synchronous: Synchronous) -> sqlite3.Connection:
+    """The writer's connection to the database at ``path`` (created if missing), schema up to date."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    create_schema(conn)
+    return conn
+
+
+def connect_reader(path: Path | str) -> sqlite3.Connection | None:
+    """A read-only connection for reads on the event loop's thread; None for ``:memory:``.
+
+    ``:memory:`` has one connection: its writer's thread reads too.
+    """
+    if str(path) == ":memory:":
+        return None
+    reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    reader.execute("PRAGMA query_only=1")
+    # Never wait on the loop's thread: a busy database (a WAL recovery) sends the read to the
+    # writer's thread, which waits as long as writes do.
+    reader.execute("PRAGMA busy_timeout=0")
+    return reader
+
+
+def connect_loop_writer(path: Path | str, *, synchronous: Synchronous) -> sqlite3.Connection | None:
+    """A second writer connection, for an upload's commit on the event loop's thread; else None.
+
+    Only with ``NORMAL`` (a commit is a few writes to the WAL, no fsync: shorter than the hop to
+    a thread and back) and a file. It never waits (a busy database sends the commit to the
+    writer's thread) and never checkpoints (a checkpoint fsyncs): ``checkpoint`` does that, in
+    the writer's thread, every ``LOOP_CHECKPOINT_EVERY`` of its commits.
+    """
+    if synchronous != "NORMAL" or str(path) == ":memory:":
+        return None
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=0")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    return conn
+
+
+LOOP_CHECKPOINT_EVERY = 100  # commits of the loop's writer between checkpoints (~1,200 WAL pages)
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database without waiting on anyone (PASSIVE); a failure is logged only.
+
+    The WAL is then reused from its start, so it stays as small as the writer's automatic
+    checkpoints keep it.
+    """
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error as exc:
+        log.warning("SQLite checkpoint failed (the next one tries again): %s", exc)
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
