@@ -154,7 +154,8 @@ def own_cpu() -> float:
 
 @dataclass
 class Sample:
-    """One timed download: wall seconds and the CPU seconds of client, service and Azurite."""
+    """One timed run (a download here, an upload in bench/upload.py): wall seconds and the CPU
+    seconds of client, service and Azurite."""
 
     seconds: float
     client_cpu: float

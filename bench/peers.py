@@ -64,7 +64,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.upload import AUTH, MiB, T, base_env, cpu_seconds, rotated
+from bench.download import cpu_seconds
+from bench.upload import AUTH, MiB, T, base_env, rotated
 from fleet_artifacts.client.transport import BulkTransport
 from tests.servers import REPO, free_port, process_on_port, serve_process, wait_for_port
 

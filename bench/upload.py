@@ -40,7 +40,6 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
 import secrets
 import shutil
 import statistics
@@ -59,7 +58,7 @@ from azure.storage.blob import BlobServiceClient as SyncBlobServiceClient
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.download import PeakSampler, rss_mib
+from bench.download import PeakSampler, Sample, cpu_seconds, own_cpu, rss_mib
 from fleet_artifacts.client.transport import BulkTransport
 from tests.servers import Azurite, serve_process
 
@@ -80,30 +79,6 @@ def base_env(data_dir: Path) -> dict[str, str]:
         "FLEET_ARTIFACTS_DATA_DIR": str(data_dir),
         "FLEET_ARTIFACTS_SWEEP_INTERVAL_SECONDS": "0",
     }
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of one process so far (0 for None)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu() -> float:
-    """CPU seconds of this process and its waited-for children (curl)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
-@dataclass
-class Sample:
-    """One timed run: wall seconds and the CPU seconds of client, service and Azurite."""
-
-    seconds: float
-    client_cpu: float
-    server_cpu: float
-    azurite_cpu: float
 
 
 def timed(action: Callable[[], object], server: int | None, azurite: int | None) -> Sample:
