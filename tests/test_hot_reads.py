@@ -163,6 +163,48 @@ def test_odd_requests_go_to_the_router(server: ThreadedServer) -> None:
                 assert answer.headers["content-type"] == "application/problem+json"
 
 
+def test_what_the_router_judges_otherwise_goes_to_it(server: ThreadedServer) -> None:
+    """Requests found in review to differ: each answered as the router answers it."""
+    a = {"Authorization": f"Bearer {TOKEN_A}"}
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        job = "job-" + secrets.token_hex(4)
+        with httpx.Client(base_url=server.url, headers=a, timeout=30) as uploader:
+            aid = _upload(uploader, job, "review.log")["id"]
+        # Two Authorization headers: the first decides, as the router's check reads it (B: not found).
+        both = [("Authorization", f"Bearer {TOKEN_B}"), ("Authorization", f"Bearer {TOKEN_A}")]
+        assert http.get(f"/fleet/artifacts/{aid}", headers=both).status_code == 404
+        assert http.get(f"/fleet/artifacts/{aid}", headers=both[::-1]).status_code == 200
+        # A limit msgspec refuses: a leading zero, and more digits than int() takes.
+        for limit in ("007", "0" * 4400 + "5"):
+            assert plain(f"/fleet/jobs/{job}/artifacts", f"limit={limit}".encode()) is None
+            answer = http.get(f"/fleet/jobs/{job}/artifacts?limit={limit}", headers=a)
+            assert answer.status_code == 400, answer.text[:200]
+        # Another route's literal segment where a fetch has its id: that route's 405, before any token.
+        answer = http.get(f"/fleet/jobs/{job}/artifacts/uploads")
+        assert answer.status_code == 405 and "POST" in answer.headers["allow"]
+
+
+def test_a_malformed_host_is_refused(tmp_path: Path) -> None:
+    """``evil.com/x.example.com`` ends like a subdomain, but is no host: 400, never in a URL."""
+    settings = make_settings(None, tmp_path, allowed_hosts="*.example.com")
+    srv = ThreadedServer(create_app(settings)).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as http:
+            for host in ("evil.com/x.example.com", "evil.com?.example.com", "user@x.example.com"):
+                answer = http.get(
+                    f"/fleet/artifacts/{'0' * 32}",
+                    headers={"Host": host, "Authorization": f"Bearer {TOKEN_A}"},
+                )
+                assert answer.status_code == 400, (host, answer.text)
+            good = http.get(
+                f"/fleet/artifacts/{'0' * 32}",
+                headers={"Host": "x.example.com", "Authorization": f"Bearer {TOKEN_A}"},
+            )
+            assert good.status_code == 404
+    finally:
+        srv.stop()
+
+
 def _split(path: str) -> tuple[str, bytes]:
     url = urllib.parse.urlsplit(path)
     return urllib.parse.unquote(url.path), url.query.encode()

@@ -35,7 +35,13 @@ def host_of(value: str) -> str:
 
 
 def allowed(host: str, patterns: tuple[str, ...]) -> bool:
-    """Whether ``host`` matches one of ``patterns`` (exact, or ``*.domain`` for its subdomains)."""
+    """Whether ``host`` matches one of ``patterns`` (exact, or ``*.domain`` for its subdomains).
+
+    A value with a path, query, fragment or user part is no host name at all, whatever its end
+    (``evil.com/x.example.com`` would pass as a subdomain and end up in the service's own URLs).
+    """
+    if any(mark in host for mark in "/?#@\\"):
+        return False
     for pattern in patterns:
         if pattern == "*" or host == pattern:
             return True

@@ -40,6 +40,9 @@ from fleet_artifacts.routes.deps import Services, anchored, anchored_page, origi
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
 
 _PLAIN = re.compile(r"[A-Za-z0-9._:~-]+")  # a query value with nothing to unescape
+_LIMIT = re.compile(r"[1-9][0-9]{0,3}")
+# A Host the router takes (Litestar refuses others with 400): a name or address, and a port.
+_HOST = re.compile(rb"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _DISPOSITIONS = frozenset({"attachment", "inline"})
 _KINDS = frozenset(kind.value for kind in ArtifactKind)
 _STATUSES = frozenset(get_args(artifacts.Listed))
@@ -70,7 +73,7 @@ class Listing(NamedTuple):
     expires_in: str | None
 
 
-def plain(path: str, query: bytes) -> Fetch | Listing | None:
+def plain(path: str, query: bytes, reserved: frozenset[str] = frozenset()) -> Fetch | Listing | None:
     """What a plain request of the hot paths asks; None for anything else.
 
     Example:
@@ -82,8 +85,8 @@ def plain(path: str, query: bytes) -> Fetch | Listing | None:
         True
     """
     parts = path.split("/")
-    if len(parts) < 4 or parts[1] != "fleet" or not is_id(parts[-1]):
-        return None  # (the last part of a list's path is "artifacts")
+    if len(parts) < 4 or parts[1] != "fleet" or not is_id(parts[-1]) or not reserved.isdisjoint(parts):
+        return None  # (the last part of a list's path is "artifacts"; ``reserved``: another route's)
     if len(parts) == 5 and parts[2] == "jobs" and parts[4] == "artifacts":
         return _listing(parts[3], query) if is_id(parts[3]) else None
     if len(parts) == 6 and parts[2] == "jobs" and parts[4] == "artifacts" and is_id(parts[3]):
@@ -112,7 +115,7 @@ def _listing(job_id: str, query: bytes) -> Listing | None:
     if (
         (kind is not None and kind not in _KINDS)
         or (status is not None and status not in _STATUSES)
-        or not (limit.isdigit() and 1 <= int(limit) <= 1000)
+        or not (_LIMIT.fullmatch(limit) and int(limit) <= 1000)  # no leading zero, as msgspec
         or not (expires_in is None or expires_in.isdigit())
     ):
         return None  # the router's parameter problem (or its reading of the value) is the answer
@@ -148,18 +151,20 @@ def hot_reads(app: ASGIApp, litestar: Litestar) -> ASGIApp:
     }
     in_job, by_id = templates[artifacts.get_in_job.fn], templates[artifacts.get_by_id.fn]
     listed = templates[artifacts.list_artifacts.fn]
+    reserved = literals_in_their_place(litestar, (in_job, by_id, listed))
 
     async def middleware(scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["method"] != "GET" or scope.get("root_path"):
             await app(scope, receive, send)
             return
-        asked = plain(scope["path"], scope["query_string"])
+        asked = plain(scope["path"], scope["query_string"], reserved)
         authorization: str | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"origin":
-                asked = None
+                if authorization is None:  # the first, as the router's check reads it
+                    authorization = value.decode("latin-1")
+            elif name == b"origin" or (name == b"host" and not _HOST.fullmatch(value)):
+                asked = None  # CORS headers, or the router's 400 for a malformed Host
         if asked is None:
             await app(scope, receive, send)
             return
@@ -182,6 +187,26 @@ def hot_reads(app: ASGIApp, litestar: Litestar) -> ASGIApp:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     return middleware
+
+
+def literals_in_their_place(litestar: Litestar, templates: tuple[str, ...]) -> frozenset[str]:
+    """Literal segments of other routes where one of ``templates`` has a parameter.
+
+    ``GET /fleet/jobs/{job}/artifacts/uploads`` is the upload route's (405 for GET), not a fetch
+    of an artifact named ``uploads``: a path holding such a segment is left to the router.
+    """
+    found: set[str] = set()
+    for route in litestar.routes:
+        other = route.path_format.split("/")
+        for template in templates:
+            mine = template.split("/")
+            if route.path_format == template or len(mine) != len(other):
+                continue
+            if all(a == b or a.startswith("{") for a, b in zip(mine, other, strict=True)):
+                found.update(
+                    b for a, b in zip(mine, other, strict=True) if a.startswith("{") and "{" not in b
+                )
+    return frozenset(found)
 
 
 async def _answer(

@@ -315,7 +315,7 @@ def replace_meta(path: Path, meta: BlobMeta, *, fsync: bool) -> None:
 def _place_meta(path: Path, meta: BlobMeta, *, fsync: bool) -> None:
     meta_temp = temp_beside(path)
     try:
-        with open(meta_temp, "xb", buffering=0) as out:  # a few hundred bytes: one write, no buffer
+        with open(meta_temp, "xb") as out:  # buffered: its flush writes all of it, however short a write
             out.write(msgspec.json.encode(meta))
             if fsync:
                 os.fsync(out.fileno())

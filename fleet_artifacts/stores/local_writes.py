@@ -22,8 +22,9 @@ import os
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import msgspec
 
@@ -35,6 +36,7 @@ from fleet_artifacts.stores.local_temps import temp_beside
 if TYPE_CHECKING:
     from hashlib import _Hash
 
+T = TypeVar("T")
 SMALL_BODY = 4 * 1024 * 1024  # bodies up to this are written in one hop to a thread (``head_of``)
 _IOV_MAX = 1024  # buffers one writev takes (Linux's IOV_MAX)
 
@@ -91,14 +93,30 @@ async def _write_whole(
         # Queued before the write, so a thread takes it first: the write, which waits for it,
         # never waits on a job queued behind itself, however busy the pool.
         asyncio.get_running_loop().run_in_executor(None, _hash, parts, hashed)
-        try:
-            done = await asyncio.to_thread(
-                write_and_commit, locate, parts, meta, hashed, fsync=fsync, abandoned=abandoned
-            )
-        except asyncio.CancelledError:
-            abandoned.set()  # the thread runs on: it now removes its temp instead of committing
-            raise
+        done = await to_the_end(
+            partial(write_and_commit, locate, parts, meta, hashed, fsync=fsync, abandoned=abandoned),
+            on_cancel=abandoned.set,  # the thread now removes its temp instead of committing
+        )
     return BlobWritten(size_bytes=size, sha256=done.sha256)
+
+
+async def to_the_end(work: Callable[[], T], *, on_cancel: Callable[[], None] = lambda: None) -> T:
+    """``work()`` in a worker thread; a cancel calls ``on_cancel`` and waits for the thread to end.
+
+    The callers hold the key's lock: leaving it while the thread may still rename and write the
+    sidecar would let a seal, delete or tier change run in the middle of it.
+    """
+    future = asyncio.get_running_loop().run_in_executor(None, work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        on_cancel()
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancel is what the caller sees
+        raise
 
 
 def _hash(parts: list[bytes], into: concurrent.futures.Future[str]) -> None:
@@ -178,7 +196,7 @@ async def _write_streamed(
         async with locked():
             if guard is not None:
                 await guard()
-            await asyncio.to_thread(commit_files, temp, path, done, fsync=fsync)
+            await to_the_end(partial(commit_files, temp, path, done, fsync=fsync))
         committed = True
         return BlobWritten(size_bytes=size, sha256=done.sha256)
     finally:

@@ -132,8 +132,12 @@ class SqlitePointerStore(PointerStore):
         and so does a checkpoint under way: it completes only if no commit lands meanwhile, and
         then the WAL is reused from its start rather than grown.
         """
-        idle = self._checkpointing is None or self._checkpointing.done()
-        if (conn := self._loop_writer) is not None and idle:
+        checkpointing = self._checkpointing
+        if checkpointing is not None and checkpointing.done():
+            # The first write after a checkpoint restarts the WAL, which syncs its header even with
+            # NORMAL: the writer's thread takes it, not the event loop.
+            self._checkpointing = None
+        if (conn := self._loop_writer) is not None and checkpointing is None:
             try:
                 result = journal.transaction(conn, lambda: work(conn))
             except sqlite3.OperationalError:
