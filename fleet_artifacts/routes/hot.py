@@ -31,12 +31,18 @@ from litestar.types import ASGIApp, Receive, Send
 from litestar.types import Scope as AsgiScope
 
 from fleet_artifacts.core.access import Scope
-from fleet_artifacts.core.audit import actor as audit_actor
 from fleet_artifacts.core.models import ArtifactKind
 from fleet_artifacts.core.validation import is_id
 from fleet_artifacts.routes import artifacts
-from fleet_artifacts.routes.access_log import CALLER
-from fleet_artifacts.routes.deps import Services, anchored, anchored_page, origin_of, seconds, services_of
+from fleet_artifacts.routes.deps import (
+    Services,
+    admit,
+    anchored,
+    anchored_page,
+    origin_of,
+    seconds,
+    services_of,
+)
 from fleet_artifacts.routes.problems import EXCEPTION_HANDLERS
 
 _PLAIN = re.compile(r"[A-Za-z0-9._:~-]+")  # a query value with nothing to unescape
@@ -174,9 +180,7 @@ def hot_reads(app: ASGIApp, litestar: Litestar) -> ASGIApp:
             scope["path_template"] = listed
         try:
             services = services_of(litestar.state)
-            caller = services.auth.authorize(authorization, Scope.READ)
-            scope["state"][CALLER] = caller
-            audit_actor.set(caller.token_id)
+            caller = admit(scope, services.auth, authorization, Scope.READ)
             body, headers = await _answer(asked, caller.product, services, scope)
         except Exception as exc:
             await _problem(litestar, scope, receive, send, exc)
