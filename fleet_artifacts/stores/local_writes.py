@@ -100,11 +100,17 @@ async def _write_whole(
     return BlobWritten(size_bytes=size, sha256=done.sha256)
 
 
-async def to_the_end(work: Callable[[], T], *, on_cancel: Callable[[], None] = lambda: None) -> T:
+async def to_the_end(
+    work: Callable[[], T],
+    *,
+    on_cancel: Callable[[], None] = lambda: None,
+    undo: Callable[[T], None] | None = None,
+) -> T:
     """``work()`` in a worker thread; a cancel calls ``on_cancel`` and waits for the thread to end.
 
     The callers hold the key's lock: leaving it while the thread may still rename and write the
-    sidecar would let a seal, delete or tier change run in the middle of it.
+    sidecar would let a seal, delete or tier change run in the middle of it. If ``work`` returned
+    all the same, its result goes to ``undo``: nobody else will ever see it.
     """
     future = asyncio.get_running_loop().run_in_executor(None, work)
     try:
@@ -114,8 +120,9 @@ async def to_the_end(work: Callable[[], T], *, on_cancel: Callable[[], None] = l
         while not future.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([future])
-        if not future.cancelled():
-            future.exception()  # retrieved: the cancel is what the caller sees
+        # retrieved either way: the cancel is what the caller sees
+        if not future.cancelled() and future.exception() is None and undo is not None:
+            undo(future.result())
         raise
 
 
@@ -176,7 +183,12 @@ async def _write_streamed(
 ) -> BlobWritten:
     """A body past ``SMALL_BODY``: its head hashed and written as the temp is made, the rest spooled."""
     digest = hashlib.sha256()
-    path, temp, out = await asyncio.to_thread(_start, locate, head, digest, fsync)
+    # The thread makes the temp; a cancel while it runs (client gone, shutdown) would otherwise
+    # leave that temp behind for a day, until the sweep's ``temps`` step, as the ``finally``
+    # below that removes it is entered only once ``_start`` has returned here.
+    path, temp, out = await to_the_end(
+        partial(_start, locate, head, digest, fsync), undo=lambda started: _drop(started[1], started[2])
+    )
     committed = False
     try:
         head.clear()
@@ -216,11 +228,18 @@ def _start(
             digest.update(part)
         write_all(out, head)
     except BaseException:
-        out.close()
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+        _drop(temp, out)
         raise
     return path, temp, out
+
+
+def _drop(temp: Path, out: BinaryIO) -> None:
+    """Close and remove a temp that will not be committed."""
+    try:
+        out.close()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
 
 
 def create_temp(target: Path, *, fsync: bool) -> tuple[Path, BinaryIO]:
