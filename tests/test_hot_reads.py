@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from fleet_artifacts.app import create_app
-from fleet_artifacts.routes.hot import hot_reads, plain
+from fleet_artifacts.routes.hot import FETCH_KEYS, LIST_KEYS, hot_reads, plain
 from tests.conftest import TOKEN_A, TOKEN_B, make_settings
 from tests.servers import ThreadedServer
 
@@ -182,6 +182,22 @@ def test_what_the_router_judges_otherwise_goes_to_it(server: ThreadedServer) -> 
         # Another route's literal segment where a fetch has its id: that route's 405, before any token.
         answer = http.get(f"/fleet/jobs/{job}/artifacts/uploads")
         assert answer.status_code == 405 and "POST" in answer.headers["allow"]
+
+
+def test_the_hot_path_reads_every_parameter_the_router_declares(tmp_path: Path) -> None:
+    """Its key sets are the router's query parameters: one added to a fetch or list is learnt here too.
+
+    A parameter the hot path does not know sends the request to the router (correct, only slower);
+    a parameter it knows that the router no longer declares would be answered here and nowhere else.
+    """
+    schema = create_app(make_settings(None, tmp_path)).openapi_schema.to_schema()
+    declared: dict[str, set[str]] = {}
+    for path_item in schema["paths"].values():
+        get = path_item.get("get") or {}
+        names = {p["name"] for p in get.get("parameters", []) if p["in"] == "query"}
+        declared[get.get("operationId", "")] = names
+    assert declared["getJobArtifact"] == declared["getArtifact"] == set(FETCH_KEYS)
+    assert declared["listArtifacts"] == set(LIST_KEYS)
 
 
 def test_a_malformed_host_is_refused(tmp_path: Path) -> None:

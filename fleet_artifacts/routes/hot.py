@@ -52,8 +52,8 @@ _HOST = re.compile(rb"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _DISPOSITIONS = frozenset({"attachment", "inline"})
 _KINDS = frozenset(kind.value for kind in ArtifactKind)
 _STATUSES = frozenset(get_args(artifacts.Listed))
-_FETCH_KEYS = frozenset({"disposition", "expiresIn"})
-_LIST_KEYS = frozenset({"kind", "runId", "tag", "status", "limit", "continuationToken", "expiresIn"})
+FETCH_KEYS = frozenset({"disposition", "expiresIn"})
+LIST_KEYS = frozenset({"kind", "runId", "tag", "status", "limit", "continuationToken", "expiresIn"})
 _encode = msgspec.json.Encoder().encode  # what Litestar's own encoder answers for these structs
 
 
@@ -101,7 +101,7 @@ def plain(path: str, query: bytes, reserved: frozenset[str] = frozenset()) -> Fe
         job_id = None
     else:
         return None
-    values = _values(query, _FETCH_KEYS)
+    values = _values(query, FETCH_KEYS)
     if values is None:
         return None
     disposition = values.get("disposition", ["attachment"])[0]
@@ -112,7 +112,7 @@ def plain(path: str, query: bytes, reserved: frozenset[str] = frozenset()) -> Fe
 
 
 def _listing(job_id: str, query: bytes) -> Listing | None:
-    values = _values(query, _LIST_KEYS)
+    values = _values(query, LIST_KEYS)
     if values is None:
         return None
     kind, status = values.get("kind", [None])[0], values.get("status", [None])[0]
