@@ -1,4 +1,7 @@
-"""A streamed local write cancelled while its worker thread makes the temp leaves no file behind.
+"""A local write that commits nothing leaves no temp behind: cancelled, refused or cut short.
+
+The temps (the bytes' and the sidecar's) are made by worker threads; a cancel can land while one
+is at it.
 
 Each scenario runs in its own event loop (``asyncio.run``): closing it waits for the default
 executor's threads, so the directory is looked at only once the write's thread has ended too,
@@ -12,9 +15,11 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from fleet_artifacts.core.errors import Conflict, PayloadTooLarge
 from fleet_artifacts.stores.local_files import BlobMeta
 from fleet_artifacts.stores.local_writes import SMALL_BODY, write_blob
 
@@ -79,3 +84,51 @@ def test_a_cancel_while_the_temp_is_made_leaves_no_temp(tmp_path: Path) -> None:
 
     asyncio.run(scenario())  # returns once the executor's threads have ended
     assert sorted(p.name for p in target.parent.iterdir()) == []
+
+
+async def _refused(
+    target: Path, *, body: AsyncIterator[bytes], max_bytes: int, guard_says: str | None
+) -> None:
+    async def guard() -> None:
+        if guard_says is not None:
+            raise Conflict(guard_says)
+
+    await write_blob(
+        lambda: target,
+        body,
+        BlobMeta(content_type="application/octet-stream", sha256=""),
+        max_bytes=max_bytes,
+        locked=_no_lock,
+        guard=guard,
+        fsync=False,
+    )
+
+
+async def _cut_short() -> AsyncIterator[bytes]:
+    yield b"x" * CHUNK
+    raise RuntimeError("the body ended in an error")
+
+
+@pytest.mark.parametrize(
+    ("body", "max_bytes", "guard_says", "raised"),
+    [
+        (_body, 10 * SMALL_BODY, "the job is sealed", Conflict),  # streamed, refused at the commit
+        (lambda: _cut_short(), 10 * SMALL_BODY, None, RuntimeError),  # the body ends in an error
+        (_body, 3 * CHUNK, None, PayloadTooLarge),  # too large, found while the head arrives
+        (lambda: _small(), 10 * SMALL_BODY, "the job is sealed", Conflict),  # whole body, refused
+    ],
+    ids=["streamed-refused", "cut-short", "too-large", "whole-refused"],
+)
+def test_a_write_that_commits_nothing_leaves_no_temp(
+    tmp_path: Path, body: Any, max_bytes: int, guard_says: str | None, raised: type[Exception]
+) -> None:
+    """The temps made as the body started go with a write refused or failed at any step."""
+    target = tmp_path / "blobs" / "blob"
+    target.parent.mkdir(parents=True)
+    with pytest.raises(raised):
+        asyncio.run(_refused(target, body=body(), max_bytes=max_bytes, guard_says=guard_says))
+    assert sorted(p.name for p in target.parent.iterdir()) == []
+
+
+async def _small() -> AsyncIterator[bytes]:
+    yield b"small body"
