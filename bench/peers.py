@@ -22,9 +22,20 @@ after a warm-up, medians printed:
 * one ``--large-mib`` (256) MiB file uploaded, then downloaded;
 * the server's CPU seconds for each, and its RSS (all its processes) idle and at its peak.
 
-One more server gives the scale: the floor, a bare ASGI app under the same uvicorn that stores a
-PUT body the way MLflow does and hashes it the way this service does (``FLOOR_APP``), with no
-framework, database, auth or fsync (``--no-floor`` leaves it out).
+Two more servers give the scale (``--no-floor`` leaves them out), both ``FLOOR_APP``, a bare ASGI
+app under the same uvicorn with no framework, database, auth or fsync:
+
+* the floor: it stores a PUT body the way MLflow does and hashes it the way this service does;
+* the transport: it reads a PUT body and drops it, and answers a GET with bytes from memory.
+  What is left is what this client and uvicorn cost: no server on this stack answers faster.
+
+Both run with glibc told to keep up to 8 MiB of freed memory (``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_MMAP_THRESHOLD_`` 1 MiB). Without it a bare app hands each request's buffers back to
+the kernel and takes fresh, zeroed pages for the next body: on this VM that was 1.2-1.7 ms per
+1 MiB upload, a third of the floor's time. This service does not pay it (its own allocations
+keep glibc's adaptive thresholds high), so the floor gets the same advantage: the scale is the
+best a bare app does, not the convenient one. The report shows minor page faults per small
+upload, and the client's own CPU: every server pays the client's.
 
 After each round every server deletes what it stored, through its own API (untimed), so each
 round writes into page cache the kernel has just freed. On this 2-core VM taking fresh pages
@@ -74,12 +85,15 @@ MLFLOW_ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
 # The floor: a bare ASGI app under uvicorn (httptools, as both servers run) that stores a PUT body
 # as MLflow does (temp file beside the target, rename; no fsync) and hashes it (sha256, in the
 # writer thread) as this service does, serves GET in 1 MiB reads and DELETE of a directory. No
-# framework, no database, no auth: what any Python server on this stack pays at least.
+# framework, no database, no auth: what any Python server on this stack pays at least. Under
+# /drop/ it is the transport alone: a PUT body is read and dropped, a GET of /drop/<size>/... is
+# answered with <size> bytes from memory.
 FLOOR_APP = """
 import asyncio, hashlib, os, shutil, sys, uuid  # noqa: E401
 import uvicorn
 
 ROOT = sys.argv[2]
+ZEROS = memoryview(bytes(1 << 20))
 
 
 def start(path):
@@ -112,6 +126,9 @@ async def app(scope, receive, send):
                 return
     path = os.path.join(ROOT, scope["path"].strip("/").replace("..", "_"))
     status, body = 200, b""
+    if scope["path"].startswith("/drop/"):
+        await drop(scope, receive, send)
+        return
     if scope["method"] == "PUT":
         temp, out = await asyncio.to_thread(start, path)
         digest, parts, pending = hashlib.sha256(), [], 0
@@ -142,9 +159,30 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+async def drop(scope, receive, send):
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    if scope["method"] == "GET":
+        size = int(scope["path"].split("/")[2])
+    headers = [(b"content-length", str(size if scope["method"] == "GET" else 1).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if scope["method"] != "GET":
+        await send({"type": "http.response.body", "body": b"1"})
+        return
+    while size:
+        part = ZEROS[: min(size, len(ZEROS))]
+        size -= len(part)
+        await send({"type": "http.response.body", "body": bytes(part), "more_body": size > 0})
+
+
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", http="httptools")
 """
 OCTETS = {"Content-Type": "application/octet-stream"}
+# See the module's docstring: a bare app keeps its freed buffers instead of faulting in new pages.
+KEEP_FREED = {"MALLOC_TRIM_THRESHOLD_": str(8 << 20), "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def tree(pid: int) -> list[int]:
@@ -171,6 +209,15 @@ def tree_rss_mib(pid: int) -> tuple[float, float]:
                 if line.startswith("VmRSS:"):
                     sizes.append(int(line.split()[1]))
     return sum(sizes) / 1024, max(sizes) / 1024
+
+
+def tree_faults(pid: int) -> int:
+    """Minor page faults of ``pid`` and its live descendants (each process's, all its threads)."""
+    total = 0
+    for one in tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int(Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    return total
 
 
 def tree_cpu(pid: int) -> float:
@@ -270,7 +317,8 @@ def floor_server(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     root.mkdir(parents=True, exist_ok=True)
     (root / "floor_app.py").write_text(FLOOR_APP)
     argv = [sys.executable, str(root / "floor_app.py")]
-    with process_on_port(lambda port: [*argv, str(port), str(root / "files")]) as served:
+    env = os.environ | KEEP_FREED
+    with process_on_port(lambda port: [*argv, str(port), str(root / "files")], env=env) as served:
         yield served
 
 
@@ -288,6 +336,8 @@ class Server:
     sampler: TreeSampler | None = None
     times: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
+    client_cpu: dict[str, list[float]] = field(default_factory=dict)  # the sending thread's CPU
+    faults: dict[str, list[int]] = field(default_factory=dict)
 
 
 def fleet_upload(client: httpx.Client, batch: str, name: str, data: bytes) -> str:
@@ -330,6 +380,16 @@ def floor_drop(client: httpx.Client, batch: str) -> None:
     client.delete(f"/{batch}").raise_for_status()
 
 
+def transport_upload(client: httpx.Client, batch: str, name: str, data: bytes) -> str:
+    """PUT to the floor app's /drop/ route (read and dropped); a path that GETs as many bytes."""
+    client.put(f"/drop/{len(data)}/{batch}/{name}", content=data, headers=OCTETS).raise_for_status()
+    return f"/drop/{len(data)}/{batch}/{name}"
+
+
+def transport_forget(client: httpx.Client, batch: str) -> None:
+    """Nothing was stored: nothing to delete."""
+
+
 def download(client: httpx.Client, path: str, size: int) -> None:
     """GET ``path`` to the end, checking its size."""
     got = 0
@@ -347,10 +407,13 @@ def run(servers: list[Server], files: list[bytes], large: bytes, rounds: int, ke
     """
 
     def timed(server: Server, op: str, work: Callable[[], T]) -> T:
-        cpu0, started = tree_cpu(server.pid), time.perf_counter()
+        cpu0, faults0, client0 = tree_cpu(server.pid), tree_faults(server.pid), time.thread_time()
+        started = time.perf_counter()
         result = work()
         server.times.setdefault(op, []).append(time.perf_counter() - started)
+        server.client_cpu.setdefault(op, []).append(time.thread_time() - client0)
         server.cpu.setdefault(op, []).append(tree_cpu(server.pid) - cpu0)
+        server.faults.setdefault(op, []).append(tree_faults(server.pid) - faults0)
         return result
 
     def small_up(server: Server, batch: str) -> list[str]:
@@ -395,13 +458,20 @@ def report(servers: list[Server], count: int, large_mib: int, rounds: int) -> No
     }
     mlflow = next((s for s in servers if s.name == "MLflow"), None)
     width = max(len(s.name) for s in servers) + 2
-    print(f"median of {rounds} interleaved rounds; wall seconds, server CPU seconds, time ratio to MLflow")
+    print(
+        f"median of {rounds} interleaved rounds; wall seconds, server CPU seconds, time ratio to MLflow;"
+        " for the small files also each one's wall ms, client CPU ms and server minor page faults"
+    )
     for op, label in labels.items():
         print(f"{label}:")
         for s in servers:
             t, c = statistics.median(s.times[op]), statistics.median(s.cpu[op])
             ratio = f"{t / statistics.median(mlflow.times[op]):6.2f}x" if mlflow and s is not mlflow else ""
-            each = f"  ({1000 * t / count:6.2f} ms each)" if op.startswith("small") else ""
+            each = ""
+            if op.startswith("small"):
+                mine, faults = statistics.median(s.client_cpu[op]), statistics.median(s.faults[op])
+                per = 1000 / count
+                each = f"  ({t * per:5.2f} ms; client {mine * per:4.2f}; {faults / count:5.0f} faults)"
             print(f"  {s.name:{width}} {t:8.3f} s   CPU {c:6.2f} s {ratio:>8}{each}")
     print("server RSS, idle after start / peak during the run (all its processes; the largest one):")
     for s in servers:
@@ -415,6 +485,7 @@ def report(servers: list[Server], count: int, large_mib: int, rounds: int) -> No
     if mlflow is not None:
         print("target (issue 14): the 1 MiB uploads in <= 0.50x MLflow's time")
     print("floor: a bare ASGI app (no framework, database or fsync; sha256 in a thread), for scale")
+    print("transport: the same app reading and dropping each body, answering GETs from memory")
 
 
 def main() -> None:
@@ -428,7 +499,7 @@ def main() -> None:
     parser.add_argument("--mlflow-venv", type=Path, default=REPO / ".tools" / "mlflow-venv")
     parser.add_argument("--no-install", action="store_true", help="skip MLflow unless already installed")
     parser.add_argument("--keep-files", action="store_true", help="keep every round's files (see above)")
-    parser.add_argument("--no-floor", action="store_true", help="leave out the bare-app floor")
+    parser.add_argument("--no-floor", action="store_true", help="leave out the bare-app floor and transport")
     args = parser.parse_args()
     exe = ensure_mlflow(args.mlflow_venv, not args.no_install)
     files = [secrets.token_bytes(MiB) for _ in range(args.count)]
@@ -479,6 +550,11 @@ def main() -> None:
             base, proc = stack.enter_context(floor_server(tmp / "floor"))
             client = stack.enter_context(httpx.Client(base_url=base, transport=BulkTransport(), timeout=600))
             servers.append(Server("floor: bare uvicorn app", proc.pid, client, floor_upload, str, floor_drop))
+            base, proc = stack.enter_context(floor_server(tmp / "transport"))
+            client = stack.enter_context(httpx.Client(base_url=base, transport=BulkTransport(), timeout=600))
+            servers.append(
+                Server("transport: reads, drops", proc.pid, client, transport_upload, str, transport_forget)
+            )
         for server in servers:
             server.idle_rss = tree_rss_mib(server.pid)
             server.sampler = stack.enter_context(TreeSampler(server.pid))
