@@ -31,12 +31,18 @@ def env(data_dir: Path, grace: int) -> dict[str, str]:
     }
 
 
-def slow_body(started: threading.Event, chunks: int, pause: float) -> Iterator[bytes]:
-    """``chunks`` chunks of CHUNK bytes, ``pause`` seconds apart; ``started`` is set after the first."""
+def slow_body(
+    started: threading.Event, chunks: int, pause: float, hurry: threading.Event | None = None
+) -> Iterator[bytes]:
+    """``chunks`` chunks of CHUNK bytes, ``pause`` seconds apart; ``started`` is set after the first.
+
+    ``hurry`` set ends a pause at once: the test is done waiting for the server.
+    """
+    hurry = hurry or threading.Event()
     for n in range(chunks):
         yield bytes([n % 256]) * CHUNK
         started.set()
-        time.sleep(pause)
+        hurry.wait(pause)
 
 
 def upload_in_thread(url: str, body: Iterator[bytes], outcome: list[object]) -> threading.Thread:
@@ -84,14 +90,15 @@ def test_an_upload_in_flight_finishes_within_the_grace(tmp_path: Path) -> None:
 def test_past_the_grace_an_upload_is_cancelled_and_leaves_nothing(tmp_path: Path) -> None:
     data = tmp_path / "data"
     outcome: list[object] = []
-    started = threading.Event()
+    started, hurry = threading.Event(), threading.Event()
     with serve_process(env(data, 1)) as (url, proc):
-        thread = upload_in_thread(url, slow_body(started, 3, 8.0), outcome)
+        thread = upload_in_thread(url, slow_body(started, 3, 8.0, hurry), outcome)
         assert started.wait(10)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         assert time.monotonic() - signalled < 10  # the grace (1 s) and the shutdown, not the upload
+        hurry.set()  # the server is gone: the client's next send fails now, not 8 s from now
         thread.join(30)
     [answer] = outcome
     assert not (isinstance(answer, httpx.Response) and answer.status_code < 300), answer
