@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from fleet_artifacts.core.errors import Conflict, PayloadTooLarge
+from fleet_artifacts.core.errors import Conflict, PayloadTooLarge, Unavailable
 from fleet_artifacts.stores.local_files import BlobMeta
 from fleet_artifacts.stores.local_writes import SMALL_BODY, write_blob
 
@@ -105,7 +104,9 @@ async def _refused(
 
 
 async def _cut_short() -> AsyncIterator[bytes]:
-    yield b"x" * CHUNK
+    """A body past the head (the streamed path has made its temp) that then ends in an error."""
+    async for chunk in _body():
+        yield chunk
     raise RuntimeError("the body ended in an error")
 
 
@@ -113,16 +114,19 @@ async def _cut_short() -> AsyncIterator[bytes]:
     ("body", "max_bytes", "guard_says", "raised"),
     [
         (_body, 10 * SMALL_BODY, "the job is sealed", Conflict),  # streamed, refused at the commit
-        (lambda: _cut_short(), 10 * SMALL_BODY, None, RuntimeError),  # the body ends in an error
-        (_body, 3 * CHUNK, None, PayloadTooLarge),  # too large, found while the head arrives
-        (lambda: _small(), 10 * SMALL_BODY, "the job is sealed", Conflict),  # whole body, refused
+        (_cut_short, 10 * SMALL_BODY, None, RuntimeError),  # the body ends in an error past its head
+        (_body, SMALL_BODY + CHUNK, None, PayloadTooLarge),  # too large, found while it is spooled
     ],
-    ids=["streamed-refused", "cut-short", "too-large", "whole-refused"],
+    ids=["streamed-refused", "cut-short", "too-large"],
 )
-def test_a_write_that_commits_nothing_leaves_no_temp(
-    tmp_path: Path, body: Any, max_bytes: int, guard_says: str | None, raised: type[Exception]
+def test_a_streamed_write_that_commits_nothing_leaves_no_temp(
+    tmp_path: Path,
+    body: Callable[[], AsyncIterator[bytes]],
+    max_bytes: int,
+    guard_says: str | None,
+    raised: type[Exception],
 ) -> None:
-    """The temps made as the body started go with a write refused or failed at any step."""
+    """Each case fails after the streamed path made its temp: the temp goes with the write."""
     target = tmp_path / "blobs" / "blob"
     target.parent.mkdir(parents=True)
     with pytest.raises(raised):
@@ -130,5 +134,19 @@ def test_a_write_that_commits_nothing_leaves_no_temp(
     assert sorted(p.name for p in target.parent.iterdir()) == []
 
 
-async def _small() -> AsyncIterator[bytes]:
-    yield b"small body"
+def test_a_whole_write_that_fails_at_the_rename_leaves_no_temp(tmp_path: Path) -> None:
+    """A small body whose rename fails (a directory holds the blob's name) takes its temp with it.
+
+    The sidecar lands before the bytes' rename, so it may stay: a sidecar without data is
+    invisible (``local_files.commit_files``). No ``.tmp-`` file may.
+    """
+    target = tmp_path / "blobs" / "blob"
+    (target / "in-the-way").mkdir(parents=True)
+
+    async def small() -> AsyncIterator[bytes]:
+        yield b"small body"
+
+    with pytest.raises(Unavailable):
+        asyncio.run(_refused(target, body=small(), max_bytes=10 * SMALL_BODY, guard_says=None))
+    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".tmp-")] == []
+    assert sorted(p.name for p in target.iterdir()) == ["in-the-way"]

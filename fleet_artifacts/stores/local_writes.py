@@ -120,9 +120,11 @@ async def to_the_end(
         while not future.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([future])
-        # retrieved either way: the cancel is what the caller sees
+        # retrieved either way: the cancel is what the caller sees, whatever ``undo`` meets (a
+        # temp it could not remove is the sweep's)
         if not future.cancelled() and future.exception() is None and undo is not None:
-            undo(future.result())
+            with contextlib.suppress(OSError):
+                undo(future.result())
         raise
 
 
