@@ -6,6 +6,7 @@ through the ``pointers`` fixture of the pointer contract suite.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import timedelta
 
@@ -122,6 +123,19 @@ async def test_the_feed_resumes_exactly_once_per_product_and_job(pointers: Point
     for bad in ("x", "-1", "9" * 40):
         with pytest.raises(InvalidInput):
             await pointers.events(mine, since=bad, limit=10, job_id=None)
+
+
+async def test_polls_of_an_idle_feed_get_back_the_cursor_they_sent(pointers: PointerStore) -> None:
+    """A second apart too: a cursor that changed with the clock would read as a new position."""
+    product, job = "p-" + secrets.token_hex(4), "j-" + secrets.token_hex(4)
+    await _created(pointers, job, product=product)
+    read = await pointers.events(product, since=None, limit=10, job_id=None)
+    assert len(read.items) == 1
+    idle = await pointers.events(product, since=read.next, limit=10, job_id=None)
+    await asyncio.sleep(1.1)
+    later = await pointers.events(product, since=idle.next, limit=10, job_id=None)
+    assert idle.items == later.items == []
+    assert later.next == idle.next == read.next
 
 
 async def test_jobs_are_listed_most_recently_active_first_in_pages(pointers: PointerStore) -> None:

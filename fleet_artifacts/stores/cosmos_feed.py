@@ -27,6 +27,10 @@ from fleet_artifacts.stores.cosmos_docs import translate
 
 PAGE_ITEMS = 100  # items (of every kind) per change-feed read
 MAX_PAGES = 20  # reads per call at most: a quiet product on a busy container answers empty, but moves on
+# A cursor resting at the feed's end takes the time of the read as its mark at most this often: a
+# mark a little old only errs towards Gone by as much (against a ttl of days), and polls of an
+# idle feed meanwhile are answered the very cursor they sent ("an empty page keeps the position").
+MARK_REFRESH_SECONDS = 3600
 _NOT_OURS = "since is not a cursor this service issued for this feed"
 
 
@@ -124,7 +128,9 @@ async def read_events(
         for _ in range(MAX_PAGES):
             docs = await _next_page(pages, bool(at.token))
             if docs is None:  # the end of the feed: what comes next is written from now on
-                at = msgspec.structs.replace(at, mark=int(time.time()))
+                now = int(time.time())
+                if now - at.mark >= MARK_REFRESH_SECONDS:
+                    at = msgspec.structs.replace(at, mark=now)
                 break
             events = _events_of(docs, product_id)
             start, room = at.skip, limit - len(items)
