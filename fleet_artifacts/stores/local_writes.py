@@ -166,8 +166,7 @@ def write_and_commit(
             raise _Abandoned
         commit_files(temp, path, done, fsync=fsync)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+        _drop(temp, out)  # (``out`` is closed already; closing again does nothing)
         raise
     return done
 
@@ -215,8 +214,7 @@ async def _write_streamed(
         return BlobWritten(size_bytes=size, sha256=done.sha256)
     finally:
         if not committed:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            _drop(temp, out)
 
 
 def _start(
